@@ -1,0 +1,45 @@
+# Herald's developer entry points. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: help up test lint unit e2e tools venv crd bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+up: tools venv ## Start Herald locally: control plane, CRD, operator, sidecar, a stand-in n8n, a sample post
+	$(PY) hack/up.py
+
+test: tools venv lint ## Everything CI runs: lint, type checks, unit and end-to-end tests
+	$(PY) -m pytest
+
+lint: venv ## ruff, ruff format --check, mypy --strict, and the CRD is current
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
+	$(VENV)/bin/mypy
+
+unit: venv ## Only the tests that need no control plane
+	$(PY) -m pytest -m "not e2e"
+
+tools: ## Build/install kube-apiserver, etcd, kubectl, helm into .tools/ (cached by version)
+	bash hack/tools.sh all
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+crd: venv ## Regenerate crds/ from operator/herald/models.py
+	$(PY) -m herald.crdgen > crds/scheduledposts.herald.dev.yaml
+
+bench: tools venv ## Run the benchmarks in bench/
+	$(PY) bench/dispatcher.py
+
+clean: ## Remove the virtualenv (keeps the .tools cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

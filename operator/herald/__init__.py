@@ -1,0 +1,1 @@
+"""Herald: publishes ScheduledPosts through n8n at the right second."""

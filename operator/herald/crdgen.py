@@ -1,0 +1,167 @@
+"""Generates the ScheduledPost CustomResourceDefinition from the pydantic models.
+
+`python -m herald.crdgen > crds/scheduledposts.herald.dev.yaml` rewrites the committed
+CRD; a test fails when the committed file differs from what this module produces.
+
+pydantic emits JSON Schema (with `$ref`, `anyOf: [X, null]`, titles); Kubernetes wants a
+*structural* OpenAPI v3 schema (everything inlined, a `type` on every node, no nulls).
+`structural()` does that translation and nothing else: every constraint comes from
+`herald.models`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from herald import models
+
+_DROP = {"title"}
+_API_VERSION_DOC = f"APIVersion of this object: {models.API_VERSION}."
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Publish At", "type": "string", "jsonPath": ".spec.publishAt"},
+    {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempt"},
+    {"name": "Target", "type": "string", "jsonPath": ".spec.target", "priority": 1},
+    {"name": "Next Attempt", "type": "string", "jsonPath": ".status.nextAttemptAt", "priority": 1},
+    {"name": "URL", "type": "string", "jsonPath": ".status.externalUrl", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _deref(merged, defs)
+    return node
+
+
+def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn one pydantic JSON-schema node into a structural OpenAPI v3 node."""
+    node = _deref(node, defs)
+    if "anyOf" in node:
+        # Optional[X] is anyOf [X, null]: Kubernetes expresses optionality by absence
+        # from `required`, never by a null type.
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express union {node['anyOf']!r} structurally")
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        node = {**_deref(branches[0], defs), **outer}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP or (key == "default" and value is None):
+            continue
+        if key == "additionalProperties" and value is False:
+            # Structural schemas forbid additionalProperties beside properties; unknown
+            # fields are instead rejected by kubectl's strict field validation and pruned
+            # by the API server.
+            continue
+        if key == "properties":
+            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = structural(value, defs)
+        else:
+            out[key] = value
+    if out.get("format") == "date-time":
+        out["type"] = "string"
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if "type" not in out:
+        raise ValueError(f"schema node without a type: {node!r}")
+    # type and description first: the order people read them in.
+    return {key: out[key] for key in sorted(out, key=_key_order)}
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    order = ["type", "description", "format", "default"]
+    return (order.index(key), "") if key in order else (len(order), key)
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return structural(raw, defs)
+
+
+def crd() -> dict[str, Any]:
+    spec_schema = _schema(models.ScheduledPostSpec)
+    status_schema = _schema(models.ScheduledPostStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{models.PLURAL}.{models.GROUP}",
+            "labels": {"app.kubernetes.io/name": "herald", "app.kubernetes.io/part-of": "herald"},
+        },
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": models.KIND,
+                "listKind": f"{models.KIND}List",
+                "plural": models.PLURAL,
+                "singular": models.SINGULAR,
+                "shortNames": ["sp"],
+                "categories": ["herald"],
+            },
+            "versions": [
+                {
+                    "name": models.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "selectableFields": [
+                        {"jsonPath": ".status.phase"},
+                        {"jsonPath": ".spec.channel"},
+                        {"jsonPath": ".spec.target"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A social-media post that Herald publishes through "
+                            "n8n at spec.publishAt. Herald retries transient failures, "
+                            "recovers attempts that never got n8n's callback, and reports "
+                            "progress in .status.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": _API_VERSION_DOC,
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": "Kind of this object: ScheduledPost.",
+                                },
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = (
+        "# Generated by `python -m herald.crdgen` from operator/herald/models.py.\n"
+        "# Do not edit by hand: change the models and regenerate (tests check it).\n"
+    )
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,676 @@
+"""The ScheduledPost state machine: pure functions from (post, now, input) to a decision.
+
+Nothing here reads a clock, a random source, the network or the API server. Callers
+(the kopf handlers, the dispatcher, the callback sidecar) fetch the post, call one of
+the functions below with `now`, then write `Decision.status` with a compare-and-swap
+and post `Decision.events`. Because every writer goes through these functions, the
+operator and the sidecar cannot disagree about what a transition means.
+
+Phases:
+
+    (new) ──accept──▶ Scheduled ──due: claim──▶ Publishing ──callback ok──▶ Published
+      │                  ▲  │                     │   │
+      │          resume  │  │ suspend             │   └─transient / stale─▶ Retrying ─due─┐
+      ▼                  │  ▼                     │                         (claim again) │
+    Failed ◀── deadline ─┴ Suspended              └─permanent / exhausted─▶ Failed ◀──────┘
+                                                                  ▲ retry annotation resets
+
+Entry points:
+  plan()            level-triggered reaction to the object as it is (accept, edits,
+                    suspend/resume, manual retry); never dispatches.
+  act()             what the dispatcher does when the post's wake-up time arrives
+                    (claim, missed deadline, stale recovery, re-claim of an orphan).
+  dispatch_result() the outcome of the webhook request for a claimed attempt.
+  callback()        n8n's report of the outcome of an attempt.
+  wake_at()         when act() next has something to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from herald.models import (
+    HISTORY_LIMIT,
+    RETRY_ANNOTATION,
+    AttemptRecord,
+    Condition,
+    ConditionStatus,
+    ErrorClass,
+    LastError,
+    Phase,
+    ScheduledPostSpec,
+    ScheduledPostStatus,
+    parse_spec,
+    parse_status,
+)
+
+PUBLISHED = "Published"
+SPEC_APPLIED = "SpecApplied"
+_MESSAGE_MAX = 1024
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Operator-wide defaults for what a post's spec leaves unset."""
+
+    max_attempts: int = 5
+    backoff_seconds: int = 60
+    max_backoff_seconds: int = 3600
+    stale_after_seconds: int = 600
+    jitter_ratio: float = 0.1
+    claim_timeout_seconds: float = 30.0
+    """How long a claim may go without n8n's acknowledgement before another operator
+    instance may take it over. Must exceed the webhook request timeout."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The effective retry and staleness policy of one post."""
+
+    max_attempts: int
+    backoff_seconds: int
+    max_backoff_seconds: int
+    stale_after_seconds: int
+    jitter_ratio: float
+    claim_timeout_seconds: float
+
+    @classmethod
+    def of(cls, spec: ScheduledPostSpec, defaults: Defaults) -> Policy:
+        retry = spec.retry
+        return cls(
+            max_attempts=_first(retry.max_attempts if retry else None, defaults.max_attempts),
+            backoff_seconds=_first(
+                retry.backoff_seconds if retry else None, defaults.backoff_seconds
+            ),
+            max_backoff_seconds=_first(
+                retry.max_backoff_seconds if retry else None, defaults.max_backoff_seconds
+            ),
+            stale_after_seconds=spec.stale_after_seconds or defaults.stale_after_seconds,
+            jitter_ratio=defaults.jitter_ratio,
+            claim_timeout_seconds=defaults.claim_timeout_seconds,
+        )
+
+
+def _first(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Post:
+    """What the state machine needs to know about one ScheduledPost."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: ScheduledPostSpec
+    status: ScheduledPostStatus
+    retry_request: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str  # PascalCase
+    message: str
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    DISPATCH = "dispatch"
+    """Write the claim; if the compare-and-swap wins, send the webhook."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ScheduledPostStatus | None = None
+    """The status to write, or None when nothing changes."""
+    events: tuple[Event, ...] = ()
+    action: Action = Action.NONE
+
+
+NOTHING = Decision()
+
+
+# --- outcomes fed in by the adapters ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """n8n answered 2xx. `published` carries a synchronous result, if the body had one."""
+
+    published: Published | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    external_id: str | None = None
+    external_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    error_class: ErrorClass
+    code: str
+    message: str
+    retry_after_seconds: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class in (ErrorClass.TRANSIENT, ErrorClass.STALE)
+
+
+Outcome = Accepted | Failure
+
+
+class CallbackResult(enum.StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class CallbackDecision:
+    result: CallbackResult
+    decision: Decision = NOTHING
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Callback:
+    attempt: int
+    published: Published | None = None
+    """Set when n8n reports the post published."""
+    failure: Failure | None = None
+    """Set when n8n reports it failed; `error_class` says whether it may be retried."""
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 1] + "…"
+
+
+def set_condition(
+    conditions: list[Condition] | None,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    generation: int,
+) -> list[Condition]:
+    """Upsert a condition; lastTransitionTime moves only when `status` changes."""
+    existing = {c.type: c for c in conditions or []}
+    old = existing.get(type_)
+    since = old.last_transition_time if old and old.status == status else now.replace(microsecond=0)
+    existing[type_] = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=_clip(message),
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return sorted(existing.values(), key=lambda c: c.type)
+
+
+def _with_history(
+    status: ScheduledPostStatus, now: dt.datetime, outcome: str, failure: Failure | None
+) -> list[AttemptRecord]:
+    record = AttemptRecord(
+        attempt=max(status.attempt, 1),
+        claimed_at=status.claimed_at,
+        finished_at=now,
+        outcome=outcome,
+        code=failure.code if failure else None,
+        message=_clip(failure.message) if failure else None,
+    )
+    return [*(status.history or []), record][-HISTORY_LIMIT:]
+
+
+def _update(status: ScheduledPostStatus, **changes: Any) -> ScheduledPostStatus:
+    if "message" in changes and changes["message"] is not None:
+        changes["message"] = _clip(changes["message"])
+    return status.model_copy(update=changes)
+
+
+def _published_condition(
+    post: Post,
+    status: ScheduledPostStatus,
+    value: ConditionStatus,
+    reason: str,
+    msg: str,
+    now: dt.datetime,
+) -> list[Condition]:
+    return set_condition(status.conditions, PUBLISHED, value, reason, msg, now, post.generation)
+
+
+def jitter_fraction(uid: str, attempt: int) -> float:
+    """A stable number in [0, 1) for (uid, attempt).
+
+    Derived from the post rather than drawn at random so the function stays pure and
+    the operator and the sidecar compute the same retry time for the same failure,
+    while different posts that failed together still spread out.
+    """
+    digest = hashlib.sha256(f"{uid}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def backoff_seconds(policy: Policy, attempt: int, uid: str) -> float:
+    """Delay after `attempt` failed: min(cap, base * 2^(attempt-1)), then ±jitter_ratio."""
+    exponent = max(attempt - 1, 0)
+    base = min(float(policy.max_backoff_seconds), policy.backoff_seconds * 2.0 ** min(exponent, 62))
+    spread = policy.jitter_ratio * (2 * jitter_fraction(uid, attempt) - 1)
+    return max(0.0, base * (1 + spread))
+
+
+def retry_delay(policy: Policy, attempt: int, uid: str, retry_after: float | None) -> float:
+    """The backoff, or a server's Retry-After when longer, capped at maxBackoffSeconds."""
+    delay = backoff_seconds(policy, attempt, uid)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, float(policy.max_backoff_seconds)))
+    return delay
+
+
+def _identity(claimant: str) -> str:
+    return claimant.rsplit("/", 1)[0]
+
+
+# --- accept / plan ---------------------------------------------------------------------
+
+
+def _accept(post: Post, now: dt.datetime) -> Decision:
+    spec = post.spec
+    base = ScheduledPostStatus(
+        attempt=0,
+        observed_generation=post.generation,
+        conditions=_published_condition(
+            post, post.status, ConditionStatus.UNKNOWN, "Pending", "Not published yet", now
+        ),
+        last_handled_retry_request=post.retry_request,
+    )
+    if spec.suspend:
+        status = _update(base, phase=Phase.SUSPENDED, message="Suspended by spec.suspend")
+        return Decision(status, (Event("Normal", "Suspended", "Suspended by spec.suspend"),))
+    at = spec.publish_at
+    msg = f"Publishes at {_fmt(at)} via target {spec.target}"
+    status = _update(base, phase=Phase.SCHEDULED, next_attempt_at=at, message=msg)
+    return Decision(status, (Event("Normal", "Scheduled", msg),))
+
+
+def _fmt(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan(post: Post, now: dt.datetime, defaults: Defaults) -> Decision:
+    """React to the object as it is now. Never dispatches: act() does that."""
+    status = post.status
+    if status.phase is None:
+        return _accept(post, now)
+    if post.retry_request is not None and post.retry_request != status.last_handled_retry_request:
+        return _retry_request(post, now)
+    if status.observed_generation != post.generation:
+        return _spec_changed(post, now)
+    return NOTHING
+
+
+def _spec_changed(post: Post, now: dt.datetime) -> Decision:
+    status, spec, gen = post.status, post.spec, post.generation
+    phase = status.phase
+    if phase in (Phase.PUBLISHING, Phase.PUBLISHED):
+        sent = "is being published" if phase is Phase.PUBLISHING else "was published"
+        msg = (
+            f"Spec changed (generation {gen}) after the post was dispatched: the post {sent} "
+            "as it was dispatched; the change has no effect"
+        )
+        conditions = set_condition(
+            status.conditions,
+            SPEC_APPLIED,
+            ConditionStatus.FALSE,
+            "ChangedAfterDispatch",
+            msg,
+            now,
+            gen,
+        )
+        new = _update(status, observed_generation=gen, conditions=conditions)
+        return Decision(new, (Event("Warning", "ChangedAfterDispatch", msg),))
+    if phase is Phase.FAILED:
+        # A failed post stays failed until someone asks for a retry; the edit (say, a
+        # fixed text) is what that retry will send.
+        return Decision(_update(status, observed_generation=gen))
+    if spec.suspend:
+        if phase is Phase.SUSPENDED:
+            return Decision(_update(status, observed_generation=gen))
+        new = _update(
+            status,
+            phase=Phase.SUSPENDED,
+            observed_generation=gen,
+            next_attempt_at=None,
+            message="Suspended by spec.suspend",
+        )
+        return Decision(new, (Event("Normal", "Suspended", "Suspended by spec.suspend"),))
+    # Scheduled, Retrying, or Suspended being resumed: plan again from the new spec.
+    if status.attempt == 0:
+        at = spec.publish_at
+        new_phase = Phase.SCHEDULED
+        msg = f"Publishes at {_fmt(at)} via target {spec.target}"
+    else:
+        previous = status.next_attempt_at or now
+        at = (
+            max(previous, spec.publish_at) if phase is Phase.RETRYING else max(now, spec.publish_at)
+        )
+        new_phase = Phase.RETRYING
+        msg = f"Attempt {status.attempt + 1} at {_fmt(at)} via target {spec.target}"
+    conditions = set_condition(
+        status.conditions,
+        SPEC_APPLIED,
+        ConditionStatus.TRUE,
+        "Planned",
+        f"Generation {gen} planned",
+        now,
+        gen,
+    )
+    new = _update(
+        status,
+        phase=new_phase,
+        next_attempt_at=at,
+        observed_generation=gen,
+        message=msg,
+        conditions=conditions,
+    )
+    reason = "Resumed" if phase is Phase.SUSPENDED else "Rescheduled"
+    return Decision(new, (Event("Normal", reason, msg),))
+
+
+def _retry_request(post: Post, now: dt.datetime) -> Decision:
+    status = post.status
+    handled = _update(status, last_handled_retry_request=post.retry_request)
+    if status.phase not in (Phase.FAILED, Phase.RETRYING):
+        msg = f"Retry request ignored: the post is {status.phase}, retries apply to Failed posts"
+        return Decision(handled, (Event("Warning", "RetryIgnored", msg),))
+    msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
+    new = _update(
+        handled,
+        phase=Phase.SCHEDULED,
+        attempt=0,
+        next_attempt_at=now,
+        claimed_at=None,
+        claimed_by=None,
+        dispatched_at=None,
+        observed_generation=post.generation,
+        message=msg,
+        conditions=_published_condition(
+            post, status, ConditionStatus.UNKNOWN, "RetryRequested", msg, now
+        ),
+    )
+    return Decision(new, (Event("Normal", "RetryRequested", msg),))
+
+
+# --- time-driven: act ------------------------------------------------------------------
+
+
+def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
+    """When act() has something to do for this post (None: nothing, ever, by time)."""
+    status = post.status
+    policy = Policy.of(post.spec, defaults)
+    if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
+        return status.next_attempt_at
+    if status.phase is Phase.PUBLISHING:
+        if status.dispatched_at is not None:
+            return status.dispatched_at + dt.timedelta(seconds=policy.stale_after_seconds)
+        claimed = status.claimed_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+        if (
+            status.claimed_by
+            and status.claimed_by != me
+            and (_identity(status.claimed_by) == _identity(me))
+        ):
+            # Our own identity with another incarnation: that process is gone (it was
+            # this pod's previous container), so its claim is orphaned right now.
+            return claimed
+        return claimed + dt.timedelta(seconds=policy.claim_timeout_seconds)
+    return None
+
+
+def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
+    """The time-driven transitions. `me` is this operator instance: `identity/incarnation`."""
+    planned = plan(post, now, defaults)
+    if planned is not NOTHING:
+        # Planning first: an edited, suspended or retried post must not be dispatched
+        # from the view before the change. The write re-triggers act() via the watch.
+        return planned
+    when = wake_at(post, defaults, me)
+    if when is None or now < when:
+        return NOTHING
+    status = post.status
+    policy = Policy.of(post.spec, defaults)
+    if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
+        deadline = post.spec.starting_deadline_seconds
+        if status.attempt == 0 and deadline is not None and status.next_attempt_at is not None:
+            late = (now - status.next_attempt_at).total_seconds()
+            if late > deadline:
+                return _missed_deadline(post, now, late, deadline)
+        return _claim(post, now, me, reclaim=False)
+    if status.phase is Phase.PUBLISHING:
+        if status.dispatched_at is not None:
+            failure = Failure(
+                ErrorClass.STALE,
+                "CallbackTimeout",
+                f"No callback from n8n within {policy.stale_after_seconds}s of dispatch",
+            )
+            decision = _fail_attempt(post, now, failure, policy)
+            return Decision(
+                decision.status,
+                (Event("Warning", "StaleRecovered", failure.message), *decision.events),
+            )
+        return _claim(post, now, me, reclaim=True)
+    return NOTHING
+
+
+def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
+    status = post.status
+    msg = (
+        f"First dispatch possible {late:.0f}s after the scheduled time, past "
+        f"startingDeadlineSeconds={deadline}: not publishing late"
+    )
+    error = LastError(
+        **{"class": ErrorClass.DEADLINE, "code": "MissedDeadline", "message": msg, "at": now}
+    )
+    new = _update(
+        status,
+        phase=Phase.FAILED,
+        next_attempt_at=None,
+        last_error=error,
+        message=msg,
+        conditions=_published_condition(
+            post, status, ConditionStatus.FALSE, "MissedDeadline", msg, now
+        ),
+    )
+    return Decision(new, (Event("Warning", "MissedDeadline", msg),))
+
+
+def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
+    status = post.status
+    if reclaim:
+        # The previous claimant never got n8n's acknowledgement: take the same attempt
+        # over. n8n de-duplicates on the Idempotency-Key should the old request have
+        # landed after all.
+        attempt = status.attempt
+        msg = f"Re-dispatching attempt {attempt}: claim by {status.claimed_by} was orphaned"
+        events: tuple[Event, ...] = (Event("Warning", "Reclaimed", msg),)
+    else:
+        attempt = status.attempt + 1
+        msg = f"Dispatching attempt {attempt} to target {post.spec.target}"
+        events = ()
+    new = _update(
+        status,
+        phase=Phase.PUBLISHING,
+        attempt=attempt,
+        claimed_at=now,
+        claimed_by=me,
+        dispatched_at=None,
+        next_attempt_at=None,
+        message=msg,
+    )
+    return Decision(new, events, Action.DISPATCH)
+
+
+# --- outcomes --------------------------------------------------------------------------
+
+
+def _published(post: Post, now: dt.datetime, info: Published, how: str) -> Decision:
+    status = post.status
+    url = f" at {info.external_url}" if info.external_url else ""
+    msg = f"Published on attempt {status.attempt}{url}"
+    new = _update(
+        status,
+        phase=Phase.PUBLISHED,
+        published_at=now,
+        external_id=info.external_id,
+        external_url=info.external_url,
+        next_attempt_at=None,
+        message=msg,
+        history=_with_history(status, now, "Published", None),
+        conditions=_published_condition(post, status, ConditionStatus.TRUE, how, msg, now),
+    )
+    return Decision(new, (Event("Normal", "Published", msg),))
+
+
+def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy) -> Decision:
+    status = post.status
+    error = LastError(
+        **{
+            "class": failure.error_class,
+            "code": failure.code,
+            "message": _clip(failure.message),
+            "at": now,
+        }
+    )
+    history = _with_history(status, now, failure.error_class.value, failure)
+    if failure.retryable and status.attempt < policy.max_attempts:
+        delay = retry_delay(policy, status.attempt, post.uid, failure.retry_after_seconds)
+        at = now + dt.timedelta(seconds=delay)
+        if post.spec.suspend:
+            msg = f"Attempt {status.attempt} failed ({failure.code}); suspended by spec.suspend"
+            new = _update(
+                status,
+                phase=Phase.SUSPENDED,
+                next_attempt_at=None,
+                last_error=error,
+                history=history,
+                message=msg,
+                dispatched_at=None,
+            )
+            return Decision(new, (Event("Normal", "Suspended", msg),))
+        msg = (
+            f"Attempt {status.attempt} failed ({failure.code}): {failure.message}; "
+            f"attempt {status.attempt + 1} of {policy.max_attempts} at {_fmt(at)}"
+        )
+        new = _update(
+            status,
+            phase=Phase.RETRYING,
+            next_attempt_at=at,
+            last_error=error,
+            history=history,
+            message=msg,
+            dispatched_at=None,
+        )
+        return Decision(new, (Event("Warning", "RetryScheduled", msg),))
+    if failure.retryable:
+        reason = "RetriesExhausted"
+        msg = (
+            f"Attempt {status.attempt} of {policy.max_attempts} failed ({failure.code}): "
+            f"{failure.message}; no attempts left"
+        )
+    else:
+        reason = "PermanentFailure"
+        msg = f"Attempt {status.attempt} failed permanently ({failure.code}): {failure.message}"
+    new = _update(
+        status,
+        phase=Phase.FAILED,
+        next_attempt_at=None,
+        last_error=error,
+        history=history,
+        message=msg,
+        conditions=_published_condition(post, status, ConditionStatus.FALSE, reason, msg, now),
+    )
+    return Decision(new, (Event("Warning", "Failed", msg),))
+
+
+def dispatch_result(
+    post: Post, now: dt.datetime, outcome: Outcome, defaults: Defaults, me: str
+) -> Decision:
+    """The webhook request for the attempt `me` claimed has ended with `outcome`."""
+    status = post.status
+    if status.phase is not Phase.PUBLISHING or status.claimed_by != me:
+        return NOTHING  # someone else moved the post on (a callback, a re-claim)
+    if isinstance(outcome, Accepted):
+        if outcome.published is not None:
+            return _published(post, now, outcome.published, "PublishedSynchronously")
+        msg = f"Attempt {status.attempt} accepted by n8n; waiting for its callback"
+        new = _update(status, dispatched_at=now, message=msg)
+        return Decision(new, (Event("Normal", "Dispatched", msg),))
+    return _fail_attempt(post, now, outcome, Policy.of(post.spec, defaults))
+
+
+def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> CallbackDecision:
+    """n8n reports how attempt `cb.attempt` ended."""
+    status = post.status
+    if cb.attempt != status.attempt or status.attempt == 0:
+        return CallbackDecision(
+            CallbackResult.CONFLICT,
+            reason=f"callback for attempt {cb.attempt}, but the post is on attempt "
+            f"{status.attempt}",
+        )
+    last = status.history[-1] if status.history else None
+    finished_this_attempt = last is not None and last.attempt == cb.attempt
+    if cb.published is not None:
+        if status.phase is Phase.PUBLISHED:
+            return CallbackDecision(CallbackResult.DUPLICATE)
+        if status.phase is Phase.PUBLISHING or (
+            # The operator gave up waiting (stale) or saw the request fail, but n8n did
+            # publish this very attempt: believe n8n rather than publish twice.
+            status.phase in (Phase.RETRYING, Phase.FAILED, Phase.SUSPENDED)
+            and finished_this_attempt
+        ):
+            return CallbackDecision(
+                CallbackResult.APPLIED, _published(post, now, cb.published, "CallbackReceived")
+            )
+        return CallbackDecision(
+            CallbackResult.CONFLICT, reason=f"cannot publish a post in phase {status.phase}"
+        )
+    failure = cb.failure
+    assert failure is not None
+    if status.phase is Phase.PUBLISHING:
+        return CallbackDecision(
+            CallbackResult.APPLIED,
+            _fail_attempt(post, now, failure, Policy.of(post.spec, defaults)),
+        )
+    if finished_this_attempt and status.phase in (Phase.RETRYING, Phase.FAILED, Phase.SUSPENDED):
+        return CallbackDecision(CallbackResult.DUPLICATE)
+    return CallbackDecision(
+        CallbackResult.CONFLICT,
+        reason=f"cannot record a failure for a post in phase {status.phase}",
+    )
+
+
+# --- building a Post from the raw object -------------------------------------------------
+
+
+def from_object(obj: dict[str, Any]) -> Post:
+    """Build a Post from a ScheduledPost as the API server returns it."""
+    meta = obj.get("metadata") or {}
+    return Post(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 1),
+        spec=parse_spec(obj.get("spec") or {}),
+        status=parse_status(obj.get("status")),
+        retry_request=(meta.get("annotations") or {}).get(RETRY_ANNOTATION),
+    )

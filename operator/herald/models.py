@@ -1,0 +1,399 @@
+"""The ScheduledPost resource as pydantic models: the one source of the CRD's schema.
+
+`herald.crdgen` turns these models into `crds/scheduledposts.herald.dev.yaml`, so the
+schema the API server enforces and the types the operator reads cannot drift apart.
+Descriptions here are what `kubectl explain` prints; constraints here are what the API
+server rejects. Cross-field rules that pydantic expresses as validators are carried to
+the CRD as CEL rules through `x-kubernetes-validations` in `json_schema_extra`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+GROUP = "herald.dev"
+VERSION = "v1alpha1"
+KIND = "ScheduledPost"
+PLURAL = "scheduledposts"
+SINGULAR = "scheduledpost"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+RETRY_ANNOTATION = "herald.dev/retry-requested-at"
+"""Set to a new value (e.g. `date -u +%FT%TZ`) to retry a Failed post from attempt 1."""
+
+HISTORY_LIMIT = 10
+RFC3339_WITH_OFFSET = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+TEXT_MAX = 3000
+MEDIA_MAX = 9
+
+
+def _require_offset(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("publishAt needs a UTC offset, e.g. 2026-12-01T09:00:00Z")
+    return value.astimezone(dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, milliseconds only when there are any."""
+    value = value.astimezone(dt.UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+_SERIALIZE = PlainSerializer(format_time, return_type=str, when_used="json")
+AwareDatetime = Annotated[dt.datetime, AfterValidator(_require_offset), _SERIALIZE]
+Time = Annotated[dt.datetime, AfterValidator(_utc), _SERIALIZE]
+
+
+class _Model(BaseModel):
+    # extra="forbid" mirrors the structural schema: the API server prunes or rejects
+    # unknown fields, so the models must not silently accept them either.
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Channel(enum.StrEnum):
+    """Where n8n publishes the post. n8n's workflow routes on this value."""
+
+    LINKEDIN = "linkedin"
+    X = "x"
+    MASTODON = "mastodon"
+    BLUESKY = "bluesky"
+    FACEBOOK = "facebook"
+    INSTAGRAM = "instagram"
+    THREADS = "threads"
+
+
+class Phase(enum.StrEnum):
+    """Where the post is in its lifecycle."""
+
+    SCHEDULED = "Scheduled"
+    PUBLISHING = "Publishing"
+    RETRYING = "Retrying"
+    PUBLISHED = "Published"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ErrorClass(enum.StrEnum):
+    """How a failure is treated: transient failures are retried, the others are final."""
+
+    TRANSIENT = "Transient"
+    PERMANENT = "Permanent"
+    STALE = "Stale"
+    DEADLINE = "Deadline"
+
+
+class Media(_Model):
+    """An image or video attached to the post."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Public http(s) URL of the media file; n8n downloads it when it publishes.",
+    )
+    alt_text: str | None = Field(
+        default=None,
+        alias="altText",
+        max_length=1500,
+        description="Alternative text for screen readers.",
+    )
+
+
+class Content(_Model):
+    """What is published."""
+
+    text: str = Field(
+        min_length=1,
+        max_length=TEXT_MAX,
+        description="The post's text, 1 to 3000 characters (LinkedIn's limit).",
+    )
+    link: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="An http(s) URL to attach as a link preview.",
+    )
+    media: list[Media] | None = Field(
+        default=None,
+        max_length=MEDIA_MAX,
+        description="Up to 9 images or videos, in display order.",
+    )
+
+
+class RetryPolicy(_Model):
+    """How transient failures are retried. Unset fields take the operator's defaults."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.backoffSeconds) || !has(self.maxBackoffSeconds)"
+                    " || self.maxBackoffSeconds >= self.backoffSeconds",
+                    "message": "maxBackoffSeconds must be greater than or equal to backoffSeconds",
+                    "fieldPath": ".maxBackoffSeconds",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        },
+    )
+
+    max_attempts: int | None = Field(
+        default=None,
+        alias="maxAttempts",
+        ge=1,
+        le=100,
+        description="Attempts in all, the first one included (operator default: 5).",
+    )
+    backoff_seconds: int | None = Field(
+        default=None,
+        alias="backoffSeconds",
+        ge=0,
+        le=86400,
+        description="Delay before the second attempt; it doubles for each attempt after that "
+        "(operator default: 60).",
+    )
+    max_backoff_seconds: int | None = Field(
+        default=None,
+        alias="maxBackoffSeconds",
+        ge=0,
+        le=604800,
+        description="Upper bound of the delay between two attempts, also the cap on an "
+        "honoured Retry-After (operator default: 3600).",
+    )
+
+    @model_validator(mode="after")
+    def _max_at_least_base(self) -> RetryPolicy:
+        if (
+            self.backoff_seconds is not None
+            and self.max_backoff_seconds is not None
+            and self.max_backoff_seconds < self.backoff_seconds
+        ):
+            raise ValueError("maxBackoffSeconds must be greater than or equal to backoffSeconds")
+        return self
+
+
+class ScheduledPostSpec(_Model):
+    """What to publish, where, and when."""
+
+    publish_at: AwareDatetime = Field(
+        alias="publishAt",
+        json_schema_extra={"pattern": RFC3339_WITH_OFFSET},
+        description="When to publish, RFC 3339 with a UTC offset, e.g. 2026-12-01T09:00:00Z "
+        "or 2026-12-01T10:00:00+01:00. A time in the past publishes at once "
+        "(see startingDeadlineSeconds).",
+    )
+    channel: Channel = Field(
+        default=Channel.LINKEDIN,
+        description="The social network n8n publishes to.",
+    )
+    account: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Which of the channel's accounts n8n publishes as (n8n resolves the name "
+        "to its credentials). Unset means n8n's default account for the channel.",
+    )
+    content: Content = Field(description="What is published.")
+    target: str = Field(
+        default="default",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Name of an n8n target configured in the operator (not a URL: a post can "
+        "only reach the webhooks the operator's administrator configured).",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="While true, the post is not dispatched; setting it back to false "
+        "reschedules the post.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        alias="startingDeadlineSeconds",
+        ge=0,
+        le=31536000,
+        description="If the operator can first dispatch the post more than this many seconds "
+        "after publishAt (it was down, or the post was created late), the post fails with "
+        "reason MissedDeadline instead of being published late. Unset: late posts are "
+        "published.",
+    )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="How transient failures are retried.",
+    )
+    stale_after_seconds: int | None = Field(
+        default=None,
+        alias="staleAfterSeconds",
+        ge=1,
+        le=86400,
+        description="How long a post may stay Publishing without n8n's callback before the "
+        "attempt counts as a transient failure (operator default: 600).",
+    )
+
+
+class _StatusModel(BaseModel):
+    # Status is read back from the server; tolerate fields a newer Herald may write.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class LastError(_StatusModel):
+    """The most recent failure."""
+
+    class_: ErrorClass = Field(
+        alias="class",
+        description="Transient (retried), Permanent, Stale (no callback in time) or Deadline.",
+    )
+    code: str = Field(
+        max_length=128,
+        description="Machine-readable code, e.g. HTTP500, Timeout, ConnectError, MissedDeadline.",
+    )
+    message: str = Field(max_length=1024, description="Human-readable detail.")
+    at: Time = Field(description="When the failure was observed.")
+
+
+class AttemptRecord(_StatusModel):
+    """One attempt in the post's history."""
+
+    attempt: int = Field(ge=1, description="The attempt's number, from 1.")
+    claimed_at: Time | None = Field(
+        default=None, alias="claimedAt", description="When the attempt was claimed."
+    )
+    finished_at: Time = Field(alias="finishedAt", description="When it ended.")
+    outcome: str = Field(
+        max_length=32,
+        description="Published, Transient, Permanent, Stale or Cancelled.",
+    )
+    code: str | None = Field(default=None, max_length=128, description="Error code, if any.")
+    message: str | None = Field(default=None, max_length=1024, description="Detail, if any.")
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_StatusModel):
+    """A condition in the Kubernetes API conventions' form."""
+
+    type: str = Field(max_length=316, description="Published or SpecApplied.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="PascalCase reason for the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: Time = Field(
+        alias="lastTransitionTime",
+        description="When status last changed (not when reason or message did).",
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        ge=0,
+        description="The .metadata.generation this condition was computed from.",
+    )
+
+
+class ScheduledPostStatus(_StatusModel):
+    """Written by the operator and the callback sidecar only."""
+
+    phase: Phase | None = Field(
+        default=None,
+        description="Scheduled, Publishing, Retrying, Published, Failed or Suspended.",
+    )
+    attempt: int = Field(
+        default=0, ge=0, description="Attempts claimed so far; the current one while Publishing."
+    )
+    next_attempt_at: Time | None = Field(
+        default=None,
+        alias="nextAttemptAt",
+        description="When the operator dispatches the next attempt.",
+    )
+    claimed_at: Time | None = Field(
+        default=None, alias="claimedAt", description="When the current attempt was claimed."
+    )
+    claimed_by: str | None = Field(
+        default=None,
+        alias="claimedBy",
+        max_length=253,
+        description="The operator instance that claimed the current attempt.",
+    )
+    dispatched_at: Time | None = Field(
+        default=None,
+        alias="dispatchedAt",
+        description="When n8n acknowledged the current attempt's webhook.",
+    )
+    published_at: Time | None = Field(
+        default=None, alias="publishedAt", description="When n8n reported the post published."
+    )
+    external_id: str | None = Field(
+        default=None,
+        alias="externalId",
+        max_length=512,
+        description="The post's id on the channel, as n8n reported it.",
+    )
+    external_url: str | None = Field(
+        default=None,
+        alias="externalUrl",
+        max_length=2048,
+        description="The post's URL on the channel, as n8n reported it.",
+    )
+    last_error: LastError | None = Field(
+        default=None, alias="lastError", description="The most recent failure."
+    )
+    message: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="One line for humans about the current phase (a printer column).",
+    )
+    history: list[AttemptRecord] | None = Field(
+        default=None,
+        max_length=HISTORY_LIMIT,
+        description=f"The last {HISTORY_LIMIT} attempts, oldest first.",
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Published: True once published, False once failed, Unknown before. "
+        "SpecApplied: False when the spec changed after the post was dispatched.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        ge=0,
+        description="The .metadata.generation the operator last acted on.",
+    )
+    last_handled_retry_request: str | None = Field(
+        default=None,
+        alias="lastHandledRetryRequest",
+        max_length=256,
+        description="The last value of the herald.dev/retry-requested-at annotation the "
+        "operator handled.",
+    )
+
+
+def parse_spec(raw: dict[str, Any]) -> ScheduledPostSpec:
+    return ScheduledPostSpec.model_validate(raw)
+
+
+def parse_status(raw: dict[str, Any] | None) -> ScheduledPostStatus:
+    return ScheduledPostStatus.model_validate(raw or {})

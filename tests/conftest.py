@@ -1,0 +1,59 @@
+"""Shared fixtures: one real control plane per test session, a namespace per test."""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.controlplane import REPO, ControlPlane
+
+CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = ControlPlane(workdir=tmp_path_factory.mktemp("control-plane"))
+    cp.start()
+    try:
+        cp.kubectl("apply", "-f", str(CRD))
+        cp.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s",
+            "crd/scheduledposts.herald.dev",
+        )
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_client(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[httpx.Client]:
+    """A raw HTTP client with the admin's client certificate."""
+    cert, key = control_plane.user_credentials("test-admin", ["system:masters"])
+    pem = tmp_path_factory.mktemp("admin") / "admin.pem"
+    pem.write_bytes(cert + key)
+    tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
+    tls.load_cert_chain(str(pem))
+    with httpx.Client(base_url=control_plane.server, verify=tls, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> str:
+    """A fresh namespace. There is no namespace controller, so it is never emptied:
+    the whole etcd is thrown away at the end of the session."""
+    name = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

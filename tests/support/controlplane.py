@@ -1,0 +1,361 @@
+"""A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for tests and dev.
+
+Modelled on controller-runtime's envtest: etcd with a throwaway data dir, kube-apiserver
+with certificates generated here (serving CA, client CA, service-account key pair),
+RBAC authorization, and an admin kubeconfig whose client certificate is in
+`system:masters`. There is no controller-manager, scheduler or kubelet: no garbage
+collection, no default ServiceAccount, and pods never run.
+
+Binaries come from `hack/tools.sh` (`.tools/bin`, or `$HERALD_TOOLS_BIN`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tools_bin() -> Path:
+    return Path(os.environ.get("HERALD_TOOLS_BIN", REPO / ".tools" / "bin"))
+
+
+def require_binary(name: str) -> str:
+    path = tools_bin() / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run `hack/tools.sh` (or `make tools`) to build or install it"
+        )
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class _Pair:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def _issue(
+    subject: x509.Name,
+    issuer: _Pair | None,
+    *,
+    ca: bool = False,
+    server_ips: Sequence[str] = (),
+    server_names: Sequence[str] = (),
+    client: bool = False,
+) -> _Pair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        usages = [x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else
+                  x509.ExtendedKeyUsageOID.SERVER_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if server_ips or server_names:
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    signer = issuer.key if issuer else key
+    return _Pair(builder.sign(signer, hashes.SHA256()), key)
+
+
+def _name(cn: str, org: Sequence[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in org]
+    return x509.Name(attrs)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver on free loopback ports, in a temporary directory."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="herald-cp-")))
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    keep_workdir: bool = False
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _client_ca: _Pair | None = None
+    started_in: float = 0.0
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "certs" / "serving-ca.crt"
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> ControlPlane:
+        started = time.monotonic()
+        certs = self.workdir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        self._write_certs(certs)
+        self._start_etcd()
+        self._start_apiserver(certs)
+        self._wait_ready(started + timeout)
+        self.started_in = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._procs.clear()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- certificates --------------------------------------------------------------
+
+    def _write_certs(self, certs: Path) -> None:
+        serving_ca = _issue(_name("herald-test-serving-ca"), None, ca=True)
+        serving = _issue(
+            _name("kube-apiserver"),
+            serving_ca,
+            server_ips=["127.0.0.1", "10.0.0.1"],
+            server_names=["localhost", "kubernetes", "kubernetes.default",
+                          "kubernetes.default.svc"],
+        )
+        self._client_ca = _issue(_name("herald-test-client-ca"), None, ca=True)
+        (certs / "serving-ca.crt").write_bytes(serving_ca.cert_pem())
+        (certs / "apiserver.crt").write_bytes(serving.cert_pem())
+        (certs / "apiserver.key").write_bytes(serving.key_pem())
+        (certs / "client-ca.crt").write_bytes(self._client_ca.cert_pem())
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (certs / "sa.key").write_bytes(
+            sa_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        (certs / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        self.write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
+
+    def user_credentials(self, user: str, groups: Sequence[str] = ()) -> tuple[bytes, bytes]:
+        """A client certificate and key for `user` in `groups`, signed by the client CA."""
+        assert self._client_ca is not None, "start() first"
+        pair = _issue(_name(user, groups), self._client_ca, client=True)
+        return pair.cert_pem(), pair.key_pem()
+
+    def write_kubeconfig(
+        self, path: Path, user: str, groups: Sequence[str] = (), *, token: str | None = None
+    ) -> Path:
+        """A kubeconfig for `user` (client certificate), or for a bearer `token`."""
+        creds: dict[str, Any]
+        if token is not None:
+            creds = {"token": token}
+        else:
+            cert, key = self.user_credentials(user, groups)
+            creds = {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "herald-test", "cluster": {
+                "server": self.server,
+                "certificate-authority-data": _b64(self.ca_file.read_bytes()),
+            }}],
+            "users": [{"name": user, "user": creds}],
+            "contexts": [{"name": user, "context": {
+                "cluster": "herald-test", "user": user, "namespace": "default"}}],
+            "current-context": user,
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    # --- processes -----------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(  # noqa: S603 - fixed binaries from .tools
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+
+    def _start_etcd(self) -> None:
+        url = f"http://127.0.0.1:{self.etcd_port}"
+        self._spawn("etcd", [
+            require_binary("etcd"),
+            "--data-dir", str(self.workdir / "etcd"),
+            "--listen-client-urls", url,
+            "--advertise-client-urls", url,
+            "--listen-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
+            "--initial-cluster", f"default=http://127.0.0.1:{self.etcd_peer_port}",
+            "--unsafe-no-fsync",
+            "--log-level", "warn",
+        ])
+
+    def _start_apiserver(self, certs: Path) -> None:
+        self._spawn("kube-apiserver", [
+            require_binary("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'apiserver.crt'}",
+            f"--tls-private-key-file={certs / 'apiserver.key'}",
+            f"--secure-port={self.api_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=RBAC",
+            f"--client-ca-file={certs / 'client-ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs / 'sa.pub'}",
+            f"--service-account-signing-key-file={certs / 'sa.key'}",
+            "--allow-privileged=true",
+            # State is throwaway: no need to drain connections on the way down.
+            "--shutdown-delay-duration=0s",
+            "--v=1",
+        ])
+
+    def _wait_ready(self, deadline: float) -> None:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        cert, key = self.user_credentials("readiness-probe", ["system:masters"])
+        probe = self.workdir / "probe.pem"
+        probe.write_bytes(cert + key)
+        ctx.load_cert_chain(str(probe))
+        last = "no answer"
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}: "
+                                       f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"kube-apiserver not ready: {last}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for name in ("etcd", "kube-apiserver"):
+            path = self.workdir / f"{name}.log"
+            if path.exists():
+                out.append(f"--- {name}.log ---")
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(out)
+
+    # --- conveniences --------------------------------------------------------------
+
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
+        env["PATH"] = f"{tools_bin()}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(  # noqa: S603
+            [require_binary("kubectl"), *args],
+            input=input, capture_output=True, text=True, env=self.env(kubeconfig),
+            timeout=timeout, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+
+@contextlib.contextmanager
+def running(keep_workdir: bool = False) -> Iterator[ControlPlane]:
+    cp = ControlPlane(keep_workdir=keep_workdir)
+    try:
+        yield cp.start()
+    finally:
+        cp.stop()
