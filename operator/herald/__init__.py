@@ -1,1 +1,3 @@
 """Herald: publishes ScheduledPosts through n8n at the right second."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,227 @@
+"""Herald's configuration: one pydantic-settings model read by the operator and the sidecar.
+
+Sources, later ones winning: field defaults, the YAML file named by `HERALD_CONFIG_FILE`
+(the Helm chart mounts one), then environment variables prefixed `HERALD_`, with `__`
+between nested names (`HERALD_TARGETS__DEFAULT__URL=https://n8n/webhook/herald`).
+Secrets can be given as values or, better, as `*_FILE` paths to Secret-mounted files.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from herald.engine import Defaults
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says which setting and why."""
+
+
+def _read_secret(value: SecretStr | None, path: Path | None, name: str) -> bytes | None:
+    if value is not None and path is not None:
+        raise ConfigError(f"set {name} or {name}_file, not both")
+    if path is not None:
+        try:
+            return path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_file {path}: {exc.strerror}") from exc
+    return value.get_secret_value().encode() if value is not None else None
+
+
+class Target(BaseModel):
+    """An n8n webhook that posts may name in `spec.target`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(description="The n8n Webhook node's production URL.")
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of one webhook request."
+    )
+    auth_header_name: str | None = Field(
+        default=None,
+        description="Header for n8n's Header Auth credential, e.g. X-Herald-Auth.",
+    )
+    auth_header_value: SecretStr | None = Field(default=None, description="Its value.")
+    auth_header_value_file: Path | None = Field(
+        default=None, description="A file holding its value (a mounted Secret)."
+    )
+
+    def auth_header(self) -> tuple[str, str] | None:
+        value = _read_secret(
+            self.auth_header_value, self.auth_header_value_file, "auth_header_value"
+        )
+        if self.auth_header_name is None:
+            if value is not None:
+                raise ConfigError("auth_header_value is set but auth_header_name is not")
+            return None
+        if value is None:
+            raise ConfigError(f"auth_header_name {self.auth_header_name} has no value")
+        return self.auth_header_name, value.decode()
+
+
+class Settings(BaseSettings):
+    """Everything `herald run` and `herald callback-server` read at startup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    # --- identity and scope ---
+    identity: str = Field(
+        default_factory=socket.gethostname,
+        description="This operator instance's name in status.claimedBy (the pod name).",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty: all namespaces."
+    )
+
+    # --- n8n ---
+    targets: dict[str, Target] = Field(
+        default_factory=dict,
+        description="n8n webhooks by name; a post's spec.target must name one of them.",
+    )
+    callback_url: HttpUrl | None = Field(
+        default=None,
+        description="Base URL at which n8n reaches the callback sidecar, e.g. "
+        "http://herald-callback.herald.svc:8080. Dispatches carry <callback_url>/v1/callbacks.",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None, description="Key for the webhook-signature header of dispatches."
+    )
+    signing_key_file: Path | None = None
+    callback_key: SecretStr | None = Field(
+        default=None, description="Key for the per-attempt callback tokens."
+    )
+    callback_key_file: Path | None = None
+    callback_shared_secret: SecretStr | None = Field(
+        default=None,
+        description="Compatibility mode: also accept this static bearer secret on callbacks. "
+        "Off unless set; per-attempt tokens are safer.",
+    )
+    callback_shared_secret_file: Path | None = None
+
+    # --- policy defaults (a post's spec overrides them) ---
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_seconds: int = Field(default=60, ge=0)
+    max_backoff_seconds: int = Field(default=3600, ge=0)
+    stale_after_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="How long a dispatched attempt may wait for n8n's callback (the one value "
+        "used everywhere, as in the design notes' 10 minutes).",
+    )
+    jitter_ratio: float = Field(default=0.1, ge=0, le=1)
+
+    # --- dispatcher ---
+    concurrency: int = Field(default=16, ge=1, le=1024, description="Concurrent dispatches.")
+    circuit_failure_threshold: int = Field(
+        default=10, ge=1, description="Failures within the window that open a target's circuit."
+    )
+    circuit_window_seconds: float = Field(default=600, gt=0)
+    circuit_open_seconds: float = Field(
+        default=300, gt=0, description="How long an open circuit defers dispatches."
+    )
+    heartbeat_timeout_seconds: float = Field(
+        default=60, gt=0, description="Liveness fails when the dispatcher loop is this late."
+    )
+
+    # --- ports and logs ---
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="Operator /metrics.")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="Operator /healthz.")
+    callback_host: str = Field(default="0.0.0.0", description="Sidecar bind address.")
+    callback_port: int = Field(default=8080, ge=0, le=65535, description="Sidecar port.")
+    callback_max_body_bytes: int = Field(default=65536, ge=1024)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError("max_backoff_seconds must be >= backoff_seconds")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("HERALD_CONFIG_FILE")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # --- derived ---
+
+    def defaults(self) -> Defaults:
+        timeouts = [t.timeout_seconds for t in self.targets.values()] or [10.0]
+        return Defaults(
+            max_attempts=self.max_attempts,
+            backoff_seconds=self.backoff_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
+            stale_after_seconds=self.stale_after_seconds,
+            jitter_ratio=self.jitter_ratio,
+            # Another instance may take a claim over only after the claimant's request
+            # has certainly ended (timed out) and it had time to record the result.
+            claim_timeout_seconds=max(timeouts) + 5.0,
+        )
+
+    def signing_key_bytes(self) -> bytes:
+        key = _read_secret(self.signing_key, self.signing_key_file, "signing_key")
+        if not key:
+            raise ConfigError("signing_key (or signing_key_file) is required")
+        return key
+
+    def callback_key_bytes(self) -> bytes:
+        key = _read_secret(self.callback_key, self.callback_key_file, "callback_key")
+        if not key:
+            raise ConfigError("callback_key (or callback_key_file) is required")
+        return key
+
+    def shared_secret_bytes(self) -> bytes | None:
+        return _read_secret(
+            self.callback_shared_secret,
+            self.callback_shared_secret_file,
+            "callback_shared_secret",
+        )
+
+    def callback_endpoint(self) -> str:
+        if self.callback_url is None:
+            raise ConfigError("callback_url is required: n8n must know where to report back")
+        return str(self.callback_url).rstrip("/") + "/v1/callbacks"
+
+
+def load(**overrides: Any) -> Settings:
+    """Read the settings; a ConfigError names the bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,169 @@
+"""The operator process: kopf handlers, kept thin, around the dispatcher.
+
+Startup puts the shared clients in kopf's memo (one httpx client for n8n, one for the API
+server, the metrics server) and starts the dispatcher loop; cleanup closes them. The event
+handler parses the post, asks the state machine to plan, writes the status if the plan
+says so, and hands the object to the dispatcher. Handlers return None, so kopf writes
+nothing of its own into `.status`; there are no finalizers, timers or daemons per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from herald import engine, logs
+from herald.clock import utcnow
+from herald.config import Settings
+from herald.dispatcher import DispatchConfig, Dispatcher
+from herald.kube import Conflict, KubeClient, KubeError, NotFound, discover
+from herald.metrics import Metrics
+from herald.models import GROUP, PLURAL, VERSION
+from herald.n8n import N8nClient
+from herald.writer import Writer
+
+log = logging.getLogger("herald.controller")
+registry = kopf.OperatorRegistry()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    defaults: engine.Defaults
+    kube: KubeClient
+    n8n: N8nClient
+    writer: Writer
+    metrics: Metrics
+    dispatcher: Dispatcher
+    loop_task: asyncio.Task[None] | None = None
+    watching: bool = False
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime: Runtime = memo["herald"]
+    return runtime
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # The same credentials herald.kube.discover() uses: the pod's ServiceAccount, else
+    # the current kubeconfig context.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: Settings = memo["settings"]
+    # Herald is safe active-active (every status write is a compare-and-swap), so kopf's
+    # peering, which would freeze all but one replica, is not used.
+    settings.peering.standalone = True
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    settings.watching.server_timeout = 300
+    me = f"{config.identity}/{secrets.token_hex(4)}"
+    metrics = Metrics()
+    if config.metrics_port:
+        start_http_server(config.metrics_port, registry=metrics.registry)
+    kube = KubeClient(discover(), component="herald-operator")
+    n8n = N8nClient(config.targets, config.signing_key_bytes())
+    writer = Writer(kube, metrics, me)
+    dispatcher = Dispatcher(
+        DispatchConfig(
+            defaults=config.defaults(),
+            me=me,
+            callback_endpoint=config.callback_endpoint(),
+            callback_key=config.callback_key_bytes(),
+            concurrency=config.concurrency,
+            circuit_threshold=config.circuit_failure_threshold,
+            circuit_window=config.circuit_window_seconds,
+            circuit_open_for=config.circuit_open_seconds,
+        ),
+        kube,
+        n8n,
+        writer,
+        metrics,
+    )
+    runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
+    runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")
+    memo["herald"] = runtime
+    log.info("herald operator %s: targets %s", me, ", ".join(sorted(config.targets)) or "none")
+
+
+@kopf.on.cleanup(registry=registry)
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if runtime.loop_task is not None:
+        runtime.loop_task.cancel()
+    await runtime.dispatcher.stop()
+    await runtime.n8n.aclose()
+    await runtime.kube.aclose()
+
+
+@kopf.on.probe(id="dispatcher", registry=registry)
+def dispatcher_alive(memo: kopf.Memo, **_: Any) -> float:
+    runtime = _runtime(memo)
+    age = runtime.dispatcher.heartbeat_age()
+    task = runtime.loop_task
+    if task is not None and task.done():
+        raise kopf.PermanentError("the dispatcher loop has stopped")
+    if age > runtime.settings.heartbeat_timeout_seconds:
+        # PermanentError makes the probe answer 500 at once instead of retrying.
+        raise kopf.PermanentError(f"the dispatcher loop is stuck: last beat {age:.0f}s ago")
+    return age
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if not runtime.watching:
+        runtime.watching = True
+        log.info("watch is live: first ScheduledPost event received")
+    obj: dict[str, Any] = dict(event["object"])
+    uid = obj["metadata"]["uid"]
+    if event["type"] == "DELETED":
+        runtime.dispatcher.forget(uid)
+        return
+    try:
+        post = engine.from_object(obj)
+    except ValidationError as exc:
+        # The API server validated it; only a post written for another schema version
+        # lands here. Leave it alone rather than guess.
+        log.warning(
+            "%s/%s: unreadable spec, ignoring: %s",
+            obj["metadata"]["namespace"],
+            obj["metadata"]["name"],
+            exc,
+        )
+        return
+    now = utcnow()
+    decision = engine.plan(post, now, runtime.defaults)
+    if decision.status is not None:
+        try:
+            obj = await runtime.writer.apply(obj, post, decision, now)
+        except (Conflict, NotFound):
+            return  # a newer version is on its way through the watch
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"status write failed: {exc}", delay=2) from exc
+    runtime.dispatcher.track(obj)
+
+
+def run(settings: Settings) -> int:
+    """`herald run`: the operator, until SIGTERM/SIGINT."""
+    logs.configure(settings.log_format, settings.log_level)
+    memo = kopf.Memo(settings=settings)
+    health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=health,
+        memo=memo,
+    )
+    return 0

@@ -1,0 +1,88 @@
+"""Applies a state-machine Decision: compare-and-swap the status, count it, post its Events.
+
+Shared by the operator and the callback sidecar so a transition is written, measured and
+announced the same way whoever makes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+from herald import engine
+from herald.kube import KubeClient, KubeError
+from herald.metrics import Metrics
+from herald.models import Phase, ScheduledPostStatus
+
+log = logging.getLogger("herald.writer")
+
+
+def dump_status(status: ScheduledPostStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> None:
+    """Bump the counters a transition implies (labels bounded: reason, channel)."""
+    for event in decision.events:
+        if event.reason == "RetryScheduled":
+            metrics.retries_scheduled.inc()
+        elif event.reason == "StaleRecovered":
+            metrics.stale_recoveries.inc()
+        elif event.reason == "Reclaimed":
+            metrics.reclaims.inc()
+    new = decision.status
+    if new is None or new.phase == post.status.phase:
+        return
+    if new.phase is Phase.PUBLISHED:
+        metrics.published.labels(post.spec.channel.value).inc()
+        if new.published_at is not None:
+            lag = (new.published_at - post.spec.publish_at).total_seconds()
+            metrics.time_to_published.observe(max(lag, 0.0))
+    elif new.phase is Phase.FAILED:
+        cond = next((c for c in new.conditions or [] if c.type == engine.PUBLISHED), None)
+        metrics.failed.labels(cond.reason if cond else "Unknown").inc()
+
+
+class Writer:
+    def __init__(self, kube: KubeClient, metrics: Metrics, instance: str) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.instance = instance
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def apply(
+        self,
+        obj: dict[str, Any],
+        post: engine.Post,
+        decision: engine.Decision,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        """Write decision.status over obj's status; raises kube.Conflict when it lost."""
+        assert decision.status is not None
+        updated = await self.kube.cas_status(obj, dump_status(decision.status))
+        count(self.metrics, post, decision)
+        self.announce(updated, decision.events, now)
+        return updated
+
+    def announce(
+        self, obj: dict[str, Any], events: tuple[engine.Event, ...], now: dt.datetime
+    ) -> None:
+        """Post Events in the background: they must never delay or fail a transition."""
+        for event in events:
+            task = asyncio.create_task(self._post(obj, event, now))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _post(self, obj: dict[str, Any], event: engine.Event, now: dt.datetime) -> None:
+        try:
+            await self.kube.post_event(
+                obj, event.type, event.reason, event.message, self.instance, now
+            )
+        except KubeError as exc:
+            log.warning("could not post event %s: %s", event.reason, exc)
+
+    async def drain(self, grace: float = 5.0) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=grace)

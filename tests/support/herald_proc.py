@@ -1,0 +1,116 @@
+"""Runs `herald run` and `herald callback-server` as real subprocesses for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.controlplane import free_port
+
+SIGNING_KEY = "test-signing-key-0123456789abcdef"
+CALLBACK_KEY = "test-callback-key-0123456789abcdef"
+
+
+def herald_env(
+    kubeconfig: Path,
+    n8n_url: str,
+    *,
+    callback_url: str = "http://127.0.0.1:1",
+    **settings: str | int | float,
+) -> dict[str, str]:
+    """Environment for a Herald process; keyword arguments become HERALD_<NAME>."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update({
+        "KUBECONFIG": str(kubeconfig),
+        "HERALD_TARGETS__DEFAULT__URL": n8n_url,
+        "HERALD_TARGETS__DEFAULT__TIMEOUT_SECONDS": "2",
+        "HERALD_CALLBACK_URL": callback_url,
+        "HERALD_SIGNING_KEY": SIGNING_KEY,
+        "HERALD_CALLBACK_KEY": CALLBACK_KEY,
+        "HERALD_METRICS_PORT": "0",
+        "HERALD_HEALTH_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({f"HERALD_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@dataclass
+class HeraldProcess:
+    command: str  # "run" | "callback-server"
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def start(self) -> HeraldProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "herald.cli", self.command, *self.extra_args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def wait_for_log(self, needle: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"herald {self.command} exited:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup runs, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+def start_operator(kubeconfig: Path, n8n_url: str, log_path: Path, **settings: str | int | float
+                   ) -> HeraldProcess:
+    proc = HeraldProcess("run", herald_env(kubeconfig, n8n_url, **settings), log_path).start()
+    proc.wait_for_log("dispatcher started as")
+    return proc
+
+
+def start_callback_server(
+    kubeconfig: Path, log_path: Path, **settings: str | int | float
+) -> tuple[HeraldProcess, str]:
+    port = free_port()
+    env = herald_env(kubeconfig, "http://127.0.0.1:1/unused", callback_port=port,
+                     callback_host="127.0.0.1", **settings)
+    proc = HeraldProcess("callback-server", env, log_path).start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
+                return proc, base
+        except OSError:
+            if proc.proc is not None and proc.proc.poll() is not None:
+                raise RuntimeError(f"callback-server exited:\n{proc.log()}") from None
+            time.sleep(0.05)
+    raise TimeoutError(f"callback-server not healthy:\n{proc.log()}")
