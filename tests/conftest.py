@@ -24,7 +24,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     try:
         cp.kubectl("apply", "-f", str(CRD))
         cp.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
             "crd/scheduledposts.herald.dev",
         )
         yield cp
@@ -33,8 +35,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
-def admin_client(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[httpx.Client]:
+def admin_client(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """A raw HTTP client with the admin's client certificate."""
     cert, key = control_plane.user_credentials("test-admin", ["system:masters"])
     pem = tmp_path_factory.mktemp("admin") / "admin.pem"

@@ -53,8 +53,7 @@ class Posts:
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": {"publishAt": publish_at, "content": {"text": f"Post {name}"}, **spec},
         }
-        response = self.client.post(f"{API}/namespaces/{self.namespace}/scheduledposts",
-                                    json=body)
+        response = self.client.post(f"{API}/namespaces/{self.namespace}/scheduledposts", json=body)
         assert response.status_code == 201, response.text
         result: dict[str, Any] = response.json()
         return result
@@ -75,11 +74,23 @@ class Posts:
         return status
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.cp.kubectl("patch", "sp", name, "-n", self.namespace, "--type", "merge",
-                        "-p", json.dumps({"spec": spec}))
+        self.cp.kubectl(
+            "patch",
+            "sp",
+            name,
+            "-n",
+            self.namespace,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": spec}),
+        )
 
     def wait(
-        self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 20.0,
         what: str = "condition",
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -96,8 +107,14 @@ class Posts:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         out = self.cp.kubectl(
-            "get", "events", "-n", self.namespace, "-o", "json",
-            "--field-selector", f"involvedObject.name={name}",
+            "get",
+            "events",
+            "-n",
+            self.namespace,
+            "-o",
+            "json",
+            "--field-selector",
+            f"involvedObject.name={name}",
         ).stdout
         items: list[dict[str, Any]] = json.loads(out)["items"]
         return sorted(items, key=lambda e: e["metadata"]["creationTimestamp"])
@@ -109,7 +126,9 @@ class Posts:
                 if event["reason"] == reason:
                     return event
             time.sleep(0.1)
-        raise AssertionError(f"no {reason} event for {name}: {[e['reason'] for e in self.events(name)]}")
+        raise AssertionError(
+            f"no {reason} event for {name}: {[e['reason'] for e in self.events(name)]}"
+        )
 
 
 @pytest.fixture

@@ -48,29 +48,46 @@ DELETE = object()
 INVALID = [
     ("missing-text", _mutate("spec.content.text", DELETE), ["spec.content.text", "Required"]),
     ("empty-text", _mutate("spec.content.text", ""), ["spec.content.text"]),
-    ("text-too-long", _mutate("spec.content.text", "x" * 3001),
-     ["spec.content.text", "3000"]),
-    ("publishAt-without-offset", _mutate("spec.publishAt", "2030-01-01T09:00:00"),
-     ["spec.publishAt"]),
+    ("text-too-long", _mutate("spec.content.text", "x" * 3001), ["spec.content.text", "3000"]),
+    (
+        "publishAt-without-offset",
+        _mutate("spec.publishAt", "2030-01-01T09:00:00"),
+        ["spec.publishAt"],
+    ),
     ("publishAt-not-a-date", _mutate("spec.publishAt", "next tuesday"), ["spec.publishAt"]),
-    ("bad-channel-enum", _mutate("spec.channel", "myspace"),
-     ["spec.channel", "Unsupported value", "linkedin"]),
-    ("too-many-media", _mutate("spec.content.media",
-                               [{"url": f"https://example.com/{i}.png"} for i in range(10)]),
-     ["spec.content.media", "9"]),
-    ("negative-deadline", _mutate("spec.startingDeadlineSeconds", -5),
-     ["spec.startingDeadlineSeconds", "greater than or equal to 0"]),
-    ("negative-backoff", _mutate("spec.retry", {"backoffSeconds": -1}),
-     ["spec.retry.backoffSeconds"]),
-    ("maxBackoff-below-backoff", _mutate("spec.retry", {"backoffSeconds": 60,
-                                                        "maxBackoffSeconds": 10}),
-     ["spec.retry.maxBackoffSeconds", "greater than or equal to backoffSeconds"]),
+    (
+        "bad-channel-enum",
+        _mutate("spec.channel", "myspace"),
+        ["spec.channel", "Unsupported value", "linkedin"],
+    ),
+    (
+        "too-many-media",
+        _mutate("spec.content.media", [{"url": f"https://example.com/{i}.png"} for i in range(10)]),
+        ["spec.content.media", "9"],
+    ),
+    (
+        "negative-deadline",
+        _mutate("spec.startingDeadlineSeconds", -5),
+        ["spec.startingDeadlineSeconds", "greater than or equal to 0"],
+    ),
+    (
+        "negative-backoff",
+        _mutate("spec.retry", {"backoffSeconds": -1}),
+        ["spec.retry.backoffSeconds"],
+    ),
+    (
+        "maxBackoff-below-backoff",
+        _mutate("spec.retry", {"backoffSeconds": 60, "maxBackoffSeconds": 10}),
+        ["spec.retry.maxBackoffSeconds", "greater than or equal to backoffSeconds"],
+    ),
     ("unknown-field", _mutate("spec.bogus", 1), ["spec.bogus", "unknown field"]),
     ("zero-attempts", _mutate("spec.retry", {"maxAttempts": 0}), ["spec.retry.maxAttempts"]),
-    ("target-not-a-name", _mutate("spec.target", "http://evil.example.com/hook"),
-     ["spec.target"]),
-    ("media-url-not-http", _mutate("spec.content.media", [{"url": "file:///etc/passwd"}]),
-     ["spec.content.media[0].url"]),
+    ("target-not-a-name", _mutate("spec.target", "http://evil.example.com/hook"), ["spec.target"]),
+    (
+        "media-url-not-http",
+        _mutate("spec.content.media", [{"url": "file:///etc/passwd"}]),
+        ["spec.content.media[0].url"],
+    ),
     ("missing-spec", {k: v for k, v in VALID.items() if k != "spec"}, ["spec", "Required"]),
 ]
 
@@ -83,7 +100,10 @@ def test_every_sample_applies(control_plane: ControlPlane, namespace: str, sampl
 
 @pytest.mark.parametrize(("case", "manifest", "expected"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_manifest_is_rejected_naming_the_field(
-    control_plane: ControlPlane, namespace: str, case: str, manifest: dict[str, Any],
+    control_plane: ControlPlane,
+    namespace: str,
+    case: str,
+    manifest: dict[str, Any],
     expected: list[str],
 ) -> None:
     proc = control_plane.kubectl(
@@ -126,9 +146,7 @@ def test_field_selector_on_phase(
     name = yaml.safe_load(SAMPLES[0].read_text())["metadata"]["name"]
     url = f"/apis/herald.dev/v1alpha1/namespaces/{namespace}/scheduledposts/{name}/status"
     patch = [{"op": "add", "path": "/status", "value": {"phase": "Failed", "attempt": 1}}]
-    r = admin_client.patch(
-        url, json=patch, headers={"Content-Type": "application/json-patch+json"}
-    )
+    r = admin_client.patch(url, json=patch, headers={"Content-Type": "application/json-patch+json"})
     assert r.status_code == 200, r.text
     failed = control_plane.kubectl(
         "get", "sp", "-n", namespace, "--field-selector", "status.phase=Failed", "-o", "name"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -28,8 +29,11 @@ def publish_via_status(posts: Posts, name: str, attempt: int) -> None:
         {"op": "test", "path": "/status/attempt", "value": attempt},
         {"op": "replace", "path": "/status", "value": status},
     ]
-    r = posts.client.patch(posts.url(name) + "/status", json=patch,
-                           headers={"Content-Type": "application/json-patch+json"})
+    r = posts.client.patch(
+        posts.url(name) + "/status",
+        json=patch,
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     r.raise_for_status()
 
 
@@ -38,8 +42,12 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
 ) -> None:
     herald(fake_n8n.url)
     publish_at = in_seconds(2)
-    posts.create("on-time", publish_at, account="company-page",
-                 content={"text": "Hello", "link": "https://example.com"})
+    posts.create(
+        "on-time",
+        publish_at,
+        account="company-page",
+        content={"text": "Hello", "link": "https://example.com"},
+    )
     scheduled = posts.wait_phase("on-time", "Scheduled")
     assert scheduled["nextAttemptAt"] == publish_at
     assert scheduled["attempt"] == 0
@@ -63,8 +71,11 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
     headers = {k.lower(): v for k, v in request.headers.items()}
     assert headers["idempotency-key"] == uid
     assert signing.verify_webhook_signature(
-        SIGNING_KEY.encode(), headers["webhook-id"], int(headers["webhook-timestamp"]),
-        request.raw, headers["webhook-signature"],
+        SIGNING_KEY.encode(),
+        headers["webhook-id"],
+        int(headers["webhook-timestamp"]),
+        request.raw,
+        headers["webhook-signature"],
     )
     publishing = posts.wait("on-time", lambda s: bool(s.get("dispatchedAt")), what="dispatched")
     assert publishing["phase"] == "Publishing"
@@ -79,13 +90,14 @@ def test_transient_errors_back_off_then_succeed(
     posts: Posts, fake_n8n: FakeN8n, herald: Start
 ) -> None:
     herald(fake_n8n.url, backoff_seconds=1, max_backoff_seconds=30, jitter_ratio=0)
-    fake_n8n.script("flaky", 500, 503, Reply(200, {"status": "published",
-                                                   "externalUrl": "https://x.test/p/1"}))
+    fake_n8n.script(
+        "flaky", 500, 503, Reply(200, {"status": "published", "externalUrl": "https://x.test/p/1"})
+    )
     posts.create("flaky", in_seconds(0.5))
     status = posts.wait_phase("flaky", "Published", timeout=20)
     requests = fake_n8n.for_post("flaky")
     assert [r.body["attempt"] for r in requests] == [1, 2, 3]
-    gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
     # backoff 1 s, then 2 s (doubling), no jitter; a little slack for the round trips.
     assert 1.0 <= gaps[0] < 1.8, gaps
     assert 2.0 <= gaps[1] < 2.8, gaps
@@ -115,8 +127,12 @@ def test_timeout_is_retried(posts: Posts, fake_n8n: FakeN8n, herald: Start) -> N
     herald(fake_n8n.url, backoff_seconds=1)
     fake_n8n.script("slow", TIMEOUT)  # then the default 200
     posts.create("slow", in_seconds(0))
-    posts.wait("slow", lambda s: s.get("attempt") == 2 and bool(s.get("dispatchedAt")),
-               timeout=20, what="attempt 2 dispatched")
+    posts.wait(
+        "slow",
+        lambda s: s.get("attempt") == 2 and bool(s.get("dispatchedAt")),
+        timeout=20,
+        what="attempt 2 dispatched",
+    )
     status = posts.status("slow")
     assert status["history"][0]["code"] == "Timeout"
 
@@ -144,7 +160,10 @@ def test_stale_attempt_is_redispatched_with_the_same_key(
 
 
 def test_operator_killed_between_claim_and_post_redispatches_once(
-    posts: Posts, fake_n8n: FakeN8n, herald: Start, control_plane: ControlPlane,
+    posts: Posts,
+    fake_n8n: FakeN8n,
+    herald: Start,
+    control_plane: ControlPlane,
     namespace: str,
 ) -> None:
     """A claim written by a process that died before it sent the webhook."""
@@ -155,11 +174,19 @@ def test_operator_killed_between_claim_and_post_redispatches_once(
     # Exactly the state a SIGKILL right after the claim's write leaves behind: claimed by
     # an earlier incarnation of this pod, never acknowledged.
     obj = posts.get("orphan")
-    status = dict(obj["status"], phase="Publishing", attempt=1,
-                  claimedAt=in_seconds(0), claimedBy="herald-0/deadbeef")
+    status = dict(
+        obj["status"],
+        phase="Publishing",
+        attempt=1,
+        claimedAt=in_seconds(0),
+        claimedBy="herald-0/deadbeef",
+    )
     status.pop("nextAttemptAt")
-    r = posts.client.patch(posts.url("orphan") + "/status", json={"status": status},
-                           headers={"Content-Type": "application/merge-patch+json"})
+    r = posts.client.patch(
+        posts.url("orphan") + "/status",
+        json={"status": status},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     r.raise_for_status()
     restarted_at = time.time()
     herald(fake_n8n.url, identity="herald-0")
@@ -172,9 +199,7 @@ def test_operator_killed_between_claim_and_post_redispatches_once(
     posts.wait_event("orphan", "Reclaimed")
 
 
-def test_sigkill_right_after_claim_really(
-    posts: Posts, fake_n8n: FakeN8n, herald: Start
-) -> None:
+def test_sigkill_right_after_claim_really(posts: Posts, fake_n8n: FakeN8n, herald: Start) -> None:
     """The same, with a real SIGKILL while the process holds the claim: n8n hangs the
     request so the kill lands between the claim and n8n's acknowledgement."""
     op = herald(fake_n8n.url, identity="herald-1")
@@ -191,17 +216,26 @@ def test_sigkill_right_after_claim_really(
 
 
 def test_two_operators_never_dispatch_the_same_attempt_twice(
-    posts: Posts, fake_n8n: FakeN8n, herald: Start, control_plane: ControlPlane,
+    posts: Posts,
+    fake_n8n: FakeN8n,
+    herald: Start,
+    control_plane: ControlPlane,
     namespace: str,
 ) -> None:
     herald(fake_n8n.url, identity="replica-a", concurrency=32)
     herald(fake_n8n.url, identity="replica-b", concurrency=32)
     publish_at = in_seconds(6)
-    docs = "\n---\n".join(json.dumps({
-        "apiVersion": "herald.dev/v1alpha1", "kind": "ScheduledPost",
-        "metadata": {"name": f"burst-{i}", "namespace": namespace},
-        "spec": {"publishAt": publish_at, "content": {"text": f"burst {i}"}},
-    }) for i in range(200))
+    docs = "\n---\n".join(
+        json.dumps(
+            {
+                "apiVersion": "herald.dev/v1alpha1",
+                "kind": "ScheduledPost",
+                "metadata": {"name": f"burst-{i}", "namespace": namespace},
+                "spec": {"publishAt": publish_at, "content": {"text": f"burst {i}"}},
+            }
+        )
+        for i in range(200)
+    )
     control_plane.kubectl("apply", "-f", "-", input=docs, timeout=120)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(fake_n8n.requests) < 200:
@@ -247,8 +281,9 @@ def test_edit_after_dispatch_does_not_change_what_was_sent(
     posts.patch_spec("sent", {"content": {"text": "Too late"}})
     status = posts.wait(
         "sent",
-        lambda s: any(c["type"] == "SpecApplied" and c["status"] == "False"
-                      for c in s.get("conditions", [])),
+        lambda s: any(
+            c["type"] == "SpecApplied" and c["status"] == "False" for c in s.get("conditions", [])
+        ),
         what="SpecApplied=False",
     )
     assert status["phase"] == "Publishing"
@@ -256,8 +291,9 @@ def test_edit_after_dispatch_does_not_change_what_was_sent(
     assert len(fake_n8n.for_post("sent")) == 1
 
 
-def test_delete_before_due_cancels(posts: Posts, fake_n8n: FakeN8n, herald: Start,
-                                   control_plane: ControlPlane, namespace: str) -> None:
+def test_delete_before_due_cancels(
+    posts: Posts, fake_n8n: FakeN8n, herald: Start, control_plane: ControlPlane, namespace: str
+) -> None:
     herald(fake_n8n.url)
     posts.create("deleted", in_seconds(2))
     posts.wait_phase("deleted", "Scheduled")
@@ -278,14 +314,21 @@ def test_missed_deadline(posts: Posts, fake_n8n: FakeN8n, herald: Start) -> None
     assert fake_n8n.for_post("late") == []
 
 
-def test_manual_retry_annotation(posts: Posts, fake_n8n: FakeN8n, herald: Start,
-                                 control_plane: ControlPlane, namespace: str) -> None:
+def test_manual_retry_annotation(
+    posts: Posts, fake_n8n: FakeN8n, herald: Start, control_plane: ControlPlane, namespace: str
+) -> None:
     herald(fake_n8n.url)
     fake_n8n.script("retry-me", 400)
     posts.create("retry-me", in_seconds(0))
     posts.wait_phase("retry-me", "Failed")
-    control_plane.kubectl("annotate", "sp", "retry-me", "-n", namespace,
-                          "herald.dev/retry-requested-at=2026-11-22T12:00:00Z")
+    control_plane.kubectl(
+        "annotate",
+        "sp",
+        "retry-me",
+        "-n",
+        namespace,
+        "herald.dev/retry-requested-at=2026-11-22T12:00:00Z",
+    )
     requests = fake_n8n.wait_for("retry-me", 2, timeout=10)
     assert requests[1].body["attempt"] == 1, "attempts were reset"
     status = posts.wait("retry-me", lambda s: bool(s.get("dispatchedAt")), what="dispatched")
@@ -294,13 +337,23 @@ def test_manual_retry_annotation(posts: Posts, fake_n8n: FakeN8n, herald: Start,
 
 
 def test_kubectl_wait_for_published_condition(
-    posts: Posts, fake_n8n: FakeN8n, herald: Start, control_plane: ControlPlane,
+    posts: Posts,
+    fake_n8n: FakeN8n,
+    herald: Start,
+    control_plane: ControlPlane,
     namespace: str,
 ) -> None:
     fake_n8n.default = Reply(200, {"status": "published", "externalId": "urn:li:share:1"})
     herald(fake_n8n.url)
     posts.create("waited", in_seconds(1))
-    out = control_plane.kubectl("wait", "--for=condition=Published", "sp/waited",
-                                "-n", namespace, "--timeout=20s", timeout=30).stdout
+    out = control_plane.kubectl(
+        "wait",
+        "--for=condition=Published",
+        "sp/waited",
+        "-n",
+        namespace,
+        "--timeout=20s",
+        timeout=30,
+    ).stdout
     assert "condition met" in out
     assert posts.status("waited")["externalId"] == "urn:li:share:1"

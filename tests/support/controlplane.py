@@ -98,15 +98,22 @@ def _issue(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
     else:
-        usages = [x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else
-                  x509.ExtendedKeyUsageOID.SERVER_AUTH]
+        usages = [
+            x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.ExtendedKeyUsageOID.SERVER_AUTH
+        ]
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if server_ips or server_names:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
@@ -192,8 +199,12 @@ class ControlPlane:
             _name("kube-apiserver"),
             serving_ca,
             server_ips=["127.0.0.1", "10.0.0.1"],
-            server_names=["localhost", "kubernetes", "kubernetes.default",
-                          "kubernetes.default.svc"],
+            server_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+            ],
         )
         self._client_ca = _issue(_name("herald-test-client-ca"), None, ca=True)
         (certs / "serving-ca.crt").write_bytes(serving_ca.cert_pem())
@@ -234,13 +245,22 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "herald-test", "cluster": {
-                "server": self.server,
-                "certificate-authority-data": _b64(self.ca_file.read_bytes()),
-            }}],
+            "clusters": [
+                {
+                    "name": "herald-test",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(self.ca_file.read_bytes()),
+                    },
+                }
+            ],
             "users": [{"name": user, "user": creds}],
-            "contexts": [{"name": user, "context": {
-                "cluster": "herald-test", "user": user, "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": user,
+                    "context": {"cluster": "herald-test", "user": user, "namespace": "default"},
+                }
+            ],
             "current-context": user,
         }
         path.write_text(yaml.safe_dump(config))
@@ -251,48 +271,64 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S603 - fixed binaries from .tools
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._procs.append(proc)
 
     def _start_etcd(self) -> None:
         url = f"http://127.0.0.1:{self.etcd_port}"
-        self._spawn("etcd", [
-            require_binary("etcd"),
-            "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", url,
-            "--advertise-client-urls", url,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{self.etcd_peer_port}",
-            "--unsafe-no-fsync",
-            "--log-level", "warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                require_binary("etcd"),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.etcd_peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
 
     def _start_apiserver(self, certs: Path) -> None:
-        self._spawn("kube-apiserver", [
-            require_binary("kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            f"--cert-dir={certs}",
-            f"--tls-cert-file={certs / 'apiserver.crt'}",
-            f"--tls-private-key-file={certs / 'apiserver.key'}",
-            f"--secure-port={self.api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--disable-admission-plugins=ServiceAccount",
-            "--authorization-mode=RBAC",
-            f"--client-ca-file={certs / 'client-ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={certs / 'sa.pub'}",
-            f"--service-account-signing-key-file={certs / 'sa.key'}",
-            "--allow-privileged=true",
-            # State is throwaway: no need to drain connections on the way down.
-            "--shutdown-delay-duration=0s",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                require_binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                f"--cert-dir={certs}",
+                f"--tls-cert-file={certs / 'apiserver.crt'}",
+                f"--tls-private-key-file={certs / 'apiserver.key'}",
+                f"--secure-port={self.api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--disable-admission-plugins=ServiceAccount",
+                "--authorization-mode=RBAC",
+                f"--client-ca-file={certs / 'client-ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={certs / 'sa.pub'}",
+                f"--service-account-signing-key-file={certs / 'sa.key'}",
+                "--allow-privileged=true",
+                # State is throwaway: no need to drain connections on the way down.
+                "--shutdown-delay-duration=0s",
+                "--v=1",
+            ],
+        )
 
     def _wait_ready(self, deadline: float) -> None:
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
@@ -304,8 +340,9 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}: "
-                                       f"{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{proc.args[0]} exited with {proc.returncode}: {self.log_tail()}"
+                    )
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
                     if r.status == 200:
@@ -340,10 +377,14 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(  # noqa: S603
+        proc = subprocess.run(
             [require_binary("kubectl"), *args],
-            input=input, capture_output=True, text=True, env=self.env(kubeconfig),
-            timeout=timeout, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(kubeconfig),
+            timeout=timeout,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

@@ -109,18 +109,25 @@ class FakeN8n:
 
     def _send_callback(self, body: dict[str, Any]) -> None:
         cb = body["callback"]
-        data = json.dumps({
-            "namespace": body["namespace"], "name": body["name"], "uid": body["id"],
-            "attempt": body["attempt"], "status": "published",
-            "externalId": f"urn:li:share:{body['attempt']}{body['id'][:8]}",
-            "externalUrl": f"https://www.linkedin.com/feed/update/{body['id'][:8]}",
-        }).encode()
-        request = urllib.request.Request(  # noqa: S310 - loopback URL from the dispatch
-            cb["url"], data=data, method="POST",
+        data = json.dumps(
+            {
+                "namespace": body["namespace"],
+                "name": body["name"],
+                "uid": body["id"],
+                "attempt": body["attempt"],
+                "status": "published",
+                "externalId": f"urn:li:share:{body['attempt']}{body['id'][:8]}",
+                "externalUrl": f"https://www.linkedin.com/feed/update/{body['id'][:8]}",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            cb["url"],
+            data=data,
+            method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {cb['token']}"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as response:
                 self.callback_results.append((response.status, response.read().decode()))
         except urllib.error.HTTPError as exc:
             self.callback_results.append((exc.code, exc.read().decode()))

@@ -26,17 +26,19 @@ def herald_env(
 ) -> dict[str, str]:
     """Environment for a Herald process; keyword arguments become HERALD_<NAME>."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    env.update({
-        "KUBECONFIG": str(kubeconfig),
-        "HERALD_TARGETS__DEFAULT__URL": n8n_url,
-        "HERALD_TARGETS__DEFAULT__TIMEOUT_SECONDS": "2",
-        "HERALD_CALLBACK_URL": callback_url,
-        "HERALD_SIGNING_KEY": SIGNING_KEY,
-        "HERALD_CALLBACK_KEY": CALLBACK_KEY,
-        "HERALD_METRICS_PORT": "0",
-        "HERALD_HEALTH_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "HERALD_TARGETS__DEFAULT__URL": n8n_url,
+            "HERALD_TARGETS__DEFAULT__TIMEOUT_SECONDS": "2",
+            "HERALD_CALLBACK_URL": callback_url,
+            "HERALD_SIGNING_KEY": SIGNING_KEY,
+            "HERALD_CALLBACK_KEY": CALLBACK_KEY,
+            "HERALD_METRICS_PORT": "0",
+            "HERALD_HEALTH_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update({f"HERALD_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
@@ -51,9 +53,12 @@ class HeraldProcess:
 
     def start(self) -> HeraldProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "herald.cli", self.command, *self.extra_args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         return self
 
@@ -89,8 +94,9 @@ class HeraldProcess:
         return self.proc.returncode
 
 
-def start_operator(kubeconfig: Path, n8n_url: str, log_path: Path, **settings: str | int | float
-                   ) -> HeraldProcess:
+def start_operator(
+    kubeconfig: Path, n8n_url: str, log_path: Path, **settings: str | int | float
+) -> HeraldProcess:
     proc = HeraldProcess("run", herald_env(kubeconfig, n8n_url, **settings), log_path).start()
     proc.wait_for_log("dispatcher started as")
     return proc
@@ -100,14 +106,19 @@ def start_callback_server(
     kubeconfig: Path, log_path: Path, **settings: str | int | float
 ) -> tuple[HeraldProcess, str]:
     port = free_port()
-    env = herald_env(kubeconfig, "http://127.0.0.1:1/unused", callback_port=port,
-                     callback_host="127.0.0.1", **settings)
+    env = herald_env(
+        kubeconfig,
+        "http://127.0.0.1:1/unused",
+        callback_port=port,
+        callback_host="127.0.0.1",
+        **settings,
+    )
     proc = HeraldProcess("callback-server", env, log_path).start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
                 return proc, base
         except OSError:
             if proc.proc is not None and proc.proc.poll() is not None:

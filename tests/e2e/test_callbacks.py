@@ -1,0 +1,412 @@
+"""The callback sidecar end to end: real API server, real `herald callback-server`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from herald import signing
+from tests.e2e.conftest import Posts, in_seconds
+from tests.support.controlplane import ControlPlane
+from tests.support.fake_n8n import FakeN8n
+from tests.support.herald_proc import CALLBACK_KEY, HeraldProcess
+
+pytestmark = pytest.mark.e2e
+Sidecar = Callable[..., tuple[HeraldProcess, str]]
+Start = Callable[..., HeraldProcess]
+
+
+def token(posts: Posts, name: str, uid: str, attempt: int) -> str:
+    return signing.callback_token(CALLBACK_KEY.encode(), posts.namespace, name, uid, attempt)
+
+
+def set_status(posts: Posts, name: str, **status: Any) -> dict[str, Any]:
+    r = posts.client.patch(
+        posts.url(name) + "/status",
+        json={"status": status},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    r.raise_for_status()
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def publishing(posts: Posts, name: str, attempt: int = 1, **spec: Any) -> dict[str, Any]:
+    """A post that the operator has dispatched, waiting for n8n's callback."""
+    posts.create(name, in_seconds(3600), **spec)
+    return set_status(
+        posts,
+        name,
+        phase="Publishing",
+        attempt=attempt,
+        claimedAt=in_seconds(0),
+        claimedBy="op/1",
+        dispatchedAt=in_seconds(0),
+    )
+
+
+def callback(
+    base: str,
+    posts: Posts,
+    obj: dict[str, Any],
+    status: str = "published",
+    attempt: int | None = None,
+    tok: str | None = None,
+    **extra: Any,
+) -> httpx.Response:
+    meta = obj["metadata"]
+    attempt = attempt if attempt is not None else obj["status"]["attempt"]
+    body = {
+        "namespace": meta["namespace"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "attempt": attempt,
+        "status": status,
+        **extra,
+    }
+    tok = tok or token(posts, meta["name"], meta["uid"], attempt)
+    return httpx.post(
+        f"{base}/v1/callbacks", json=body, headers={"Authorization": f"Bearer {tok}"}, timeout=10
+    )
+
+
+def test_happy_path_dispatch_callback_published(
+    posts: Posts, herald: Start, sidecar: Sidecar, control_plane: ControlPlane, namespace: str
+) -> None:
+    _, base = sidecar()
+    with FakeN8n(auto_callback=True) as n8n:
+        herald(n8n.url, callback_url=base)
+        posts.create("happy", in_seconds(1))
+        status = posts.wait_phase("happy", "Published", timeout=15)
+        assert n8n.callback_results and n8n.callback_results[0][0] == 200
+    assert status["externalUrl"].startswith("https://www.linkedin.com/feed/update/")
+    assert status["publishedAt"]
+    wide = control_plane.kubectl("get", "sp", "happy", "-n", namespace, "-o", "wide").stdout
+    assert status["externalUrl"] in wide
+    described = control_plane.kubectl("describe", "sp", "happy", "-n", namespace).stdout
+    assert "Published" in described and status["externalUrl"] in described
+
+
+def test_hundred_identical_callbacks_make_one_transition(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "storm")
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        responses = list(
+            pool.map(lambda _: callback(base, posts, obj, externalId="urn:1"), range(100))
+        )
+    assert {r.status_code for r in responses} == {200}
+    results = Counter(r.json()["result"] for r in responses)
+    assert results == {"applied": 1, "duplicate": 99}
+    status = posts.status("storm")
+    assert status["phase"] == "Published" and status["externalId"] == "urn:1"
+    published_events = [e for e in posts.events("storm") if e["reason"] == "Published"]
+    assert len(published_events) == 1
+    assert [h["outcome"] for h in status["history"]] == ["Published"]
+
+
+def test_stale_attempt_is_409_and_changes_nothing(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "third", attempt=3)
+    r = callback(base, posts, obj, attempt=2)
+    assert r.status_code == 409
+    assert r.json()["code"] == "conflict" and "attempt 2" in r.json()["message"]
+    assert posts.get("third")["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_token_for_another_post_is_401(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "mine")
+    other = publishing(posts, "theirs")
+    r = callback(base, posts, obj, tok=token(posts, "theirs", other["metadata"]["uid"], 1))
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    no_token = httpx.post(f"{base}/v1/callbacks", json={}, timeout=5)
+    assert no_token.status_code == 401
+    assert posts.status("mine")["phase"] == "Publishing"
+
+
+def test_callback_for_deleted_and_recreated_post(
+    posts: Posts, sidecar: Sidecar, control_plane: ControlPlane, namespace: str
+) -> None:
+    _, base = sidecar()
+    old = publishing(posts, "phoenix")
+    control_plane.kubectl("delete", "sp", "phoenix", "-n", namespace)
+    new = publishing(posts, "phoenix")
+    r = callback(base, posts, old)
+    assert r.status_code == 404 and "re-created" in r.json()["message"]
+    assert posts.get("phoenix")["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]
+
+
+def test_failed_retryable_and_not(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar(backoff_seconds=30, max_backoff_seconds=600, jitter_ratio=0)
+    obj = publishing(posts, "again", retry={"backoffSeconds": 100, "maxBackoffSeconds": 1000})
+    before = time.time()
+    r = callback(
+        base,
+        posts,
+        obj,
+        "failed",
+        error={"message": "LinkedIn 503", "code": "LinkedIn503", "retryable": True},
+    )
+    assert r.json() == {"result": "applied"}
+    status = posts.status("again")
+    assert status["phase"] == "Retrying"
+    delay = posts_time(status["nextAttemptAt"]) - before
+    assert 99 <= delay <= 102, delay  # the post's own policy: 100 s for attempt 1, no jitter
+    assert status["lastError"]["code"] == "LinkedIn503"
+
+    obj = publishing(posts, "never")
+    r = callback(
+        base,
+        posts,
+        obj,
+        "failed",
+        error={"message": "token revoked", "code": "AuthRevoked", "retryable": False},
+    )
+    assert r.json() == {"result": "applied"}
+    status = posts.status("never")
+    assert status["phase"] == "Failed"
+    assert status["lastError"] == {
+        **status["lastError"],
+        "class": "Permanent",
+        "code": "AuthRevoked",
+        "message": "token revoked",
+    }
+    again = callback(
+        base, posts, obj, "failed", error={"message": "token revoked", "code": "AuthRevoked"}
+    )
+    assert again.json() == {"result": "duplicate"}
+    late = callback(base, posts, posts.get("never"), "published")
+    assert late.status_code == 200  # n8n did publish it after all: believe n8n
+
+
+def posts_time(value: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(value).timestamp()
+
+
+def test_failed_after_published_is_409(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "done")
+    assert callback(base, posts, obj).json() == {"result": "applied"}
+    r = callback(base, posts, obj, "failed", error={"message": "x", "code": "y"})
+    assert r.status_code == 409
+    assert posts.status("done")["phase"] == "Published"
+
+
+def test_bad_requests_get_json_errors(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar(callback_max_body_bytes=2048)
+    obj = publishing(posts, "strict")
+    auth = {"Authorization": "Bearer v1.whatever"}
+    wrong_type = httpx.post(
+        f"{base}/v1/callbacks",
+        content=b"hi",
+        timeout=5,
+        headers={**auth, "Content-Type": "text/plain"},
+    )
+    assert wrong_type.status_code == 415 and wrong_type.json()["code"] == "unsupported_media_type"
+    huge = httpx.post(
+        f"{base}/v1/callbacks", timeout=5, headers=auth, json={"namespace": "x" * 5000}
+    )
+    assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
+    not_json = httpx.post(
+        f"{base}/v1/callbacks",
+        content=b"{",
+        timeout=5,
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert not_json.status_code == 400 and not_json.json()["code"] == "invalid_json"
+    bad_field = callback(base, posts, obj, status="maybe")
+    assert bad_field.status_code == 400
+    assert bad_field.json()["field"] == "status" and "status" in bad_field.json()["message"]
+    unknown = httpx.get(f"{base}/nope", timeout=5)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert posts.get("strict")["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_health_ready_metrics_openapi(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    obj = publishing(posts, "counted")
+    callback(base, posts, obj)
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'herald_callbacks_total{result="applied"} 1.0' in metrics
+    assert "herald_callback_duration_seconds_bucket" in metrics
+    doc = httpx.get(f"{base}/openapi.json").json()
+    assert doc["openapi"].startswith("3.") and "/v1/callbacks" in doc["paths"]
+
+
+def test_readyz_fails_when_the_api_server_is_unreachable(
+    sidecar: Sidecar, tmp_path: Any, control_plane: ControlPlane
+) -> None:
+    broken = control_plane.write_kubeconfig(tmp_path / "broken", "x", ["system:masters"])
+    text = broken.read_text().replace(control_plane.server, "https://127.0.0.1:1")
+    broken.write_text(text)
+    from tests.support.herald_proc import start_callback_server
+
+    proc, base = start_callback_server(broken, tmp_path / "broken-sidecar.log")
+    try:
+        r = httpx.get(f"{base}/readyz", timeout=10)
+        assert r.status_code == 503 and r.json()["code"] == "unavailable"
+        body = {"namespace": "a", "name": "b", "uid": "c", "attempt": 1, "status": "published"}
+        tok = signing.callback_token(CALLBACK_KEY.encode(), "a", "b", "c", 1)
+        r = httpx.post(
+            f"{base}/v1/callbacks",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {tok}"},
+        )
+        assert r.status_code == 503 and r.headers["Retry-After"]
+    finally:
+        proc.stop()
+
+
+def test_sigterm_exits_cleanly(sidecar: Sidecar) -> None:
+    proc, _ = sidecar()
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(timeout=15) == 0
+
+
+def test_stale_recovery_racing_a_late_callback(
+    posts: Posts, herald: Start, sidecar: Sidecar, fake_n8n: FakeN8n
+) -> None:
+    """The design notes' race: the operator declares an attempt stale at the very moment
+    n8n's callback arrives. Whichever write wins, the other must see it: no lost update,
+    and the post ends Published exactly once."""
+    _, base = sidecar(backoff_seconds=30, max_backoff_seconds=600)
+    herald(
+        fake_n8n.url,
+        stale_after_seconds=2,
+        backoff_seconds=30,
+        max_backoff_seconds=600,
+        callback_url=base,
+    )
+    names = [f"race-{i}" for i in range(12)]
+    objs = {}
+    for name in names:
+        posts.create(name, in_seconds(3600))
+    for name in names:
+        posts.wait_phase(name, "Scheduled")
+        objs[name] = set_status(
+            posts,
+            name,
+            phase="Publishing",
+            attempt=1,
+            claimedAt=in_seconds(-1.5),
+            claimedBy="op/1",
+            dispatchedAt=in_seconds(-1.0),
+        )
+    # The operator's stale deadline is dispatchedAt + 2 s; fire the callbacks then.
+    fire_at = posts_time(objs[names[0]]["status"]["dispatchedAt"]) + 2.0
+    results: dict[str, httpx.Response] = {}
+
+    # Spread the callbacks from 0.3 s before to 0.3 s after the stale deadline, so both
+    # orders of the race happen.
+    offsets = {name: -0.3 + 0.6 * i / (len(names) - 1) for i, name in enumerate(names)}
+
+    def fire(name: str) -> None:
+        time.sleep(max(0.0, fire_at + offsets[name] - time.time()))
+        results[name] = callback(base, posts, objs[name], externalUrl=f"https://x.test/{name}")
+
+    threads = [threading.Thread(target=fire, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    outcomes: Counter[str] = Counter()
+    for name in names:
+        assert results[name].status_code == 200, results[name].text
+        status = posts.wait_phase(name, "Published", timeout=10)
+        assert status["externalUrl"] == f"https://x.test/{name}"
+        history = [h["outcome"] for h in status["history"]]
+        outcomes["stale-first" if "Stale" in history else "callback-first"] += 1
+        assert history in (["Published"], ["Stale", "Published"]), history
+        assert status["attempt"] == 1
+    time.sleep(1)
+    assert fake_n8n.requests == [], "nothing was re-dispatched"
+    print("race outcomes:", dict(outcomes))
+    assert outcomes["stale-first"] and outcomes["callback-first"], outcomes
+
+
+def test_fuzzed_requests_never_5xx_and_never_change_status(posts: Posts, sidecar: Sidecar) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "fuzzed", attempt=3)
+    # Published, so any authorised callback is either a duplicate or an impossible
+    # transition: nothing a fuzzer sends may change it.
+    obj = set_status(posts, "fuzzed", phase="Published", publishedAt=in_seconds(0))
+    rv = obj["metadata"]["resourceVersion"]
+    meta = obj["metadata"]
+    good_token = token(posts, "fuzzed", meta["uid"], 3)
+    sent: Counter[int] = Counter()
+
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    operation = schema["/v1/callbacks"]["POST"]
+
+    @settings(
+        max_examples=600, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(case=operation.as_strategy())
+    def generated(case: Any) -> None:
+        response = case.call(base_url=base, timeout=10)
+        sent[response.status_code] += 1
+        assert response.status_code < 500, response.text
+        content_type = response.headers.get("content-type", [""])[0]
+        assert content_type.startswith("application/json"), (response.status_code, content_type)
+
+    authorised = st.fixed_dictionaries(
+        {
+            "namespace": st.just(posts.namespace),
+            "name": st.just("fuzzed"),
+            "uid": st.just(meta["uid"]),
+            "attempt": st.just(3),
+            "status": st.one_of(st.sampled_from(["published", "failed"]), st.text(max_size=10)),
+        },
+        optional={
+            "externalId": st.one_of(st.none(), st.text(max_size=600), st.integers()),
+            "externalUrl": st.one_of(st.none(), st.text(max_size=50), st.just("https://ok.test")),
+            "error": st.one_of(
+                st.none(),
+                st.dictionaries(
+                    st.sampled_from(["message", "code", "retryable", "other"]),
+                    st.one_of(st.text(max_size=20), st.booleans(), st.integers()),
+                ),
+            ),
+            "extra": st.text(max_size=5),
+        },
+    )
+
+    @settings(
+        max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(body=authorised)
+    def with_valid_token(body: dict[str, Any]) -> None:
+        response = httpx.post(
+            f"{base}/v1/callbacks",
+            content=json.dumps(body),
+            timeout=10,
+            headers={"Authorization": f"Bearer {good_token}", "Content-Type": "application/json"},
+        )
+        sent[response.status_code] += 1
+        assert response.status_code < 500, response.text
+        assert response.status_code in (200, 400, 409), response.text
+
+    generated()
+    with_valid_token()
+    total = sum(sent.values())
+    assert total >= 1000, sent
+    assert posts.get("fuzzed")["metadata"]["resourceVersion"] == rv, "a request changed the post"
+    print(f"fuzz: {total} requests, by status {dict(sent)}")

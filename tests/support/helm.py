@@ -1,0 +1,93 @@
+"""Running the real helm (from .tools/bin) against charts/herald, and reading what it renders."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.controlplane import REPO, require_binary
+
+CHART = REPO / "charts" / "herald"
+_files = itertools.count()
+
+
+@dataclass
+class Helm:
+    """helm with its caches in `home` and the cluster (if any) given by `env`'s KUBECONFIG."""
+
+    env: Mapping[str, str]
+    home: Path
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        env.update(
+            HELM_CACHE_HOME=str(self.home / "cache"),
+            HELM_CONFIG_HOME=str(self.home / "config"),
+            HELM_DATA_HOME=str(self.home / "data"),
+        )
+        proc = subprocess.run(
+            [require_binary("helm"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def values_args(self, values: Mapping[str, Any] | None, name: str = "values") -> list[str]:
+        """`-f <file>` for `values` (written under home), or nothing."""
+        if not values:
+            return []
+        path = self.home / f"{name}-{next(_files)}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(dict(values)))
+        return ["-f", str(path)]
+
+    def template(
+        self,
+        release: str = "herald",
+        namespace: str = "herald",
+        values: Mapping[str, Any] | None = None,
+        *extra: str,
+    ) -> str:
+        return self.run(
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *self.values_args(values),
+            *extra,
+        ).stdout
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    """The non-empty YAML documents of a multi-document stream."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def find(
+    docs: Iterable[dict[str, Any]], kind: str, name: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
