@@ -358,6 +358,7 @@ def _bearer(header: str) -> str | None:
 
 def build(settings: Settings) -> web.Application:
     metrics = Metrics()
+    metrics.initialise(settings.targets)
     server = CallbackServer(settings, KubeClient(discover(), component="herald-callback"), metrics)
     return server.app()
 

@@ -68,6 +68,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     me = f"{config.identity}/{secrets.token_hex(4)}"
     metrics = Metrics()
+    metrics.initialise(config.targets)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
     kube = KubeClient(discover(), component="herald-operator")

@@ -1,7 +1,8 @@
 """Logging setup: human-readable lines by default, one JSON object per line on request.
 
 JSON lines carry the post's namespace, name, uid and attempt when a log call passes them
-in `extra` (kopf adds `object` context of its own to its records).
+as `extra={"post": {...}}` (see `herald.writer.post_context`); kopf's own records about an
+object carry its reference, which is mapped to the same fields.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in POST_FIELDS:
-            if hasattr(record, field):
-                data[field] = getattr(record, field)
+        post = getattr(record, "post", None)
+        if isinstance(post, dict):
+            data.update({k: post[k] for k in POST_FIELDS if k in post})
         k8s = getattr(record, "k8s_ref", None)
         if isinstance(k8s, dict):
             data.setdefault("namespace", k8s.get("namespace"))

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from herald import __version__
+from herald.models import Channel
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -33,6 +34,7 @@ CALLBACK_RESULTS = (
     "unsupported_media_type",
     "unavailable",
 )
+FAILED_REASONS = ("PermanentFailure", "RetriesExhausted", "MissedDeadline")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -162,6 +164,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def initialise(self, targets: Iterable[str]) -> None:
+        """Create every bounded label combination at zero, so rate() and absent()-style
+        alerts see a series from the first scrape instead of from the first event."""
+        for target in targets:
+            for outcome in DISPATCH_OUTCOMES:
+                self.dispatch_total.labels(target, outcome)
+            self.circuit_state.labels(target).set(0)
+        for result in CALLBACK_RESULTS:
+            self.callbacks.labels(result)
+        for reason in FAILED_REASONS:
+            self.failed.labels(reason)
+        for channel in Channel:
+            self.published.labels(channel.value)
 
     def watch_cache(
         self, phases: Callable[[], Iterable[PhaseCount]], backlog: Callable[[], int]

@@ -19,6 +19,18 @@ from herald.models import Phase, ScheduledPostStatus
 log = logging.getLogger("herald.writer")
 
 
+def post_context(post: engine.Post, attempt: int | None = None) -> dict[str, Any]:
+    """`extra` for log calls about a post: JSON logs carry these as fields."""
+    return {
+        "post": {
+            "namespace": post.namespace,
+            "name": post.name,
+            "uid": post.uid,
+            "attempt": post.status.attempt if attempt is None else attempt,
+        }
+    }
+
+
 def dump_status(status: ScheduledPostStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
@@ -63,6 +75,17 @@ class Writer:
         assert decision.status is not None
         updated = await self.kube.cas_status(obj, dump_status(decision.status))
         count(self.metrics, post, decision)
+        new = decision.status
+        log.info(
+            "%s/%s: %s -> %s (attempt %s): %s",
+            post.namespace,
+            post.name,
+            post.status.phase or "new",
+            new.phase,
+            new.attempt,
+            new.message or "",
+            extra=post_context(post, new.attempt),
+        )
         self.announce(updated, decision.events, now)
         return updated
 
