@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.controlplane import ControlPlane, tools_bin  # noqa: E402
-from tests.support.fake_n8n import FakeN8n  # noqa: E402
-from tests.support.herald_proc import (  # noqa: E402
+from tests.support.controlplane import ControlPlane, tools_bin
+from tests.support.fake_n8n import FakeN8n
+from tests.support.herald_proc import (
     HeraldProcess,
     start_callback_server,
     start_operator,

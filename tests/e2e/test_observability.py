@@ -48,7 +48,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
         log = (tmp_path / "prometheus.log").open("wb")
         procs.append(
             subprocess.Popen(
-                [  # noqa: S603
+                [
                     binary,
                     f"--config.file={tmp_path / 'prometheus.yml'}",
                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
