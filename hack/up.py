@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -23,13 +24,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.controlplane import ControlPlane, tools_bin
-from tests.support.fake_n8n import FakeN8n
-from tests.support.herald_proc import (
+from tests.support.controlplane import ControlPlane, free_port, tools_bin  # noqa: E402
+from tests.support.fake_n8n import FakeN8n  # noqa: E402
+from tests.support.herald_proc import (  # noqa: E402
     HeraldProcess,
     start_callback_server,
     start_operator,
 )
+
+
+def _port_or_free(port: int) -> int:
+    """The conventional port when it is free here, else any free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def main() -> int:
@@ -63,13 +74,14 @@ def main() -> int:
         )
         procs.append(sidecar)
         url = n8n_url or (fake.url if fake else "")
+        metrics_port, health_port = _port_or_free(9090), _port_or_free(8081)
         operator = start_operator(
             cp.kubeconfig,
             url,
             workdir / "operator.log",
             callback_url=callback_base,
-            metrics_port=9090,
-            health_port=8081,
+            metrics_port=metrics_port,
+            health_port=health_port,
             identity="herald-dev",
         )
         procs.append(operator)
@@ -94,7 +106,8 @@ Herald is running (logs in {workdir}).
   export KUBECONFIG={cp.kubeconfig} PATH={tools_bin()}:$PATH
   kubectl get scheduledposts -o wide -w       # hello-herald publishes at {publish_at}
   kubectl apply -f manifests/samples/          # more posts
-  curl -s localhost:9090/metrics | grep ^herald_   # operator metrics
+  curl -s localhost:{metrics_port}/metrics | grep ^herald_   # operator metrics
+  curl -s localhost:{health_port}/healthz                     # operator liveness
   curl -s {callback_base}/metrics | grep ^herald_   # sidecar metrics
 Ctrl-C stops everything.
 """,
