@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +27,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -218,8 +220,15 @@ class Settings(BaseSettings):
 
 def load(**overrides: Any) -> Settings:
     """Read the settings; a ConfigError names the bad setting."""
+    config_file = os.environ.get("HERALD_CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"HERALD_CONFIG_FILE {config_file}: no such file")
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"HERALD_CONFIG_FILE {config_file}: not valid YAML: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

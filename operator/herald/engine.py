@@ -51,6 +51,7 @@ from herald.models import (
 PUBLISHED = "Published"
 SPEC_APPLIED = "SpecApplied"
 _MESSAGE_MAX = 1024
+RETRY_REQUEST_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -259,15 +260,18 @@ def jitter_fraction(uid: str, attempt: int) -> float:
     while different posts that failed together still spread out.
     """
     digest = hashlib.sha256(f"{uid}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    # 53 bits: exactly representable, so the largest value stays below 1.0.
+    return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
 
 
 def backoff_seconds(policy: Policy, attempt: int, uid: str) -> float:
-    """Delay after `attempt` failed: min(cap, base * 2^(attempt-1)), then ±jitter_ratio."""
+    """Delay after `attempt` failed: min(cap, base * 2^(attempt-1)) ±jitter_ratio, and
+    never above the cap (maxBackoffSeconds is documented as an upper bound)."""
     exponent = max(attempt - 1, 0)
-    base = min(float(policy.max_backoff_seconds), policy.backoff_seconds * 2.0 ** min(exponent, 62))
+    cap = float(policy.max_backoff_seconds)
+    base = min(cap, policy.backoff_seconds * 2.0 ** min(exponent, 62))
     spread = policy.jitter_ratio * (2 * jitter_fraction(uid, attempt) - 1)
-    return max(0.0, base * (1 + spread))
+    return min(cap, max(0.0, base * (1 + spread)))
 
 
 def retry_delay(policy: Policy, attempt: int, uid: str, retry_after: float | None) -> float:
@@ -293,7 +297,7 @@ def _accept(post: Post, now: dt.datetime) -> Decision:
         conditions=_published_condition(
             post, post.status, ConditionStatus.UNKNOWN, "Pending", "Not published yet", now
         ),
-        last_handled_retry_request=post.retry_request,
+        last_handled_retry_request=handled_request(post.retry_request),
     )
     if spec.suspend:
         status = _update(base, phase=Phase.SUSPENDED, message="Suspended by spec.suspend")
@@ -308,12 +312,18 @@ def _fmt(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def handled_request(value: str | None) -> str | None:
+    """The annotation's value as status.lastHandledRetryRequest can hold it."""
+    return None if value is None else value[:RETRY_REQUEST_MAX]
+
+
 def plan(post: Post, now: dt.datetime, defaults: Defaults) -> Decision:
     """React to the object as it is now. Never dispatches: act() does that."""
     status = post.status
     if status.phase is None:
         return _accept(post, now)
-    if post.retry_request is not None and post.retry_request != status.last_handled_retry_request:
+    request = handled_request(post.retry_request)
+    if request is not None and request != status.last_handled_retry_request:
         return _retry_request(post, now)
     if status.observed_generation != post.generation:
         return _spec_changed(post, now)
@@ -390,10 +400,24 @@ def _spec_changed(post: Post, now: dt.datetime) -> Decision:
 
 def _retry_request(post: Post, now: dt.datetime) -> Decision:
     status = post.status
-    handled = _update(status, last_handled_retry_request=post.retry_request)
+    handled = _update(status, last_handled_retry_request=handled_request(post.retry_request))
     if status.phase not in (Phase.FAILED, Phase.RETRYING):
         msg = f"Retry request ignored: the post is {status.phase}, retries apply to Failed posts"
         return Decision(handled, (Event("Warning", "RetryIgnored", msg),))
+    if post.spec.suspend:
+        msg = f"Retry requested ({post.retry_request}): attempts reset; suspended by spec.suspend"
+        new = _update(
+            handled,
+            phase=Phase.SUSPENDED,
+            attempt=0,
+            next_attempt_at=None,
+            claimed_at=None,
+            claimed_by=None,
+            dispatched_at=None,
+            observed_generation=post.generation,
+            message=msg,
+        )
+        return Decision(new, (Event("Normal", "RetryRequested", msg),))
     msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
     new = _update(
         handled,

@@ -1,0 +1,1826 @@
+"""The ScheduledPost state machine (herald.engine), transition by transition.
+
+Every transition is a row in a table: a post as it is, an input, and the status fields
+the decision must change (every other field must stay as it was), the events (type,
+reason) it must emit and the action. `now` is fixed; jitter is off in the tables so that
+retry times are exact. Every status a transition returns must survive the round trip
+through the JSON the API server stores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import types
+from typing import Any
+
+import pytest
+
+from herald import engine
+from herald.engine import (
+    NOTHING,
+    Accepted,
+    Action,
+    Callback,
+    CallbackResult,
+    Decision,
+    Defaults,
+    Failure,
+    Policy,
+    Post,
+    Published,
+)
+from herald.models import (
+    HISTORY_LIMIT,
+    RETRY_ANNOTATION,
+    AttemptRecord,
+    Condition,
+    ConditionStatus,
+    Content,
+    ErrorClass,
+    LastError,
+    Phase,
+    RetryPolicy,
+    ScheduledPostSpec,
+    ScheduledPostStatus,
+)
+
+# --- fixed time and identities ---------------------------------------------------------
+
+NOW = dt.datetime(2030, 1, 15, 9, 0, 0, tzinfo=dt.UTC)
+PUBLISH_AT = NOW + dt.timedelta(hours=1)  # 2030-01-15T10:00:00Z
+EARLIER = NOW - dt.timedelta(days=1)  # when the existing conditions were set
+ME = "herald-0/aaaa"
+ME_BEFORE_RESTART = "herald-0/bbbb"
+OTHER = "herald-1/cccc"
+UID = "0b1f6a52-1c47-4c2e-9d7a-3f0e5c8a9d10"
+
+# Jitter off so retry times are exact; three attempts so exhaustion is short.
+DEFAULTS = Defaults(
+    max_attempts=3,
+    backoff_seconds=60,
+    max_backoff_seconds=3600,
+    stale_after_seconds=600,
+    jitter_ratio=0.0,
+    claim_timeout_seconds=30.0,
+)
+
+UNKNOWN, TRUE, FALSE = ConditionStatus.UNKNOWN, ConditionStatus.TRUE, ConditionStatus.FALSE
+SCHEDULED_MSG = "Publishes at 2030-01-15T10:00:00Z via target default"
+
+
+def at(seconds: float) -> dt.datetime:
+    """NOW shifted by `seconds` (negative: in the past)."""
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+# --- builders --------------------------------------------------------------------------
+
+
+def spec(**changes: Any) -> ScheduledPostSpec:
+    fields: dict[str, Any] = {"publish_at": PUBLISH_AT, "content": Content(text="hello")}
+    fields.update(changes)
+    return ScheduledPostSpec(**fields)
+
+
+def cond(
+    type_: str, status: ConditionStatus, reason: str, since: dt.datetime = EARLIER
+) -> Condition:
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message="set earlier",
+        last_transition_time=since,
+        observed_generation=1,
+    )
+
+
+def rec(attempt: int, outcome: str, code: str | None = None) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=attempt,
+        claimed_at=EARLIER,
+        finished_at=EARLIER + dt.timedelta(seconds=attempt),
+        outcome=outcome,
+        code=code,
+        message=f"{outcome} earlier" if code else None,
+    )
+
+
+def error(klass: ErrorClass, code: str) -> LastError:
+    return LastError(class_=klass, code=code, message="earlier failure", at=EARLIER)
+
+
+def status(phase: Phase | None, **fields: Any) -> ScheduledPostStatus:
+    return ScheduledPostStatus(phase=phase, **fields)
+
+
+def scheduled(**fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": 0,
+        "next_attempt_at": PUBLISH_AT,
+        "observed_generation": 1,
+        "message": SCHEDULED_MSG,
+        "conditions": [cond("Published", UNKNOWN, "Pending")],
+    }
+    return status(Phase.SCHEDULED, **{**base, **fields})
+
+
+def publishing(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": attempt,
+        "claimed_at": at(-1),
+        "claimed_by": ME,
+        "observed_generation": 1,
+        "message": f"Dispatching attempt {attempt} to target default",
+        "conditions": [cond("Published", UNKNOWN, "Pending")],
+        "history": [rec(n, "Transient", "HTTP503") for n in range(1, attempt)] or None,
+    }
+    return status(Phase.PUBLISHING, **{**base, **fields})
+
+
+def retrying(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": attempt,
+        "next_attempt_at": at(100),
+        "claimed_at": EARLIER,
+        "claimed_by": ME,
+        "observed_generation": 1,
+        "last_error": error(ErrorClass.TRANSIENT, "HTTP503"),
+        "message": "retrying",
+        "conditions": [cond("Published", UNKNOWN, "Pending")],
+        "history": [rec(n, "Transient", "HTTP503") for n in range(1, attempt + 1)],
+    }
+    return status(Phase.RETRYING, **{**base, **fields})
+
+
+def failed(attempt: int = 3, **fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": attempt,
+        "claimed_at": EARLIER,
+        "claimed_by": ME,
+        "dispatched_at": EARLIER,
+        "observed_generation": 1,
+        "last_error": error(ErrorClass.PERMANENT, "HTTP400"),
+        "message": "failed",
+        "conditions": [cond("Published", FALSE, "PermanentFailure")],
+        "history": [rec(n, "Transient", "HTTP503") for n in range(1, attempt)]
+        + [rec(attempt, "Permanent", "HTTP400")],
+    }
+    return status(Phase.FAILED, **{**base, **fields})
+
+
+def published(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": attempt,
+        "claimed_at": EARLIER,
+        "claimed_by": ME,
+        "dispatched_at": EARLIER,
+        "published_at": EARLIER,
+        "external_id": "urn:li:share:1",
+        "external_url": "https://social.example/1",
+        "observed_generation": 1,
+        "message": "published",
+        "conditions": [cond("Published", TRUE, "CallbackReceived")],
+        "history": [rec(attempt, "Published")],
+    }
+    return status(Phase.PUBLISHED, **{**base, **fields})
+
+
+def suspended(attempt: int = 0, **fields: Any) -> ScheduledPostStatus:
+    base: dict[str, Any] = {
+        "attempt": attempt,
+        "observed_generation": 1,
+        "message": "Suspended by spec.suspend",
+        "conditions": [cond("Published", UNKNOWN, "Pending")],
+    }
+    return status(Phase.SUSPENDED, **{**base, **fields})
+
+
+def post(
+    st: ScheduledPostStatus | None = None,
+    *,
+    generation: int = 1,
+    retry_request: str | None = None,
+    uid: str = UID,
+    **spec_changes: Any,
+) -> Post:
+    return Post(
+        namespace="marketing",
+        name="launch",
+        uid=uid,
+        generation=generation,
+        spec=spec(**spec_changes),
+        status=st if st is not None else ScheduledPostStatus(),
+        retry_request=retry_request,
+    )
+
+
+# --- comparing decisions ---------------------------------------------------------------
+
+
+class Has:
+    """Equal to any string containing all of `parts`."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and all(p in other for p in self.parts)
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def __repr__(self) -> str:
+        return f"Has{self.parts!r}"
+
+
+def view(st: ScheduledPostStatus) -> dict[str, Any]:
+    """Every status field as a plain, comparable value."""
+    out: dict[str, Any] = {name: getattr(st, name) for name in ScheduledPostStatus.model_fields}
+    out["conditions"] = (
+        None
+        if st.conditions is None
+        else {c.type: (c.status.value, c.reason) for c in st.conditions}
+    )
+    out["history"] = (
+        None
+        if st.history is None
+        else [(r.attempt, r.outcome, r.code, r.finished_at) for r in st.history]
+    )
+    out["last_error"] = (
+        None
+        if st.last_error is None
+        else (st.last_error.class_.value, st.last_error.code, st.last_error.at)
+    )
+    return out
+
+
+def round_trip(st: ScheduledPostStatus) -> None:
+    """The status survives being written to, and read back from, the API server."""
+    dumped = st.model_dump(by_alias=True, exclude_none=True, mode="json")
+    back = ScheduledPostStatus.model_validate(dumped)
+    assert back.model_dump(by_alias=True, exclude_none=True, mode="json") == dumped
+    assert back == st
+
+
+def check(
+    decision: Decision,
+    before: ScheduledPostStatus,
+    changes: dict[str, Any] | None,
+    events: list[tuple[str, str]],
+    action: Action = Action.NONE,
+) -> None:
+    """`changes=None`: the decision is NOTHING. Otherwise exactly `changes` differ."""
+    if changes is None:
+        assert decision == NOTHING
+        assert events == []
+        return
+    assert decision.status is not None
+    assert {**view(before), **changes} == view(decision.status)
+    assert [(e.type, e.reason) for e in decision.events] == events
+    assert decision.action is action
+    round_trip(decision.status)
+
+
+# --- plan: accept ----------------------------------------------------------------------
+
+ACCEPT = [
+    pytest.param(
+        post(),
+        {
+            "phase": Phase.SCHEDULED,
+            "attempt": 0,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 1,
+            "message": SCHEDULED_MSG,
+            "conditions": {"Published": ("Unknown", "Pending")},
+        },
+        [("Normal", "Scheduled")],
+        id="new-post-is-scheduled-at-publishAt",
+    ),
+    pytest.param(
+        post(generation=4, target="eu-west"),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 4,
+            "message": "Publishes at 2030-01-15T10:00:00Z via target eu-west",
+            "conditions": {"Published": ("Unknown", "Pending")},
+        },
+        [("Normal", "Scheduled")],
+        id="new-post-records-its-generation-and-target",
+    ),
+    pytest.param(
+        post(publish_at=at(-3600)),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": at(-3600),
+            "observed_generation": 1,
+            "message": "Publishes at 2030-01-15T08:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending")},
+        },
+        [("Normal", "Scheduled")],
+        id="new-post-in-the-past-is-due-at-once",
+    ),
+    pytest.param(
+        post(suspend=True),
+        {
+            "phase": Phase.SUSPENDED,
+            "attempt": 0,
+            "next_attempt_at": None,
+            "observed_generation": 1,
+            "message": "Suspended by spec.suspend",
+            "conditions": {"Published": ("Unknown", "Pending")},
+        },
+        [("Normal", "Suspended")],
+        id="new-suspended-post-is-suspended",
+    ),
+    pytest.param(
+        post(retry_request="2030-01-01T00:00:00Z"),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 1,
+            "message": SCHEDULED_MSG,
+            "conditions": {"Published": ("Unknown", "Pending")},
+            "last_handled_retry_request": "2030-01-01T00:00:00Z",
+        },
+        [("Normal", "Scheduled")],
+        id="new-post-with-retry-annotation-marks-it-handled",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "changes", "events"), ACCEPT)
+def test_accept(p: Post, changes: dict[str, Any], events: list[tuple[str, str]]) -> None:
+    check(engine.plan(p, NOW, DEFAULTS), p.status, changes, events)
+
+
+def test_accept_sets_published_condition_details() -> None:
+    decision = engine.plan(post(generation=2), NOW.replace(microsecond=654321), DEFAULTS)
+    assert decision.status is not None
+    assert decision.status.conditions == [
+        Condition(
+            type="Published",
+            status=UNKNOWN,
+            reason="Pending",
+            message="Not published yet",
+            last_transition_time=NOW,  # microseconds dropped
+            observed_generation=2,
+        )
+    ]
+    assert decision.events[0].message == SCHEDULED_MSG
+
+
+# --- plan: spec changes (generation 2, observed 1) -------------------------------------
+
+SPEC_CHANGED = [
+    pytest.param(
+        post(scheduled(), generation=2, publish_at=at(7200)),
+        {
+            "next_attempt_at": at(7200),
+            "observed_generation": 2,
+            "message": "Publishes at 2030-01-15T11:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        id="scheduled-replan-new-publishAt",
+    ),
+    pytest.param(
+        post(scheduled(), generation=2, suspend=True),
+        {
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "observed_generation": 2,
+            "message": "Suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        id="scheduled-suspend",
+    ),
+    pytest.param(
+        post(retrying(attempt=2, next_attempt_at=at(100)), generation=2, publish_at=at(1000)),
+        {
+            "next_attempt_at": at(1000),
+            "observed_generation": 2,
+            "message": "Attempt 3 at 2030-01-15T09:16:40Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        id="retrying-replan-later-publishAt-moves-the-retry",
+    ),
+    pytest.param(
+        post(retrying(attempt=2, next_attempt_at=at(100)), generation=2, publish_at=at(-50)),
+        {
+            "next_attempt_at": at(100),
+            "observed_generation": 2,
+            "message": "Attempt 3 at 2030-01-15T09:01:40Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        id="retrying-replan-earlier-publishAt-keeps-the-backoff",
+    ),
+    pytest.param(
+        post(retrying(attempt=2), generation=2, suspend=True),
+        {
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "observed_generation": 2,
+            "message": "Suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        id="retrying-suspend-keeps-the-attempt-count",
+    ),
+    pytest.param(
+        post(suspended(attempt=0), generation=2),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 2,
+            "message": SCHEDULED_MSG,
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Resumed")],
+        id="suspended-resume-attempt-0-to-scheduled",
+    ),
+    pytest.param(
+        post(suspended(attempt=0), generation=2, publish_at=at(-600)),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": at(-600),
+            "observed_generation": 2,
+            "message": "Publishes at 2030-01-15T08:50:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Resumed")],
+        id="suspended-resume-attempt-0-past-publishAt",
+    ),
+    pytest.param(
+        post(suspended(attempt=2), generation=2, publish_at=at(-600)),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": NOW,
+            "observed_generation": 2,
+            "message": "Attempt 3 at 2030-01-15T09:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Resumed")],
+        id="suspended-resume-attempt-2-to-retrying-now",
+    ),
+    pytest.param(
+        post(suspended(attempt=2), generation=2),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 2,
+            "message": "Attempt 3 at 2030-01-15T10:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Resumed")],
+        id="suspended-resume-attempt-2-future-publishAt",
+    ),
+    pytest.param(
+        post(suspended(), generation=2, suspend=True, publish_at=at(99)),
+        {"observed_generation": 2},
+        [],
+        id="suspended-edit-while-still-suspended",
+    ),
+    pytest.param(
+        post(publishing(), generation=2, publish_at=at(7200)),
+        {
+            "observed_generation": 2,
+            "conditions": {
+                "Published": ("Unknown", "Pending"),
+                "SpecApplied": ("False", "ChangedAfterDispatch"),
+            },
+        },
+        [("Warning", "ChangedAfterDispatch")],
+        id="publishing-edit-has-no-effect",
+    ),
+    pytest.param(
+        post(publishing(), generation=2, suspend=True),
+        {
+            "observed_generation": 2,
+            "conditions": {
+                "Published": ("Unknown", "Pending"),
+                "SpecApplied": ("False", "ChangedAfterDispatch"),
+            },
+        },
+        [("Warning", "ChangedAfterDispatch")],
+        id="publishing-suspend-has-no-effect",
+    ),
+    pytest.param(
+        post(published(), generation=2, content=Content(text="edited")),
+        {
+            "observed_generation": 2,
+            "conditions": {
+                "Published": ("True", "CallbackReceived"),
+                "SpecApplied": ("False", "ChangedAfterDispatch"),
+            },
+        },
+        [("Warning", "ChangedAfterDispatch")],
+        id="published-edit-has-no-effect",
+    ),
+    pytest.param(
+        post(failed(), generation=2, content=Content(text="fixed")),
+        {"observed_generation": 2},
+        [],
+        id="failed-edit-only-observed",
+    ),
+    pytest.param(
+        post(scheduled()),
+        None,
+        [],
+        id="scheduled-unchanged-nothing",
+    ),
+    pytest.param(
+        post(failed()),
+        None,
+        [],
+        id="failed-unchanged-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "changes", "events"), SPEC_CHANGED)
+def test_plan_spec_changes(
+    p: Post, changes: dict[str, Any] | None, events: list[tuple[str, str]]
+) -> None:
+    check(engine.plan(p, NOW, DEFAULTS), p.status, changes, events)
+
+
+def test_changed_after_dispatch_message_and_condition() -> None:
+    decision = engine.plan(post(published(), generation=5), NOW, DEFAULTS)
+    assert decision.status is not None
+    applied = {c.type: c for c in decision.status.conditions or []}["SpecApplied"]
+    assert applied.observed_generation == 5
+    assert applied.last_transition_time == NOW
+    assert applied.message == (
+        "Spec changed (generation 5) after the post was dispatched: the post was published "
+        "as it was dispatched; the change has no effect"
+    )
+    assert decision.events[0].message == applied.message
+
+
+def test_replan_leaves_published_condition_time_alone() -> None:
+    decision = engine.plan(post(scheduled(), generation=2, publish_at=at(60)), NOW, DEFAULTS)
+    assert decision.status is not None
+    conditions = {c.type: c for c in decision.status.conditions or []}
+    assert conditions["Published"].last_transition_time == EARLIER
+    assert conditions["SpecApplied"].last_transition_time == NOW
+    assert [c.type for c in decision.status.conditions or []] == ["Published", "SpecApplied"]
+
+
+# --- plan: the retry annotation ----------------------------------------------------------
+
+RETRY_RESET = {
+    "phase": Phase.SCHEDULED,
+    "attempt": 0,
+    "next_attempt_at": NOW,
+    "claimed_at": None,
+    "claimed_by": None,
+    "dispatched_at": None,
+    "last_handled_retry_request": "r1",
+    "message": "Retry requested (r1): attempts reset, dispatching now",
+    "conditions": {"Published": ("Unknown", "RetryRequested")},
+}
+
+RETRY = [
+    pytest.param(
+        post(failed(), retry_request="r1"),
+        RETRY_RESET,
+        [("Normal", "RetryRequested")],
+        id="failed-retry-resets",
+    ),
+    pytest.param(
+        post(retrying(attempt=2), retry_request="r1"),
+        RETRY_RESET,
+        [("Normal", "RetryRequested")],
+        id="retrying-retry-resets",
+    ),
+    pytest.param(
+        post(failed(last_handled_retry_request="r0"), retry_request="r1"),
+        RETRY_RESET,
+        [("Normal", "RetryRequested")],
+        id="failed-new-retry-value-resets-again",
+    ),
+    pytest.param(
+        post(failed(), generation=3, retry_request="r1", content=Content(text="fixed")),
+        {**RETRY_RESET, "observed_generation": 3},
+        [("Normal", "RetryRequested")],
+        id="failed-retry-with-edit-observes-generation",
+    ),
+    pytest.param(
+        post(scheduled(), retry_request="r1"),
+        {"last_handled_retry_request": "r1"},
+        [("Warning", "RetryIgnored")],
+        id="scheduled-retry-ignored",
+    ),
+    pytest.param(
+        post(publishing(), retry_request="r1"),
+        {"last_handled_retry_request": "r1"},
+        [("Warning", "RetryIgnored")],
+        id="publishing-retry-ignored",
+    ),
+    pytest.param(
+        post(published(), retry_request="r1"),
+        {"last_handled_retry_request": "r1"},
+        [("Warning", "RetryIgnored")],
+        id="published-retry-ignored",
+    ),
+    pytest.param(
+        post(suspended(), retry_request="r1"),
+        {"last_handled_retry_request": "r1"},
+        [("Warning", "RetryIgnored")],
+        id="suspended-retry-ignored",
+    ),
+    pytest.param(
+        post(failed(last_handled_retry_request="r1"), retry_request="r1"),
+        None,
+        [],
+        id="failed-same-retry-value-twice-nothing",
+    ),
+    pytest.param(
+        post(published(last_handled_retry_request="r1"), retry_request="r1"),
+        None,
+        [],
+        id="published-same-retry-value-twice-nothing",
+    ),
+    pytest.param(
+        post(failed(last_handled_retry_request="r1"), retry_request=None),
+        None,
+        [],
+        id="failed-annotation-removed-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "changes", "events"), RETRY)
+def test_plan_retry_annotation(
+    p: Post, changes: dict[str, Any] | None, events: list[tuple[str, str]]
+) -> None:
+    check(engine.plan(p, NOW, DEFAULTS), p.status, changes, events)
+
+
+def test_retry_ignored_message_names_the_phase() -> None:
+    decision = engine.plan(post(published(), retry_request="r1"), NOW, DEFAULTS)
+    assert decision.events[0].message == (
+        "Retry request ignored: the post is Published, retries apply to Failed posts"
+    )
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        pytest.param(post(retry_request="r" * 300), id="accept"),
+        pytest.param(post(failed(), retry_request="r" * 300), id="failed-retry"),
+        pytest.param(post(published(), retry_request="r" * 300), id="retry-ignored"),
+    ],
+)
+def test_long_retry_annotation_still_gives_a_valid_status(p: Post) -> None:
+    """Annotation values are free text of any length, but lastHandledRetryRequest has
+    maxLength 256 in the model and the CRD: echoing a 300-character value yields a status
+    the API server rejects (and that does not validate back)."""
+    decision = engine.plan(p, NOW, DEFAULTS)
+    assert decision.status is not None
+    round_trip(decision.status)
+    # ...and handling it once is enough: the same value is not handled again.
+    assert engine.plan(post(decision.status, retry_request="r" * 300), NOW, DEFAULTS) == NOTHING
+
+
+def test_retry_of_failed_post_then_act_dispatches_attempt_1() -> None:
+    first = engine.plan(post(failed(), retry_request="r1"), NOW, DEFAULTS)
+    assert first.status is not None
+    again = post(first.status, retry_request="r1")
+    assert engine.plan(again, NOW, DEFAULTS) == NOTHING
+    claim = engine.act(again, NOW, DEFAULTS, ME)
+    assert claim.action is Action.DISPATCH
+    assert claim.status is not None
+    assert (claim.status.phase, claim.status.attempt) == (Phase.PUBLISHING, 1)
+
+
+def test_retry_of_failed_suspended_post_does_not_dispatch() -> None:
+    """spec.suspend: "While true, the post is not dispatched" - a retry must not override it.
+
+    A Failed post was suspended (the edit was observed while Failed), then someone asks
+    for a retry. The retry resets the post to Scheduled at `now` without looking at
+    spec.suspend, and act() then claims and dispatches the suspended post.
+    """
+    failed_and_suspended = post(failed(observed_generation=2), generation=2, suspend=True)
+    assert engine.plan(failed_and_suspended, NOW, DEFAULTS) == NOTHING
+    retried = engine.plan(
+        post(failed(observed_generation=2), generation=2, suspend=True, retry_request="r1"),
+        NOW,
+        DEFAULTS,
+    )
+    assert retried.status is not None
+    after = post(retried.status, generation=2, suspend=True, retry_request="r1")
+    decision = engine.act(after, at(1), DEFAULTS, ME)
+    assert decision.action is not Action.DISPATCH, "a suspended post was dispatched"
+    assert retried.status.phase is Phase.SUSPENDED
+
+
+# --- act -------------------------------------------------------------------------------
+
+CLAIM_1 = {
+    "phase": Phase.PUBLISHING,
+    "attempt": 1,
+    "claimed_at": NOW,
+    "claimed_by": ME,
+    "dispatched_at": None,
+    "next_attempt_at": None,
+    "message": "Dispatching attempt 1 to target default",
+}
+DEADLINE_MSG = (
+    "First dispatch possible 61s after the scheduled time, past startingDeadlineSeconds=60: "
+    "not publishing late"
+)
+
+ACT = [
+    pytest.param(
+        post(scheduled(next_attempt_at=at(1))),
+        None,
+        [],
+        Action.NONE,
+        id="scheduled-not-yet-due",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW)),
+        CLAIM_1,
+        [],
+        Action.DISPATCH,
+        id="scheduled-due-claims-attempt-1",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-86400))),
+        CLAIM_1,
+        [],
+        Action.DISPATCH,
+        id="scheduled-overdue-without-deadline-claims",
+    ),
+    pytest.param(
+        post(retrying(attempt=2, next_attempt_at=at(-5))),
+        {**CLAIM_1, "attempt": 3, "message": "Dispatching attempt 3 to target default"},
+        [],
+        Action.DISPATCH,
+        id="retrying-due-claims-next-attempt",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, next_attempt_at=at(1))),
+        None,
+        [],
+        Action.NONE,
+        id="retrying-not-yet-due",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-61)), starting_deadline_seconds=60),
+        {
+            "phase": Phase.FAILED,
+            "next_attempt_at": None,
+            "last_error": ("Deadline", "MissedDeadline", NOW),
+            "message": DEADLINE_MSG,
+            "conditions": {"Published": ("False", "MissedDeadline")},
+        },
+        [("Warning", "MissedDeadline")],
+        Action.NONE,
+        id="missed-deadline-fails",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-60)), starting_deadline_seconds=60),
+        CLAIM_1,
+        [],
+        Action.DISPATCH,
+        id="exactly-at-deadline-claims",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-30)), starting_deadline_seconds=60),
+        CLAIM_1,
+        [],
+        Action.DISPATCH,
+        id="within-deadline-claims",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW), starting_deadline_seconds=0),
+        CLAIM_1,
+        [],
+        Action.DISPATCH,
+        id="deadline-0-on-time-claims",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, next_attempt_at=at(-86400)), starting_deadline_seconds=60),
+        {**CLAIM_1, "attempt": 2, "message": "Dispatching attempt 2 to target default"},
+        [],
+        Action.DISPATCH,
+        id="deadline-not-applied-to-retries",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-600))),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(60),
+            "dispatched_at": None,
+            "last_error": ("Stale", "CallbackTimeout", NOW),
+            "history": [(1, "Stale", "CallbackTimeout", NOW)],
+            "message": "Attempt 1 failed (CallbackTimeout): No callback from n8n within 600s "
+            "of dispatch; attempt 2 of 3 at 2030-01-15T09:01:00Z",
+        },
+        [("Warning", "StaleRecovered"), ("Warning", "RetryScheduled")],
+        Action.NONE,
+        id="stale-publishing-to-retrying",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-599))),
+        None,
+        [],
+        Action.NONE,
+        id="publishing-not-yet-stale",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-60), claimed_by=OTHER), stale_after_seconds=60),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(60),
+            "dispatched_at": None,
+            "last_error": ("Stale", "CallbackTimeout", NOW),
+            "history": [(1, "Stale", "CallbackTimeout", NOW)],
+            "message": Has("within 60s of dispatch", "attempt 2 of 3"),
+        },
+        [("Warning", "StaleRecovered"), ("Warning", "RetryScheduled")],
+        Action.NONE,
+        id="stale-after-spec-staleAfterSeconds-whoever-claimed",
+    ),
+    pytest.param(
+        post(publishing(attempt=3, dispatched_at=at(-600))),
+        {
+            "phase": Phase.FAILED,
+            "next_attempt_at": None,
+            "last_error": ("Stale", "CallbackTimeout", NOW),
+            "history": [
+                (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
+                (2, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=2)),
+                (3, "Stale", "CallbackTimeout", NOW),
+            ],
+            "message": "Attempt 3 of 3 failed (CallbackTimeout): No callback from n8n within "
+            "600s of dispatch; no attempts left",
+            "conditions": {"Published": ("False", "RetriesExhausted")},
+        },
+        [("Warning", "StaleRecovered"), ("Warning", "Failed")],
+        Action.NONE,
+        id="stale-without-attempts-left-fails",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                dispatched_at=at(-600),
+                conditions=[
+                    cond("Published", UNKNOWN, "Pending"),
+                    cond("SpecApplied", FALSE, "ChangedAfterDispatch"),
+                ],
+            ),
+            suspend=True,
+        ),
+        {
+            "phase": Phase.SUSPENDED,
+            "dispatched_at": None,
+            "last_error": ("Stale", "CallbackTimeout", NOW),
+            "history": [(1, "Stale", "CallbackTimeout", NOW)],
+            "message": "Attempt 1 failed (CallbackTimeout); suspended by spec.suspend",
+        },
+        [("Warning", "StaleRecovered"), ("Normal", "Suspended")],
+        Action.NONE,
+        id="stale-while-suspended-suspends",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-29))),
+        None,
+        [],
+        Action.NONE,
+        id="orphan-of-other-identity-before-claim-timeout",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-30))),
+        {
+            "claimed_at": NOW,
+            "claimed_by": ME,
+            "message": "Re-dispatching attempt 1: claim by herald-1/cccc was orphaned",
+        },
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-of-other-identity-after-claim-timeout",
+    ),
+    pytest.param(
+        post(publishing(attempt=2, claimed_by=ME_BEFORE_RESTART, claimed_at=at(-1))),
+        {
+            "claimed_at": NOW,
+            "claimed_by": ME,
+            "message": "Re-dispatching attempt 2: claim by herald-0/bbbb was orphaned",
+        },
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-of-my-previous-incarnation-at-once",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-1))),
+        None,
+        [],
+        Action.NONE,
+        id="my-own-claim-in-flight",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-30))),
+        {
+            "claimed_at": NOW,
+            "claimed_by": ME,
+            "message": "Re-dispatching attempt 1: claim by herald-0/aaaa was orphaned",
+        },
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="my-own-claim-after-claim-timeout",
+    ),
+    pytest.param(
+        post(published()),
+        None,
+        [],
+        Action.NONE,
+        id="published-nothing",
+    ),
+    pytest.param(
+        post(failed()),
+        None,
+        [],
+        Action.NONE,
+        id="failed-nothing",
+    ),
+    pytest.param(
+        post(suspended(next_attempt_at=at(-100))),
+        None,
+        [],
+        Action.NONE,
+        id="suspended-nothing",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-10)), generation=2, publish_at=at(3600)),
+        {
+            "next_attempt_at": at(3600),
+            "observed_generation": 2,
+            "message": SCHEDULED_MSG,
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        Action.NONE,
+        id="due-but-spec-changed-plans-instead",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-10)), generation=2, suspend=True),
+        {
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "observed_generation": 2,
+            "message": "Suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        Action.NONE,
+        id="due-but-suspended-plans-instead",
+    ),
+    pytest.param(
+        post(retrying(next_attempt_at=at(-10)), retry_request="r1"),
+        RETRY_RESET,
+        [("Normal", "RetryRequested")],
+        Action.NONE,
+        id="due-but-retry-requested-plans-instead",
+    ),
+    pytest.param(
+        post(),
+        {
+            "phase": Phase.SCHEDULED,
+            "next_attempt_at": PUBLISH_AT,
+            "observed_generation": 1,
+            "message": SCHEDULED_MSG,
+            "conditions": {"Published": ("Unknown", "Pending")},
+        },
+        [("Normal", "Scheduled")],
+        Action.NONE,
+        id="new-post-is-accepted-not-dispatched",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "changes", "events", "action"), ACT)
+def test_act(
+    p: Post, changes: dict[str, Any] | None, events: list[tuple[str, str]], action: Action
+) -> None:
+    decision = engine.act(p, NOW, DEFAULTS, ME)
+    check(decision, p.status, changes, events, action)
+    planned = engine.plan(p, NOW, DEFAULTS)
+    if planned is not NOTHING:
+        assert decision == planned
+
+
+def test_reclaim_keeps_attempt_and_history() -> None:
+    before = publishing(attempt=2, claimed_by=OTHER, claimed_at=at(-3600))
+    decision = engine.act(post(before), NOW, DEFAULTS, ME)
+    assert decision.status is not None
+    assert decision.status.attempt == 2
+    assert decision.status.history == before.history
+    assert decision.events[0].message == (
+        "Re-dispatching attempt 2: claim by herald-1/cccc was orphaned"
+    )
+
+
+def test_orphan_without_claimed_at_is_taken_over_at_once() -> None:
+    decision = engine.act(post(publishing(claimed_at=None, claimed_by=OTHER)), NOW, DEFAULTS, ME)
+    assert decision.action is Action.DISPATCH
+    assert decision.status is not None
+    assert (decision.status.claimed_by, decision.status.attempt) == (ME, 1)
+
+
+def test_missed_deadline_last_error_and_event() -> None:
+    decision = engine.act(
+        post(scheduled(next_attempt_at=at(-61)), starting_deadline_seconds=60), NOW, DEFAULTS, ME
+    )
+    assert decision.status is not None
+    assert decision.status.last_error == LastError(
+        class_=ErrorClass.DEADLINE, code="MissedDeadline", message=DEADLINE_MSG, at=NOW
+    )
+    assert decision.events[0].message == DEADLINE_MSG
+    assert decision.status.attempt == 0
+
+
+# --- wake_at ---------------------------------------------------------------------------
+
+WAKE = [
+    pytest.param(post(scheduled()), PUBLISH_AT, id="scheduled-at-nextAttemptAt"),
+    pytest.param(post(retrying(next_attempt_at=at(90))), at(90), id="retrying-at-nextAttemptAt"),
+    pytest.param(post(publishing(dispatched_at=at(-10))), at(590), id="dispatched-at-stale-time"),
+    pytest.param(
+        post(publishing(dispatched_at=at(-10)), stale_after_seconds=30),
+        at(20),
+        id="dispatched-at-spec-stale-time",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-10))),
+        at(20),
+        id="claimed-by-other-at-claim-timeout",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-10))),
+        at(20),
+        id="claimed-by-me-at-claim-timeout",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-10))),
+        at(-10),
+        id="claimed-by-my-previous-incarnation-at-once",
+    ),
+    pytest.param(post(published()), None, id="published-never"),
+    pytest.param(post(failed()), None, id="failed-never"),
+    pytest.param(post(suspended(next_attempt_at=at(5))), None, id="suspended-never"),
+    pytest.param(post(), None, id="new-never"),
+]
+
+
+@pytest.mark.parametrize(("p", "expected"), WAKE)
+def test_wake_at(p: Post, expected: dt.datetime | None) -> None:
+    assert engine.wake_at(p, DEFAULTS, ME) == expected
+
+
+# --- dispatch_result -------------------------------------------------------------------
+
+TRANSIENT = Failure(ErrorClass.TRANSIENT, "HTTP503", "n8n answered 503: busy")
+PERMANENT = Failure(ErrorClass.PERMANENT, "HTTP400", "n8n answered 400: bad text")
+SYNC = Published(external_id="urn:li:share:7", external_url="https://social.example/7")
+
+DISPATCH_RESULT = [
+    pytest.param(
+        post(publishing()),
+        Accepted(),
+        {
+            "dispatched_at": NOW,
+            "message": "Attempt 1 accepted by n8n; waiting for its callback",
+        },
+        [("Normal", "Dispatched")],
+        id="accepted-records-dispatchedAt",
+    ),
+    pytest.param(
+        post(publishing()),
+        Accepted(published=SYNC),
+        {
+            "phase": Phase.PUBLISHED,
+            "published_at": NOW,
+            "external_id": "urn:li:share:7",
+            "external_url": "https://social.example/7",
+            "message": "Published on attempt 1 at https://social.example/7",
+            "history": [(1, "Published", None, NOW)],
+            "conditions": {"Published": ("True", "PublishedSynchronously")},
+        },
+        [("Normal", "Published")],
+        id="accepted-synchronously-published",
+    ),
+    pytest.param(
+        post(publishing()),
+        Accepted(published=Published()),
+        {
+            "phase": Phase.PUBLISHED,
+            "published_at": NOW,
+            "message": "Published on attempt 1",
+            "history": [(1, "Published", None, NOW)],
+            "conditions": {"Published": ("True", "PublishedSynchronously")},
+        },
+        [("Normal", "Published")],
+        id="accepted-synchronously-published-without-ids",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-5))),
+        TRANSIENT,
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(60),
+            "dispatched_at": None,
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [(1, "Transient", "HTTP503", NOW)],
+            "message": "Attempt 1 failed (HTTP503): n8n answered 503: busy; attempt 2 of 3 at "
+            "2030-01-15T09:01:00Z",
+        },
+        [("Warning", "RetryScheduled")],
+        id="transient-attempt-1-retries-after-base-backoff",
+    ),
+    pytest.param(
+        post(publishing(attempt=2)),
+        TRANSIENT,
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(120),
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [
+                (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
+                (2, "Transient", "HTTP503", NOW),
+            ],
+            "message": Has("attempt 3 of 3 at 2030-01-15T09:02:00Z"),
+        },
+        [("Warning", "RetryScheduled")],
+        id="transient-attempt-2-doubles-backoff",
+    ),
+    pytest.param(
+        post(publishing()),
+        Failure(ErrorClass.TRANSIENT, "HTTP429", "slow down", retry_after_seconds=300),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(300),
+            "last_error": ("Transient", "HTTP429", NOW),
+            "history": [(1, "Transient", "HTTP429", NOW)],
+            "message": Has("attempt 2 of 3 at 2030-01-15T09:05:00Z"),
+        },
+        [("Warning", "RetryScheduled")],
+        id="transient-honours-longer-retry-after",
+    ),
+    pytest.param(
+        post(publishing(), retry=RetryPolicy(max_attempts=5, backoff_seconds=10)),
+        Failure(ErrorClass.TRANSIENT, "Timeout", "no answer"),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(10),
+            "last_error": ("Transient", "Timeout", NOW),
+            "history": [(1, "Transient", "Timeout", NOW)],
+            "message": Has("attempt 2 of 5 at 2030-01-15T09:00:10Z"),
+        },
+        [("Warning", "RetryScheduled")],
+        id="transient-uses-the-post-retry-policy",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                observed_generation=2,
+                conditions=[
+                    cond("Published", UNKNOWN, "Pending"),
+                    cond("SpecApplied", FALSE, "ChangedAfterDispatch"),
+                ],
+            ),
+            generation=2,
+            suspend=True,
+        ),
+        TRANSIENT,
+        {
+            "phase": Phase.SUSPENDED,
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [(1, "Transient", "HTTP503", NOW)],
+            "message": "Attempt 1 failed (HTTP503); suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        id="transient-while-suspended-suspends",
+    ),
+    pytest.param(
+        post(publishing(attempt=3)),
+        TRANSIENT,
+        {
+            "phase": Phase.FAILED,
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [
+                (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
+                (2, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=2)),
+                (3, "Transient", "HTTP503", NOW),
+            ],
+            "message": "Attempt 3 of 3 failed (HTTP503): n8n answered 503: busy; no attempts left",
+            "conditions": {"Published": ("False", "RetriesExhausted")},
+        },
+        [("Warning", "Failed")],
+        id="transient-out-of-attempts-fails",
+    ),
+    pytest.param(
+        post(publishing()),
+        PERMANENT,
+        {
+            "phase": Phase.FAILED,
+            "last_error": ("Permanent", "HTTP400", NOW),
+            "history": [(1, "Permanent", "HTTP400", NOW)],
+            "message": "Attempt 1 failed permanently (HTTP400): n8n answered 400: bad text",
+            "conditions": {"Published": ("False", "PermanentFailure")},
+        },
+        [("Warning", "Failed")],
+        id="permanent-fails-at-once",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER)),
+        Accepted(),
+        None,
+        [],
+        id="claimed-by-someone-else-nothing",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART)),
+        TRANSIENT,
+        None,
+        [],
+        id="claimed-by-my-previous-incarnation-nothing",
+    ),
+    pytest.param(
+        post(published()),
+        Accepted(published=SYNC),
+        None,
+        [],
+        id="already-published-nothing",
+    ),
+    pytest.param(
+        post(retrying()),
+        TRANSIENT,
+        None,
+        [],
+        id="already-retrying-nothing",
+    ),
+    pytest.param(
+        post(failed(claimed_by=ME)),
+        PERMANENT,
+        None,
+        [],
+        id="already-failed-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "outcome", "changes", "events"), DISPATCH_RESULT)
+def test_dispatch_result(
+    p: Post,
+    outcome: engine.Outcome,
+    changes: dict[str, Any] | None,
+    events: list[tuple[str, str]],
+) -> None:
+    check(engine.dispatch_result(p, NOW, outcome, DEFAULTS, ME), p.status, changes, events)
+
+
+def test_synchronous_publish_condition_and_history_details() -> None:
+    decision = engine.dispatch_result(post(publishing()), NOW, Accepted(SYNC), DEFAULTS, ME)
+    assert decision.status is not None
+    assert decision.status.history == [
+        AttemptRecord(attempt=1, claimed_at=at(-1), finished_at=NOW, outcome="Published")
+    ]
+    (published_condition,) = decision.status.conditions or []
+    assert published_condition.status is TRUE
+    assert published_condition.last_transition_time == NOW
+    assert published_condition.message == "Published on attempt 1 at https://social.example/7"
+
+
+# --- callback --------------------------------------------------------------------------
+
+CB_PUBLISHED = Callback(1, published=SYNC)
+CB_TRANSIENT = Callback(1, failure=Failure(ErrorClass.TRANSIENT, "RateLimited", "429 from x"))
+CB_PERMANENT = Callback(1, failure=Failure(ErrorClass.PERMANENT, "Rejected", "text refused"))
+PUBLISHED_BY_CALLBACK = {
+    "phase": Phase.PUBLISHED,
+    "published_at": NOW,
+    "next_attempt_at": None,
+    "external_id": "urn:li:share:7",
+    "external_url": "https://social.example/7",
+    "message": "Published on attempt 1 at https://social.example/7",
+    "conditions": {"Published": ("True", "CallbackReceived")},
+}
+
+CALLBACK = [
+    pytest.param(
+        post(publishing(dispatched_at=at(-5))),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {**PUBLISHED_BY_CALLBACK, "history": [(1, "Published", None, NOW)]},
+        [("Normal", "Published")],
+        id="published-on-publishing-applied",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=None)),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {**PUBLISHED_BY_CALLBACK, "history": [(1, "Published", None, NOW)]},
+        [("Normal", "Published")],
+        id="published-before-dispatch-ack-applied",
+    ),
+    pytest.param(
+        post(published()),
+        Callback(1, published=Published("urn:li:share:1", "https://social.example/1")),
+        CallbackResult.DUPLICATE,
+        None,
+        [],
+        id="published-twice-duplicate",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-5))),
+        CB_TRANSIENT,
+        CallbackResult.APPLIED,
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(60),
+            "dispatched_at": None,
+            "last_error": ("Transient", "RateLimited", NOW),
+            "history": [(1, "Transient", "RateLimited", NOW)],
+            "message": "Attempt 1 failed (RateLimited): 429 from x; attempt 2 of 3 at "
+            "2030-01-15T09:01:00Z",
+        },
+        [("Warning", "RetryScheduled")],
+        id="failed-retryable-retries",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-5))),
+        CB_PERMANENT,
+        CallbackResult.APPLIED,
+        {
+            "phase": Phase.FAILED,
+            "last_error": ("Permanent", "Rejected", NOW),
+            "history": [(1, "Permanent", "Rejected", NOW)],
+            "message": "Attempt 1 failed permanently (Rejected): text refused",
+            "conditions": {"Published": ("False", "PermanentFailure")},
+        },
+        [("Warning", "Failed")],
+        id="failed-non-retryable-fails",
+    ),
+    pytest.param(
+        post(published()),
+        CB_PERMANENT,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="failed-after-published-conflict",
+    ),
+    pytest.param(
+        post(publishing(attempt=2)),
+        CB_PUBLISHED,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="published-for-older-attempt-conflict",
+    ),
+    pytest.param(
+        post(publishing(attempt=1)),
+        Callback(2, failure=CB_TRANSIENT.failure),
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="failed-for-future-attempt-conflict",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, history=[rec(1, "Stale", "CallbackTimeout")])),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "history": [
+                (1, "Stale", "CallbackTimeout", EARLIER + dt.timedelta(seconds=1)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-after-stale-recovery-of-same-attempt-applied",
+    ),
+    pytest.param(
+        post(failed(attempt=1, history=[rec(1, "Permanent", "HTTP400")])),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "history": [
+                (1, "Permanent", "HTTP400", EARLIER + dt.timedelta(seconds=1)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-after-failure-of-same-attempt-applied",
+    ),
+    pytest.param(
+        post(retrying(attempt=1)),
+        CB_TRANSIENT,
+        CallbackResult.DUPLICATE,
+        None,
+        [],
+        id="failed-again-after-retrying-duplicate",
+    ),
+    pytest.param(
+        post(failed(attempt=1)),
+        CB_PERMANENT,
+        CallbackResult.DUPLICATE,
+        None,
+        [],
+        id="failed-again-after-failed-duplicate",
+    ),
+    pytest.param(
+        post(scheduled()),
+        Callback(0, published=SYNC),
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="attempt-0-published-conflict",
+    ),
+    pytest.param(
+        post(scheduled()),
+        Callback(0, failure=CB_TRANSIENT.failure),
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="attempt-0-failed-conflict",
+    ),
+    pytest.param(
+        post(suspended(attempt=1)),
+        CB_PUBLISHED,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="published-on-suspended-without-record-conflict",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "cb", "result", "changes", "events"), CALLBACK)
+def test_callback(
+    p: Post,
+    cb: Callback,
+    result: CallbackResult,
+    changes: dict[str, Any] | None,
+    events: list[tuple[str, str]],
+) -> None:
+    outcome = engine.callback(p, NOW, cb, DEFAULTS)
+    assert outcome.result is result
+    check(outcome.decision, p.status, changes, events)
+    if result is CallbackResult.CONFLICT:
+        assert outcome.reason != ""
+
+
+def test_callback_conflict_reasons() -> None:
+    wrong = engine.callback(post(publishing(attempt=2)), NOW, CB_PUBLISHED, DEFAULTS)
+    assert wrong.reason == "callback for attempt 1, but the post is on attempt 2"
+    after = engine.callback(post(published()), NOW, CB_PERMANENT, DEFAULTS)
+    assert after.reason == "cannot record a failure for a post in phase Published"
+
+
+def test_published_callback_moves_condition_from_false_to_true() -> None:
+    before = failed(attempt=1, history=[rec(1, "Permanent", "HTTP400")])
+    outcome = engine.callback(post(before, generation=3), NOW, CB_PUBLISHED, DEFAULTS)
+    assert outcome.decision.status is not None
+    (condition,) = outcome.decision.status.conditions or []
+    assert (condition.status, condition.reason) == (TRUE, "CallbackReceived")
+    assert condition.last_transition_time == NOW
+    assert condition.observed_generation == 3
+
+
+# --- backoff, jitter, retry delay --------------------------------------------------------
+
+
+def policy(**changes: Any) -> Policy:
+    fields: dict[str, Any] = {
+        "max_attempts": 5,
+        "backoff_seconds": 60,
+        "max_backoff_seconds": 3600,
+        "stale_after_seconds": 600,
+        "jitter_ratio": 0.0,
+        "claim_timeout_seconds": 30.0,
+    }
+    fields.update(changes)
+    return Policy(**fields)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [
+        pytest.param(0, 60.0, id="attempt-0-is-base"),
+        pytest.param(1, 60.0, id="attempt-1-is-base"),
+        pytest.param(2, 120.0, id="attempt-2-doubles"),
+        pytest.param(3, 240.0, id="attempt-3"),
+        pytest.param(4, 480.0, id="attempt-4"),
+        pytest.param(5, 960.0, id="attempt-5"),
+        pytest.param(6, 1920.0, id="attempt-6"),
+        pytest.param(7, 3600.0, id="attempt-7-capped"),
+        pytest.param(8, 3600.0, id="attempt-8-capped"),
+        pytest.param(1000, 3600.0, id="attempt-1000-capped-without-overflow"),
+    ],
+)
+def test_backoff_doubles_up_to_the_cap(attempt: int, expected: float) -> None:
+    assert engine.backoff_seconds(policy(), attempt, UID) == expected
+
+
+def test_backoff_zero_base_is_zero() -> None:
+    assert engine.backoff_seconds(policy(backoff_seconds=0), 7, UID) == 0.0
+
+
+def test_jitter_stays_within_ratio_and_spreads() -> None:
+    p = policy(jitter_ratio=0.1)
+    delays = [engine.backoff_seconds(p, 3, f"uid-{i}") for i in range(2000)]
+    assert all(216.0 <= d <= 264.0 for d in delays)  # 240 ± 10 %
+    assert min(delays) < 220.0
+    assert max(delays) > 260.0
+    assert len(set(delays)) > 1900
+    assert abs(statistics.mean(delays) - 240.0) < 2.0
+
+
+def test_jitter_ratio_zero_is_exact() -> None:
+    p = policy(jitter_ratio=0.0)
+    assert {engine.backoff_seconds(p, 2, f"uid-{i}") for i in range(200)} == {120.0}
+
+
+def test_jitter_is_deterministic_per_uid_and_attempt() -> None:
+    p = policy(jitter_ratio=0.5)
+    assert engine.backoff_seconds(p, 2, UID) == engine.backoff_seconds(p, 2, UID)
+    assert engine.jitter_fraction(UID, 2) == engine.jitter_fraction(UID, 2)
+    assert engine.jitter_fraction(UID, 2) != engine.jitter_fraction(UID, 3)
+    assert engine.jitter_fraction(UID, 2) != engine.jitter_fraction(UID + "x", 2)
+
+
+def test_jitter_fraction_in_unit_interval() -> None:
+    fractions = [engine.jitter_fraction(f"uid-{i}", a) for i in range(500) for a in (1, 2, 3)]
+    assert all(0.0 <= f < 1.0 for f in fractions)
+    assert min(fractions) < 0.01
+    assert max(fractions) > 0.99
+
+
+def test_jitter_fraction_below_one_for_the_largest_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docstring promises [0, 1). The largest 64-bit prefix, (2**64 - 1) / 2**64,
+    rounds to exactly 1.0 in floating point."""
+
+    class Largest:
+        def digest(self) -> bytes:
+            return b"\xff" * 32
+
+    monkeypatch.setattr(engine, "hashlib", types.SimpleNamespace(sha256=lambda data: Largest()))
+    assert engine.jitter_fraction(UID, 1) < 1.0
+
+
+def test_delay_never_exceeds_max_backoff_seconds() -> None:
+    """The CRD documents maxBackoffSeconds as the "Upper bound of the delay between two
+    attempts"; jitter is applied after the cap and can push the delay past it."""
+    p = policy(max_backoff_seconds=300, jitter_ratio=0.1)
+    worst = max(engine.retry_delay(p, 10, f"uid-{i}", None) for i in range(200))
+    assert worst <= 300.0
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        pytest.param(None, 120.0, id="no-retry-after-is-backoff"),
+        pytest.param(0.0, 120.0, id="zero-retry-after-is-backoff"),
+        pytest.param(-5.0, 120.0, id="negative-retry-after-is-backoff"),
+        pytest.param(30.0, 120.0, id="shorter-retry-after-is-ignored"),
+        pytest.param(500.0, 500.0, id="longer-retry-after-is-honoured"),
+        pytest.param(1e9, 3600.0, id="huge-retry-after-capped-at-max-backoff"),
+    ],
+)
+def test_retry_delay(retry_after: float | None, expected: float) -> None:
+    assert engine.retry_delay(policy(), 2, UID, retry_after) == expected
+
+
+def test_retry_after_capped_at_the_posts_own_max_backoff() -> None:
+    spec_policy = Policy.of(
+        spec(retry=RetryPolicy(backoff_seconds=5, max_backoff_seconds=100)), DEFAULTS
+    )
+    assert engine.retry_delay(spec_policy, 1, UID, 7200.0) == 100.0
+
+
+def test_policy_of_spec_overrides_defaults() -> None:
+    p = Policy.of(
+        spec(
+            retry=RetryPolicy(max_attempts=7, backoff_seconds=0, max_backoff_seconds=9),
+            stale_after_seconds=42,
+        ),
+        DEFAULTS,
+    )
+    assert p == Policy(
+        max_attempts=7,
+        backoff_seconds=0,
+        max_backoff_seconds=9,
+        stale_after_seconds=42,
+        jitter_ratio=0.0,
+        claim_timeout_seconds=30.0,
+    )
+    assert Policy.of(spec(), DEFAULTS) == Policy(
+        max_attempts=3,
+        backoff_seconds=60,
+        max_backoff_seconds=3600,
+        stale_after_seconds=600,
+        jitter_ratio=0.0,
+        claim_timeout_seconds=30.0,
+    )
+
+
+# --- set_condition ---------------------------------------------------------------------
+
+
+def test_set_condition_adds_a_condition() -> None:
+    result = engine.set_condition(
+        None, "Published", UNKNOWN, "Pending", "m", NOW.replace(microsecond=999), 2
+    )
+    assert result == [
+        Condition(
+            type="Published",
+            status=UNKNOWN,
+            reason="Pending",
+            message="m",
+            last_transition_time=NOW,
+            observed_generation=2,
+        )
+    ]
+
+
+def test_set_condition_keeps_transition_time_when_status_unchanged() -> None:
+    existing = [cond("Published", FALSE, "PermanentFailure", since=EARLIER)]
+    (result,) = engine.set_condition(existing, "Published", FALSE, "MissedDeadline", "new", NOW, 4)
+    assert result.last_transition_time == EARLIER
+    assert (result.reason, result.message, result.observed_generation) == (
+        "MissedDeadline",
+        "new",
+        4,
+    )
+
+
+def test_set_condition_moves_transition_time_when_status_changes() -> None:
+    existing = [cond("Published", FALSE, "PermanentFailure", since=EARLIER)]
+    (result,) = engine.set_condition(existing, "Published", TRUE, "CallbackReceived", "", NOW, 1)
+    assert result.last_transition_time == NOW
+    assert result.status is TRUE
+
+
+def test_set_condition_leaves_other_types_alone_and_sorts() -> None:
+    spec_applied = cond("SpecApplied", TRUE, "Planned")
+    existing = [spec_applied, cond("Published", UNKNOWN, "Pending")]
+    result = engine.set_condition(existing, "Published", TRUE, "CallbackReceived", "", NOW, 1)
+    assert [c.type for c in result] == ["Published", "SpecApplied"]
+    assert result[1] == spec_applied
+
+
+# --- bounds: history and message lengths -----------------------------------------------
+
+
+def test_history_is_bounded_on_failure() -> None:
+    before = publishing(
+        attempt=12,
+        history=[rec(n, "Transient", "HTTP503") for n in range(2, 12)],
+    )
+    assert len(before.history or []) == HISTORY_LIMIT == 10
+    decision = engine.dispatch_result(
+        post(before, retry=RetryPolicy(max_attempts=20)), NOW, TRANSIENT, DEFAULTS, ME
+    )
+    assert decision.status is not None
+    history = decision.status.history or []
+    assert len(history) == HISTORY_LIMIT
+    assert [r.attempt for r in history] == list(range(3, 13))
+    round_trip(decision.status)
+
+
+def test_history_is_bounded_on_publish() -> None:
+    before = publishing(attempt=11, history=[rec(n, "Transient", "HTTP503") for n in range(1, 11)])
+    decision = engine.dispatch_result(
+        post(before, retry=RetryPolicy(max_attempts=20)), NOW, Accepted(SYNC), DEFAULTS, ME
+    )
+    assert decision.status is not None
+    assert [r.attempt for r in decision.status.history or []] == list(range(2, 12))
+    assert (decision.status.history or [])[-1].outcome == "Published"
+    round_trip(decision.status)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(Failure(ErrorClass.TRANSIENT, "HTTP503", "é" * 5000), id="transient"),
+        pytest.param(Failure(ErrorClass.PERMANENT, "HTTP400", "x" * 5000), id="permanent"),
+    ],
+)
+def test_long_messages_are_clipped(failure: Failure) -> None:
+    decision = engine.dispatch_result(post(publishing()), NOW, failure, DEFAULTS, ME)
+    st = decision.status
+    assert st is not None
+    assert st.message is not None
+    assert len(st.message) == 1024
+    assert st.message.endswith("…")
+    assert st.last_error is not None
+    assert len(st.last_error.message) == 1024
+    assert st.last_error.message == failure.message[:1023] + "…"
+    record = (st.history or [])[-1]
+    assert record.message == failure.message[:1023] + "…"
+    if st.phase is Phase.FAILED:
+        (condition,) = st.conditions or []
+        assert len(condition.message) == 1024
+    round_trip(st)
+
+
+def test_short_message_is_not_clipped() -> None:
+    exactly = Failure(ErrorClass.PERMANENT, "HTTP400", "y" * 1024)
+    decision = engine.dispatch_result(post(publishing()), NOW, exactly, DEFAULTS, ME)
+    assert decision.status is not None
+    assert decision.status.last_error is not None
+    assert decision.status.last_error.message == "y" * 1024
+
+
+def test_long_external_url_message_is_clipped() -> None:
+    url = "https://social.example/" + "p" * 2000
+    outcome = engine.callback(
+        post(publishing()), NOW, Callback(1, published=Published("id", url)), DEFAULTS
+    )
+    st = outcome.decision.status
+    assert st is not None
+    assert st.external_url == url
+    assert st.message is not None
+    assert len(st.message) == 1024
+    round_trip(st)
+
+
+# --- a whole life, through from_object and the JSON round trip ---------------------------
+
+
+def _as_object(p: Post, st: ScheduledPostStatus, retry: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "namespace": p.namespace,
+        "name": p.name,
+        "uid": p.uid,
+        "generation": p.generation,
+    }
+    if retry is not None:
+        meta["annotations"] = {RETRY_ANNOTATION: retry}
+    return {
+        "metadata": meta,
+        "spec": p.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "status": st.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    }
+
+
+def test_from_object_reads_the_annotation_and_defaults_generation() -> None:
+    obj = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "n",
+            "uid": "u",
+            "annotations": {RETRY_ANNOTATION: "2030-01-01T00:00:00Z"},
+        },
+        "spec": {"publishAt": "2030-01-15T10:00:00+01:00", "content": {"text": "t"}},
+    }
+    p = engine.from_object(obj)
+    assert (p.namespace, p.name, p.uid, p.generation) == ("ns", "n", "u", 1)
+    assert p.retry_request == "2030-01-01T00:00:00Z"
+    assert p.spec.publish_at == dt.datetime(2030, 1, 15, 9, tzinfo=dt.UTC)
+    assert p.status == ScheduledPostStatus()
+
+
+def test_life_of_a_post_transient_then_published() -> None:
+    p = post()
+    st = engine.plan(p, at(-7200), DEFAULTS).status
+    assert st is not None
+    p = engine.from_object(_as_object(p, st))
+    assert engine.act(p, at(3599), DEFAULTS, ME) == NOTHING
+    claim = engine.act(p, PUBLISH_AT, DEFAULTS, ME)
+    assert claim.action is Action.DISPATCH
+    assert claim.status is not None
+    p = engine.from_object(_as_object(p, claim.status))
+    failure = engine.dispatch_result(p, PUBLISH_AT, TRANSIENT, DEFAULTS, ME).status
+    assert failure is not None
+    assert failure.next_attempt_at == PUBLISH_AT + dt.timedelta(seconds=60)
+    p = engine.from_object(_as_object(p, failure))
+    second = engine.act(p, PUBLISH_AT + dt.timedelta(seconds=60), DEFAULTS, ME).status
+    assert second is not None
+    assert (second.phase, second.attempt) == (Phase.PUBLISHING, 2)
+    p = engine.from_object(_as_object(p, second))
+    acked = engine.dispatch_result(
+        p, PUBLISH_AT + dt.timedelta(seconds=61), Accepted(), DEFAULTS, ME
+    )
+    assert acked.status is not None
+    p = engine.from_object(_as_object(p, acked.status))
+    done = engine.callback(p, PUBLISH_AT + dt.timedelta(seconds=70), Callback(2, SYNC), DEFAULTS)
+    assert done.result is CallbackResult.APPLIED
+    assert done.decision.status is not None
+    final = done.decision.status
+    assert final.phase is Phase.PUBLISHED
+    assert [(r.attempt, r.outcome) for r in final.history or []] == [
+        (1, "Transient"),
+        (2, "Published"),
+    ]
+    p = engine.from_object(_as_object(p, final))
+    assert engine.plan(p, NOW, DEFAULTS) == NOTHING
+    assert engine.wake_at(p, DEFAULTS, ME) is None
