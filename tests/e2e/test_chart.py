@@ -1,0 +1,1181 @@
+"""The Helm chart and the rendered manifests, with the real helm and kubectl against the
+real control plane.
+
+The control plane has no kubelet, controller-manager or scheduler: Deployments never get
+pods, and the callback sidecar's token Secret is never filled. So these tests prove what
+the API server can prove: the objects are valid (`--dry-run=server`), install, upgrade and
+carry the permissions intended, and the pod template passes the `restricted` Pod Security
+admission. Running Herald as these ServiceAccounts is the Python side's end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from herald.config import load
+from tests.support.controlplane import REPO, ControlPlane
+from tests.support.helm import CHART, Helm, documents, find, one
+
+pytestmark = pytest.mark.e2e
+
+FILES = CHART / "files"
+RULES = FILES / "herald-alerts.rules.yaml"
+DASHBOARD = FILES / "herald-dashboard.json"
+MANIFESTS = REPO / "manifests"
+
+# The permissions Herald needs, and nothing else. The operator: read posts, read/patch their
+# status (every state change is a compare-and-swap status patch), post Events. kopf lists
+# and watches CRDs (cluster-scoped, so always a ClusterRole). kopf runs standalone: no
+# peering objects, no leases. The callback sidecar: get the post a callback names, patch
+# its status.
+OPERATOR_RULES = [
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["scheduledposts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["scheduledposts/status"],
+        "verbs": ["get", "patch"],
+    },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+CRD_RULES = [
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
+]
+CALLBACK_RULES = [
+    {"apiGroups": ["herald.dev"], "resources": ["scheduledposts"], "verbs": ["get"]},
+    {"apiGroups": ["herald.dev"], "resources": ["scheduledposts/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
+SECRETS_DIR = "/etc/herald/secrets"
+
+
+def all_toggles(watch: list[str], grafana_namespace: str) -> dict[str, Any]:
+    """Values that switch every optional part of the chart on."""
+    return {
+        "targets": {
+            "default": {
+                "url": "https://n8n.example.com/webhook/herald",
+                "timeoutSeconds": 20,
+                "authHeaderName": "X-Herald-Auth",
+            },
+            "backup": {"url": "http://n8n-backup.n8n.svc:5678/webhook/herald"},
+        },
+        "callbackUrl": "https://herald.example.com",
+        "watchNamespaces": watch,
+        "rbac": {"clusterWide": False},
+        "secret": {"targetAuthValues": {"default": "header-value"}, "keepOnUninstall": True},
+        "callbackSharedSecret": {"enabled": True},
+        "config": {"concurrency": 4, "logFormat": "text", "logLevel": "DEBUG"},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "hosts": ["herald.example.com"],
+            "tls": [{"secretName": "herald-tls", "hosts": ["herald.example.com"]}],
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+            ],
+            "apiServer": {"cidrs": ["10.0.0.1/32"]},
+            "n8n": {
+                "cidrs": ["203.0.113.0/24"],
+                "peers": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "n8n"}}}
+                ],
+            },
+        },
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "grafana": {
+            "dashboard": {
+                "enabled": True,
+                "namespace": grafana_namespace,
+                "annotations": {"grafana_folder": "Herald"},
+            }
+        },
+        "pdb": {"maxUnavailable": "50%"},
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"}],
+        "podAnnotations": {"example.com/team": "social"},
+        "priorityClassName": "system-cluster-critical",
+    }
+
+
+ALL_TOGGLES = all_toggles(["team-a", "team-b"], "grafana")
+
+
+# --- fixtures and helpers ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(env=control_plane.env(), home=tmp_path_factory.mktemp("helm"))
+
+
+MONITORING_CRDS = [
+    ("servicemonitors", "ServiceMonitor"),
+    ("prometheusrules", "PrometheusRule"),
+]
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(control_plane: ControlPlane) -> None:
+    """Stand-ins for the Prometheus Operator's CRDs: the kinds exist, any content goes.
+    Created only when missing, so real ones installed by another test are left alone."""
+    for plural, kind in MONITORING_CRDS:
+        crd = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {
+                    "kind": kind,
+                    "listKind": f"{kind}List",
+                    "plural": plural,
+                    "singular": kind.lower(),
+                },
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        proc = control_plane.kubectl("create", "-f", "-", input=json.dumps(crd), check=False)
+        assert proc.returncode == 0 or "AlreadyExists" in proc.stderr, proc.stderr
+    for plural, _ in MONITORING_CRDS:
+        control_plane.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            f"crd/{plural}.monitoring.coreos.com",
+        )
+
+
+def create_namespace(cp: ControlPlane, name: str, **labels: str) -> str:
+    cp.kubectl("create", "namespace", name)
+    if labels:
+        cp.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in labels.items()))
+    return name
+
+
+def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name
+    ]
+    return found
+
+
+def volume(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == name]
+    return found
+
+
+def mounted_secret_files(deployment: dict[str, Any], container_name: str) -> set[str]:
+    """Paths of the Secret keys a container sees under /etc/herald/secrets."""
+    files = set()
+    for mount in container(deployment, container_name)["volumeMounts"]:
+        if mount["mountPath"] == SECRETS_DIR:
+            assert mount["readOnly"] is True
+            for item in volume(deployment, mount["name"])["secret"]["items"]:
+                files.add(f"{SECRETS_DIR}/{item['path']}")
+    return files
+
+
+def config_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    config_map = one([d for d in docs if d["metadata"]["name"].endswith("-config")], "ConfigMap")
+    parsed: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return parsed
+
+
+def rules_of(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = one(docs, kind, name)["rules"]
+    return rules
+
+
+def can_i(
+    cp: ControlPlane, user: str, verb: str, resource: str, namespace: str | None = None
+) -> bool:
+    """`kubectl auth can-i` as `user` (impersonated); resource may be "plural/subresource"."""
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, f"--as={user}"]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    proc = cp.kubectl(*args, check=False)
+    answer = proc.stdout.strip()
+    assert answer in {"yes", "no"}, f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return answer == "yes"
+
+
+def secret_data(cp: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    out = cp.kubectl("get", "secret", name, "-n", namespace, "-o", "json").stdout
+    data: dict[str, str] = json.loads(out)["data"]
+    return data
+
+
+def sa_token(cp: ControlPlane, namespace: str, sa: str) -> str:
+    """A real token of ServiceAccount `sa` (TokenRequest), as the kubelet would mount."""
+    return cp.kubectl("create", "token", sa, "-n", namespace, "--duration=10m").stdout.strip()
+
+
+def post(name: str, namespace: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ScheduledPost",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"publishAt": "2030-01-01T09:00:00Z", "content": {"text": "hello"}},
+        }
+    )
+
+
+# --- the chart as files ------------------------------------------------------------------
+
+
+def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
+    top = REPO / "crds" / "scheduledposts.herald.dev.yaml"
+    copy = CHART / "crds" / "scheduledposts.herald.dev.yaml"
+    assert copy.read_bytes() == top.read_bytes(), (
+        "charts/herald/crds/ is stale: cp crds/scheduledposts.herald.dev.yaml charts/herald/crds/"
+    )
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [top.name]
+
+
+@pytest.mark.parametrize("values", [None, ALL_TOGGLES], ids=["defaults", "all-toggles"])
+def test_helm_lint_is_clean(helm: Helm, values: dict[str, Any] | None) -> None:
+    proc = helm.run("lint", "--strict", str(CHART), *helm.values_args(values))
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+    for level in ("[ERROR]", "[WARNING]", "[INFO]"):
+        assert level not in proc.stdout, proc.stdout
+
+
+# --- what the chart renders ------------------------------------------------------------
+
+
+def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
+    docs = documents(helm.template())
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
+        [
+            ("ConfigMap", "herald-config"),
+            ("Secret", "herald-keys"),
+            ("Secret", "herald-callback-token"),
+            ("ServiceAccount", "herald-operator"),
+            ("ServiceAccount", "herald-callback"),
+            ("ClusterRole", "herald-operator"),
+            ("ClusterRole", "herald-operator-crds"),
+            ("ClusterRole", "herald-callback"),
+            ("ClusterRoleBinding", "herald-operator"),
+            ("ClusterRoleBinding", "herald-operator-crds"),
+            ("ClusterRoleBinding", "herald-callback"),
+            ("Service", "herald-callback"),
+            ("Service", "herald-metrics"),
+            ("Deployment", "herald"),
+            ("PodDisruptionBudget", "herald"),
+        ]
+    )
+    # Monitoring, ingress and network policy are opt-in.
+    for kind in ("Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Role"):
+        assert not find(docs, kind)
+
+
+def test_deployment_follows_the_contract(helm: Helm) -> None:
+    docs = documents(helm.template())
+    deployment = one(docs, "Deployment", "herald")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["serviceAccountName"] == "herald-operator"
+    # Each container mounts its own ServiceAccount token (below), never the pod's default.
+    assert pod["automountServiceAccountToken"] is False
+    # Service links would inject HERALD_CALLBACK_PORT=tcp://... (Service herald-callback),
+    # which herald's settings would read as callback_port.
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert volume(deployment, "tmp")["emptyDir"] is not None
+
+    operator, callback = container(deployment, "operator"), container(deployment, "callback")
+    assert operator["args"] == ["run"]
+    assert callback["args"] == ["callback-server"]
+    for c in (operator, callback):
+        assert c["image"] == "ghcr.io/herald-dev/herald:0.1.0"
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["runAsUser"] == 65532
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert c["resources"]["requests"]
+        assert c["resources"]["limits"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["HERALD_CONFIG_FILE"]["value"] == "/etc/herald/config.yaml"
+        assert env["HERALD_IDENTITY"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert mounts["/etc/herald/config.yaml"]["subPath"] == "config.yaml"
+        assert mounts["/tmp"]["name"] == "tmp"
+        assert mounts[SECRETS_DIR]["readOnly"] is True
+
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert ports == {"metrics": 9090, "health": 8081}
+    assert [p["containerPort"] for p in callback["ports"]] == [8080]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert callback["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "callback"}
+    assert callback["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "callback"}
+
+    # Identities: the operator gets the pod's (operator) token, the sidecar the token
+    # Secret of its own ServiceAccount.
+    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    op_token = {m["mountPath"]: m["name"] for m in operator["volumeMounts"]}[sa_dir]
+    cb_token = {m["mountPath"]: m["name"] for m in callback["volumeMounts"]}[sa_dir]
+    sources = volume(deployment, op_token)["projected"]["sources"]
+    assert {"path": "token", "expirationSeconds": 3607} in [
+        s.get("serviceAccountToken") for s in sources
+    ]
+    token_secret = one(docs, "Secret", volume(deployment, cb_token)["secret"]["secretName"])
+    assert token_secret["type"] == "kubernetes.io/service-account-token"
+    assert token_secret["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "herald-callback"
+    }
+
+    # Least privilege for keys too: the sidecar never sees the signing key.
+    assert mounted_secret_files(deployment, "operator") == {
+        f"{SECRETS_DIR}/signing-key",
+        f"{SECRETS_DIR}/callback-key",
+    }
+    assert mounted_secret_files(deployment, "callback") == {f"{SECRETS_DIR}/callback-key"}
+
+    # Services: the callback port, and the operator's metrics.
+    callback_svc = one(docs, "Service", "herald-callback")
+    assert [(p["port"], p["targetPort"]) for p in callback_svc["spec"]["ports"]] == [
+        (8080, "callback")
+    ]
+    metrics_svc = one(docs, "Service", "herald-metrics")
+    assert [(p["port"], p["targetPort"]) for p in metrics_svc["spec"]["ports"]] == [
+        (9090, "metrics")
+    ]
+
+
+@pytest.mark.parametrize("mode", ["defaults", "all-toggles"])
+def test_config_file_is_valid_for_herald_and_matches_the_pod(
+    helm: Helm, mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The rendered config.yaml loads with herald's own Settings, and every file and port
+    it names is what the pod mounts and exposes."""
+    values = ALL_TOGGLES if mode == "all-toggles" else None
+    docs = documents(helm.template("herald", "herald", values))
+    deployment = one(docs, "Deployment", "herald")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config_of(docs)))
+    for name in [n for n in os.environ if n.startswith("HERALD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HERALD_CONFIG_FILE", str(config_file))
+    settings = load()
+
+    operator_files = mounted_secret_files(deployment, "operator")
+    callback_files = mounted_secret_files(deployment, "callback")
+    assert str(settings.signing_key_file) in operator_files
+    assert str(settings.signing_key_file) not in callback_files
+    assert str(settings.callback_key_file) in operator_files & callback_files
+    for target in settings.targets.values():
+        if target.auth_header_name:
+            assert str(target.auth_header_value_file) in operator_files
+    ports = {
+        p["name"]: p["containerPort"]
+        for c in ("operator", "callback")
+        for p in container(deployment, c)["ports"]
+    }
+    assert ports == {
+        "metrics": settings.metrics_port,
+        "health": settings.health_port,
+        "callback": settings.callback_port,
+    }
+    assert settings.callback_host == "0.0.0.0"
+
+    if mode == "defaults":
+        assert settings.namespaces == []
+        assert str(settings.targets["default"].url).startswith("http://n8n.n8n.svc")
+        assert settings.callback_endpoint() == "http://herald-callback.herald.svc:8080/v1/callbacks"
+        assert settings.callback_shared_secret_file is None
+        assert (settings.concurrency, settings.max_attempts, settings.log_format) == (16, 5, "json")
+    else:
+        assert settings.namespaces == ["team-a", "team-b"]
+        assert set(settings.targets) == {"default", "backup"}
+        assert settings.targets["default"].auth_header_name == "X-Herald-Auth"
+        assert settings.targets["default"].timeout_seconds == 20
+        assert settings.callback_endpoint() == "https://herald.example.com/v1/callbacks"
+        assert str(settings.callback_shared_secret_file) in callback_files
+        assert (settings.concurrency, settings.log_format, settings.log_level) == (
+            4,
+            "text",
+            "DEBUG",
+        )
+
+
+def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
+    cluster = documents(helm.template())
+    assert rules_of(cluster, "ClusterRole", "herald-operator") == OPERATOR_RULES
+    assert rules_of(cluster, "ClusterRole", "herald-operator-crds") == CRD_RULES
+    assert rules_of(cluster, "ClusterRole", "herald-callback") == CALLBACK_RULES
+
+    namespaced = documents(helm.template("herald", "herald", ALL_TOGGLES))
+    assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
+        "herald-operator-crds"
+    }
+    assert rules_of(namespaced, "ClusterRole", "herald-operator-crds") == [
+        *CRD_RULES,
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    ]
+    for ns in ("team-a", "team-b"):
+        roles = {
+            r["metadata"]["name"]: r
+            for r in find(namespaced, "Role")
+            if r["metadata"]["namespace"] == ns
+        }
+        assert roles["herald-operator"]["rules"] == OPERATOR_RULES
+        assert roles["herald-callback"]["rules"] == CALLBACK_RULES
+        bindings = [b for b in find(namespaced, "RoleBinding") if b["metadata"]["namespace"] == ns]
+        assert sorted(
+            (b["roleRef"]["name"], s["name"], s["namespace"])
+            for b in bindings
+            for s in b["subjects"]
+        ) == [
+            ("herald-callback", "herald-callback", "herald"),
+            ("herald-operator", "herald-operator", "herald"),
+        ]
+
+
+def test_all_toggles_render_the_optional_objects(helm: Helm) -> None:
+    docs = documents(helm.template("herald", "herald", ALL_TOGGLES))
+
+    ingress = one(docs, "Ingress", "herald-callback")
+    (rule,) = ingress["spec"]["rules"]
+    # Only the callback endpoint is exposed, not /metrics or /openapi.json.
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/v1/callbacks",
+            "pathType": "Exact",
+            "backend": {"service": {"name": "herald-callback", "port": {"name": "callback"}}},
+        }
+    ]
+
+    policy = one(docs, "NetworkPolicy", "herald")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert [[p["port"] for p in r["ports"]] for r in policy["ingress"]] == [
+        ["callback"],
+        ["metrics"],
+    ]
+    egress_ports = [sorted(p["port"] for p in r["ports"]) for r in policy["egress"]]
+    assert egress_ports == [[53, 53], [443, 6443], [443, 5678]]
+    assert policy["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert {"ipBlock": {"cidr": "203.0.113.0/24"}} in policy["egress"][2]["to"]
+
+    monitor = one(docs, "ServiceMonitor", "herald")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [
+        ("metrics", "/metrics"),
+        ("callback", "/metrics"),
+    ]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [
+        s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert sorted(s["metadata"]["name"] for s in scraped) == ["herald-callback", "herald-metrics"]
+
+    rule_obj = one(docs, "PrometheusRule", "herald")
+    assert rule_obj["spec"] == yaml.safe_load(RULES.read_text())
+    assert rule_obj["spec"]["groups"]
+
+    dashboard = one(docs, "ConfigMap", "herald-dashboard")
+    assert dashboard["metadata"]["namespace"] == "grafana"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Herald"}
+    assert json.loads(dashboard["data"]["herald-dashboard.json"]) == json.loads(
+        DASHBOARD.read_text()
+    )
+
+    keys = one(docs, "Secret", "herald-keys")
+    assert keys["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert set(keys["data"]) == {
+        "signing-key",
+        "callback-key",
+        "callback-shared-secret",
+        "target-default-auth",
+    }
+    assert base64.b64decode(keys["data"]["target-default-auth"]) == b"header-value"
+    assert one(docs, "PodDisruptionBudget", "herald")["spec"]["maxUnavailable"] == "50%"
+
+
+def test_dashboard_label_is_configurable(helm: Helm) -> None:
+    values = {"grafana": {"dashboard": {"enabled": True, "labelKey": "dash", "labelValue": "on"}}}
+    dashboard = one(
+        documents(helm.template("herald", "herald", values)), "ConfigMap", "herald-dashboard"
+    )
+    assert dashboard["metadata"]["labels"]["dash"] == "on"
+    assert "grafana_dashboard" not in dashboard["metadata"]["labels"]
+    assert dashboard["metadata"]["namespace"] == "herald"
+
+
+# --- against the API server -------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("monitoring_crds")
+@pytest.mark.parametrize("mode", ["defaults", "all-toggles"])
+def test_every_rendered_object_passes_server_side_dry_run(
+    helm: Helm, control_plane: ControlPlane, namespace: str, mode: str, tmp_path: Path
+) -> None:
+    values = None
+    if mode == "all-toggles":
+        watch = [create_namespace(control_plane, f"{namespace}-{s}") for s in ("a", "b")]
+        values = all_toggles(watch, create_namespace(control_plane, f"{namespace}-grafana"))
+    rendered = helm.template(f"dry-{namespace}", namespace, values, "--include-crds")
+    path = tmp_path / "rendered.yaml"
+    path.write_text(rendered)
+    proc = control_plane.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
+    assert proc.returncode == 0, proc.stderr
+    docs = documents(rendered)
+    applied = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(applied) == len(docs), proc.stdout
+    if mode == "all-toggles":
+        for kind in ("ingress", "networkpolicy", "servicemonitor", "prometheusrule", "role."):
+            assert any(line.startswith(kind) for line in applied), (kind, proc.stdout)
+
+
+def test_pod_template_passes_restricted_pod_security(
+    helm: Helm, control_plane: ControlPlane, namespace: str
+) -> None:
+    """PodSecurity admission checks pods, not Deployments: create the Deployment's pod
+    (dry run) in a namespace that enforces `restricted`."""
+    control_plane.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    deployment = one(documents(helm.template("herald", namespace)), "Deployment")
+    template = deployment["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "herald-pod", "namespace": namespace, **template["metadata"]},
+        "spec": template["spec"],
+    }
+    proc = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PodSecurity" not in proc.stderr
+
+    # The namespace really enforces it: a container that may escalate is refused.
+    pod["spec"]["containers"][1]["securityContext"]["allowPrivilegeEscalation"] = True
+    proc = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+    assert proc.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in proc.stderr
+    assert "allowPrivilegeEscalation" in proc.stderr
+
+
+def test_helm_install_and_upgrade_keep_the_generated_keys(
+    helm: Helm, control_plane: ControlPlane, namespace: str
+) -> None:
+    release = f"r-{namespace}"
+    fullname = f"{release}-herald"
+    install = helm.run("install", release, str(CHART), "--namespace", namespace)
+    assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
+
+    # Everything a pod would need exists (no pod ever runs here: there is no kubelet).
+    control_plane.kubectl(
+        "get",
+        "-n",
+        namespace,
+        f"deployment/{fullname}",
+        f"serviceaccount/{fullname}-operator",
+        f"serviceaccount/{fullname}-callback",
+        f"service/{fullname}-callback",
+        f"service/{fullname}-metrics",
+        f"configmap/{fullname}-config",
+        f"secret/{fullname}-keys",
+        f"secret/{fullname}-callback-token",
+        f"poddisruptionbudget/{fullname}",
+    )
+    control_plane.kubectl(
+        "get",
+        f"clusterrole/{fullname}-operator",
+        f"clusterrole/{fullname}-operator-crds",
+        f"clusterrole/{fullname}-callback",
+        f"clusterrolebinding/{fullname}-operator",
+        f"clusterrolebinding/{fullname}-operator-crds",
+        f"clusterrolebinding/{fullname}-callback",
+    )
+    first = secret_data(control_plane, namespace, f"{fullname}-keys")
+    assert set(first) == {"signing-key", "callback-key"}
+    assert all(len(base64.b64decode(v)) == 64 for v in first.values())
+
+    def annotations() -> dict[str, str]:
+        out = control_plane.kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json")
+        meta: dict[str, str] = json.loads(out.stdout)["spec"]["template"]["metadata"]
+        return dict(meta["annotations"])
+
+    before = annotations()
+    # A config change, and a new target with an n8n auth header (a new generated key).
+    helm.run(
+        "upgrade",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "config.concurrency=8",
+        "--set",
+        "targets.backup.url=https://n8n.example.com/webhook/backup",
+        "--set",
+        "targets.backup.authHeaderName=X-Herald-Auth",
+    )
+    second = secret_data(control_plane, namespace, f"{fullname}-keys")
+    assert second["signing-key"] == first["signing-key"]
+    assert second["callback-key"] == first["callback-key"]
+    assert set(second) == {"signing-key", "callback-key", "target-backup-auth"}
+    after = annotations()
+    assert after["checksum/config"] != before["checksum/config"]  # pods roll on config change
+    config = control_plane.kubectl(
+        "get",
+        "configmap",
+        f"{fullname}-config",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ).stdout
+    assert yaml.safe_load(config)["concurrency"] == 8
+
+    # Upgrading again with the same values changes nothing secret, and rolls nothing.
+    helm.run(
+        "upgrade",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--reuse-values",
+    )
+    assert secret_data(control_plane, namespace, f"{fullname}-keys") == second
+    assert annotations() == after
+
+    # `helm template` cannot look the Secret up: it renders new keys every time (as
+    # documented), which is why manifests/ uses an existing Secret instead.
+    renders = [
+        one(documents(helm.template(release, namespace)), "Secret", f"{fullname}-keys")
+        for _ in range(2)
+    ]
+    assert renders[0]["data"]["signing-key"] != renders[1]["data"]["signing-key"]
+    assert renders[0]["data"]["signing-key"] != first["signing-key"]
+
+
+def test_existing_secret_is_used_instead_of_a_generated_one(helm: Helm) -> None:
+    docs = documents(helm.template("herald", "herald", {"secret": {"existingSecret": "mine"}}))
+    assert [s["metadata"]["name"] for s in find(docs, "Secret")] == ["herald-callback-token"]
+    deployment = one(docs, "Deployment", "herald")
+    assert {
+        v["secret"]["secretName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v and v["name"] != "callback-token"
+    } == {"mine"}
+    assert "checksum/secret" not in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+OPERATOR_CAN = [
+    ("get", "scheduledposts.herald.dev"),
+    ("list", "scheduledposts.herald.dev"),
+    ("watch", "scheduledposts.herald.dev"),
+    ("get", "scheduledposts.herald.dev/status"),
+    ("patch", "scheduledposts.herald.dev/status"),
+    ("create", "events"),
+    ("patch", "events"),
+]
+OPERATOR_CANNOT = [
+    ("create", "scheduledposts.herald.dev"),
+    ("update", "scheduledposts.herald.dev"),
+    ("patch", "scheduledposts.herald.dev"),
+    ("delete", "scheduledposts.herald.dev"),
+    ("update", "scheduledposts.herald.dev/status"),
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("get", "configmaps"),
+    ("list", "pods"),
+    ("create", "leases.coordination.k8s.io"),
+    ("list", "kopfpeerings.kopf.dev"),
+    ("list", "events"),
+]
+CALLBACK_CAN = [
+    ("get", "scheduledposts.herald.dev"),
+    ("patch", "scheduledposts.herald.dev/status"),
+]
+CALLBACK_CANNOT = [
+    ("list", "scheduledposts.herald.dev"),
+    ("watch", "scheduledposts.herald.dev"),
+    ("patch", "scheduledposts.herald.dev"),
+    ("delete", "scheduledposts.herald.dev"),
+    ("get", "scheduledposts.herald.dev/status"),
+    ("get", "secrets"),
+    ("delete", "events"),
+]
+
+
+def test_rbac_cluster_wide_grants_only_what_herald_needs(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    release = f"rbac-{namespace}"
+    fullname = f"{release}-herald"
+    helm.run("install", release, str(CHART), "--namespace", namespace)
+    operator = f"system:serviceaccount:{namespace}:{fullname}-operator"
+    callback = f"system:serviceaccount:{namespace}:{fullname}-callback"
+    elsewhere = create_namespace(control_plane, f"{namespace}-other")
+
+    denied = [
+        (verb, res)
+        for verb, res in OPERATOR_CAN
+        if not can_i(control_plane, operator, verb, res, elsewhere)
+    ]
+    assert denied == [], "cluster-wide: the operator works in every namespace"
+    granted = [
+        (v, r) for v, r in OPERATOR_CANNOT if can_i(control_plane, operator, v, r, namespace)
+    ]
+    assert granted == []
+    assert can_i(control_plane, operator, "list", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(control_plane, operator, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(
+        control_plane, operator, "get", "customresourcedefinitions.apiextensions.k8s.io"
+    )
+    assert not can_i(control_plane, operator, "list", "namespaces")
+
+    assert all(can_i(control_plane, callback, v, r, elsewhere) for v, r in CALLBACK_CAN)
+    granted = [
+        (v, r) for v, r in CALLBACK_CANNOT if can_i(control_plane, callback, v, r, namespace)
+    ]
+    assert granted == []
+    assert not can_i(
+        control_plane, callback, "list", "customresourcedefinitions.apiextensions.k8s.io"
+    )
+
+    # The same with real ServiceAccount tokens (TokenRequest), doing real requests: kubectl
+    # for reads and refusals, and the status write as herald does it (a JSON patch whose
+    # "test" op makes it a compare-and-swap, with no GET of the status subresource first).
+    control_plane.kubectl("create", "-f", "-", input=post("p1", elsewhere))
+    operator_token = sa_token(control_plane, namespace, f"{fullname}-operator")
+    callback_token = sa_token(control_plane, namespace, f"{fullname}-callback")
+    as_operator = control_plane.write_kubeconfig(
+        tmp_path / "operator.kubeconfig", "operator", token=operator_token
+    )
+    as_callback = control_plane.write_kubeconfig(
+        tmp_path / "callback.kubeconfig", "callback", token=callback_token
+    )
+
+    def kubectl_as(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return control_plane.kubectl(*args, "-n", elsewhere, kubeconfig=kubeconfig, check=False)
+
+    def cas_status(token: str, before: Any, status: dict[str, Any]) -> httpx.Response:
+        ops = [
+            {"op": "test", "path": "/status", "value": before},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
+        with httpx.Client(verify=tls, timeout=10) as client:
+            return client.patch(
+                f"{control_plane.server}/apis/herald.dev/v1alpha1/namespaces/{elsewhere}"
+                "/scheduledposts/p1/status",
+                content=json.dumps(ops),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json-patch+json",
+                },
+            )
+
+    listed = kubectl_as(as_operator, "get", "scheduledposts", "-o", "name")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "scheduledpost.herald.dev/p1"
+    patched = cas_status(operator_token, None, {"phase": "Scheduled", "attempt": 0})
+    assert patched.status_code == 200, patched.text
+    refusals = [
+        ("delete", "scheduledpost", "p1"),
+        ("get", "secrets"),
+        ("label", "scheduledpost", "p1", "x=y"),
+    ]
+    for args in refusals:
+        refused = kubectl_as(as_operator, *args)
+        assert refused.returncode != 0
+        assert "Forbidden" in refused.stderr, refused.stderr
+        assert f"system:serviceaccount:{namespace}:{fullname}-operator" in refused.stderr
+
+    got = kubectl_as(as_callback, "get", "scheduledpost", "p1", "-o", "json")
+    assert got.returncode == 0, got.stderr
+    before = json.loads(got.stdout)["status"]
+    assert before["phase"] == "Scheduled"
+    patched = cas_status(callback_token, before, {**before, "externalId": "urn:li:share:1"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["status"]["externalId"] == "urn:li:share:1"
+    refusals = [("get", "scheduledposts"), ("get", "secrets"), ("delete", "scheduledpost", "p1")]
+    for args in refusals:
+        refused = kubectl_as(as_callback, *args)
+        assert refused.returncode != 0
+        assert "Forbidden" in refused.stderr, refused.stderr
+        assert f"system:serviceaccount:{namespace}:{fullname}-callback" in refused.stderr
+
+
+def test_rbac_namespaced_mode_is_limited_to_watch_namespaces(
+    helm: Helm, control_plane: ControlPlane, namespace: str
+) -> None:
+    watched = [create_namespace(control_plane, f"{namespace}-w{i}") for i in (1, 2)]
+    unwatched = create_namespace(control_plane, f"{namespace}-u")
+    release = f"ns-{namespace}"
+    fullname = f"{release}-herald"
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "rbac.clusterWide=false",
+        "--set",
+        f"watchNamespaces={{{watched[0]},{watched[1]}}}",
+    )
+    for ns in watched:
+        control_plane.kubectl(
+            "get",
+            "-n",
+            ns,
+            f"role/{fullname}-operator",
+            f"role/{fullname}-callback",
+            f"rolebinding/{fullname}-operator",
+            f"rolebinding/{fullname}-callback",
+        )
+    absent = control_plane.kubectl("get", "clusterrole", f"{fullname}-operator", check=False)
+    assert "NotFound" in absent.stderr
+    config = control_plane.kubectl(
+        "get",
+        "configmap",
+        f"{fullname}-config",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ).stdout
+    assert yaml.safe_load(config)["namespaces"] == watched
+
+    operator = f"system:serviceaccount:{namespace}:{fullname}-operator"
+    callback = f"system:serviceaccount:{namespace}:{fullname}-callback"
+    for ns in watched:
+        assert all(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CAN)
+        assert all(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CAN)
+        assert not any(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CANNOT)
+        assert not any(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CANNOT)
+    for ns in (unwatched, namespace):
+        assert not any(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CAN)
+        assert not any(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CAN)
+    assert not can_i(control_plane, operator, "list", "scheduledposts.herald.dev")  # all ns
+    # CRDs are cluster-scoped: that rule stays a ClusterRole in this mode too.
+    assert can_i(control_plane, operator, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+# --- values.schema.json ------------------------------------------------------------------
+
+SCHEMA_ERROR = "values don't meet the specifications of the schema"
+BAD_VALUES = [
+    (
+        "wrong-type",
+        ["config.concurrency=lots"],
+        [SCHEMA_ERROR, "/config/concurrency", "got string, want integer"],
+    ),
+    (
+        "unknown-key",
+        ["config.concurency=4"],
+        [SCHEMA_ERROR, "/config", "additional properties 'concurency' not allowed"],
+    ),
+    (
+        "unknown-top-level-key",
+        ["replicas=3"],
+        [SCHEMA_ERROR, "additional properties 'replicas' not allowed"],
+    ),
+    (
+        "negative-concurrency",
+        ["config.concurrency=-1"],
+        [SCHEMA_ERROR, "/config/concurrency", "minimum: got -1, want 1"],
+    ),
+    (
+        "bad-url",
+        ["targets.default.url=ftp://n8n.example.com/webhook"],
+        [SCHEMA_ERROR, "/targets/default/url", "'ftp://n8n.example.com/webhook' does not match"],
+    ),
+    (
+        "missing-default-url",
+        ["targets.default.url=null"],
+        [SCHEMA_ERROR, "/targets/default", "missing property 'url'"],
+    ),
+    (
+        "missing-default-target",
+        ["targets.default=null"],
+        [SCHEMA_ERROR, "/targets", "missing property 'default'"],
+    ),
+    (
+        "other-target-without-url",
+        ["targets.backup.timeoutSeconds=5"],
+        [SCHEMA_ERROR, "/targets/backup", "missing property 'url'"],
+    ),
+    (
+        "bad-target-name",
+        ["targets.Bad_Name.url=https://n8n.example.com"],
+        [SCHEMA_ERROR, "'Bad_Name' does not match pattern"],
+    ),
+    (
+        "timeout-too-long",
+        ["targets.default.timeoutSeconds=301"],
+        [SCHEMA_ERROR, "/targets/default/timeoutSeconds", "maximum"],
+    ),
+    (
+        "bad-log-format",
+        ["config.logFormat=xml"],
+        [SCHEMA_ERROR, "/config/logFormat", "'json', 'text'"],
+    ),
+    ("bad-port", ["ports.callback=70000"], [SCHEMA_ERROR, "/ports/callback", "maximum"]),
+    (
+        "namespaced-without-namespaces",
+        ["rbac.clusterWide=false"],
+        [SCHEMA_ERROR, "/watchNamespaces", "minItems: got 0, want 1"],
+    ),
+    (
+        "ingress-without-hosts",
+        ["ingress.enabled=true"],
+        [SCHEMA_ERROR, "/ingress/hosts", "minItems"],
+    ),
+    # Not expressible in the schema; the chart fails the render with the values named.
+    (
+        "backoff-above-max",
+        ["config.maxBackoffSeconds=10"],
+        ["config.maxBackoffSeconds (10) must be >= config.backoffSeconds (60)"],
+    ),
+    (
+        "watch-namespaces-with-cluster-wide-rbac",
+        ["watchNamespaces={team-a}"],
+        ["watchNamespaces is only used with rbac.clusterWide=false"],
+    ),
+    (
+        "auth-value-for-unknown-target",
+        ["secret.targetAuthValues.nope=x"],
+        ['secret.targetAuthValues.nope: no target "nope" with an authHeaderName'],
+    ),
+]
+
+
+@pytest.mark.parametrize(("sets", "messages"), [pytest.param(s, m, id=i) for i, s, m in BAD_VALUES])
+def test_bad_values_are_rejected_naming_the_value(
+    helm: Helm, sets: list[str], messages: list[str]
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    proc = helm.run("template", "herald", str(CHART), *args, check=False)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    for message in messages:
+        assert message in proc.stderr, proc.stderr
+
+
+def test_install_with_bad_values_creates_nothing(
+    helm: Helm, control_plane: ControlPlane, namespace: str
+) -> None:
+    proc = helm.run(
+        "install",
+        f"bad-{namespace}",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "config.concurrency=0",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "/config/concurrency" in proc.stderr, proc.stderr
+    listed = helm.run("list", "--namespace", namespace, "--all", "-q").stdout
+    assert listed.strip() == ""
+    left = control_plane.kubectl("get", "all,secrets,configmaps", "-n", namespace, "-o", "name")
+    assert "herald" not in left.stdout
+
+
+# --- manifests/ ---------------------------------------------------------------------------
+
+
+def test_manifests_are_in_sync_with_the_chart(tmp_path: Path) -> None:
+    subprocess.run(
+        ["bash", str(REPO / "hack" / "render-manifests.sh"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for name in ("herald.yaml", "kustomization.yaml"):
+        assert (tmp_path / name).read_text() == (MANIFESTS / name).read_text(), (
+            f"manifests/{name} is stale: run hack/render-manifests.sh"
+        )
+
+
+def test_manifests_hold_no_secret_values() -> None:
+    docs = documents((MANIFESTS / "herald.yaml").read_text())
+    for secret in find(docs, "Secret"):
+        # Only the callback ServiceAccount's token Secret, which the cluster fills.
+        assert secret["type"] == "kubernetes.io/service-account-token"
+        assert "data" not in secret
+        assert "stringData" not in secret
+    assert one(docs, "Namespace", "herald")
+    assert (
+        one(docs, "CustomResourceDefinition", "scheduledposts.herald.dev")["spec"]
+        == (yaml.safe_load((REPO / "crds" / "scheduledposts.herald.dev.yaml").read_text())["spec"])
+    )
+
+
+@pytest.fixture
+def herald_namespace(control_plane: ControlPlane) -> str:
+    """The manifests' fixed namespace; it must not exist before (one test uses it)."""
+    absent = control_plane.kubectl("get", "namespace", "herald", check=False)
+    assert absent.returncode != 0, "namespace herald already exists in the test cluster"
+    return "herald"
+
+
+def test_kubectl_apply_k_manifests(control_plane: ControlPlane, herald_namespace: str) -> None:
+    proc = control_plane.kubectl("apply", "-k", str(MANIFESTS), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "namespace/herald created" in proc.stdout
+    control_plane.kubectl(
+        "get",
+        "-n",
+        herald_namespace,
+        "deployment/herald",
+        "serviceaccount/herald-operator",
+        "serviceaccount/herald-callback",
+        "service/herald-callback",
+        "service/herald-metrics",
+        "configmap/herald-config",
+        "secret/herald-callback-token",
+        "poddisruptionbudget/herald",
+    )
+    control_plane.kubectl(
+        "get", "clusterrole/herald-operator", "clusterrolebinding/herald-callback"
+    )
+    labels = json.loads(
+        control_plane.kubectl("get", "namespace", herald_namespace, "-o", "json").stdout
+    )["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    # The Secret the header of herald.yaml tells users to create, created that way.
+    control_plane.kubectl(
+        "-n",
+        herald_namespace,
+        "create",
+        "secret",
+        "generic",
+        "herald-keys",
+        f"--from-literal=signing-key={secrets.token_hex(32)}",
+        f"--from-literal=callback-key={secrets.token_hex(32)}",
+    )
+    volumes = json.loads(
+        control_plane.kubectl(
+            "get", "deployment", "herald", "-n", herald_namespace, "-o", "json"
+        ).stdout
+    )["spec"]["template"]["spec"]["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if v["name"].endswith("-secrets")} == {
+        "herald-keys"
+    }
+
+    # Nothing differs from what is applied (server-side diff; a second client-side apply
+    # reports Deployment/PDB "configured" for kubectl's own patch quirks, yet changes nothing).
+    diff = control_plane.kubectl("diff", "-k", str(MANIFESTS), check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+
+
+def test_operator_and_sidecar_work_end_to_end_as_the_charts_service_accounts(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """RBAC proven, not assumed: the real processes, authenticated only by TokenRequest
+    tokens of the chart's ServiceAccounts, take a post from Scheduled to Published on the
+    RBAC-enforcing API server, and their Events are recorded."""
+    from tests.e2e.conftest import Posts, in_seconds
+    from tests.support.fake_n8n import FakeN8n
+    from tests.support.herald_proc import start_callback_server, start_operator
+
+    release = f"proof-{namespace}"
+    fullname = f"{release}-herald"
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "rbac.clusterWide=false",
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+    )
+    configs = {}
+    for role in ("operator", "callback"):
+        token = sa_token(control_plane, namespace, f"{fullname}-{role}")
+        configs[role] = control_plane.write_kubeconfig(
+            tmp_path / f"{role}.kubeconfig", role, token=token
+        )
+    sidecar, callback_base = start_callback_server(configs["callback"], tmp_path / "cb.log")
+    try:
+        with FakeN8n(auto_callback=True) as n8n:
+            op = start_operator(
+                configs["operator"],
+                n8n.url,
+                tmp_path / "op.log",
+                namespaces=json.dumps([namespace]),
+                callback_url=callback_base,
+            )
+            try:
+                cert, key = control_plane.user_credentials("proof-admin", ["system:masters"])
+                pem = tmp_path / "admin.pem"
+                pem.write_bytes(cert + key)
+                import ssl
+
+                tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
+                tls.load_cert_chain(str(pem))
+                with httpx.Client(base_url=control_plane.server, verify=tls) as client:
+                    posts = Posts(control_plane, client, namespace)
+                    posts.create("proof", in_seconds(1))
+                    status = posts.wait_phase("proof", "Published", timeout=30)
+                    assert status["externalUrl"]
+                    reasons = {e["reason"] for e in posts.events("proof")}
+                    assert {"Scheduled", "Dispatched", "Published"} <= reasons, reasons
+                assert "Forbidden" not in op.log(), op.log()[-3000:]
+                assert "Forbidden" not in sidecar.log(), sidecar.log()[-3000:]
+            finally:
+                op.stop()
+    finally:
+        sidecar.stop()
