@@ -90,6 +90,10 @@ def test_happy_path_dispatch_callback_published(
         herald(n8n.url, callback_url=base)
         posts.create("happy", in_seconds(1))
         status = posts.wait_phase("happy", "Published", timeout=15)
+        # The fake records the sidecar's answer after the status is already written.
+        deadline = time.monotonic() + 5
+        while not n8n.callback_results and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert n8n.callback_results and n8n.callback_results[0][0] == 200
     assert status["externalUrl"].startswith("https://www.linkedin.com/feed/update/")
     assert status["publishedAt"]
