@@ -404,35 +404,29 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
     if status.phase not in (Phase.FAILED, Phase.RETRYING):
         msg = f"Retry request ignored: the post is {status.phase}, retries apply to Failed posts"
         return Decision(handled, (Event("Warning", "RetryIgnored", msg),))
+    reset: dict[str, Any] = {
+        "attempt": 0,
+        "claimed_at": None,
+        "claimed_by": None,
+        "dispatched_at": None,
+        "observed_generation": post.generation,
+    }
     if post.spec.suspend:
         msg = f"Retry requested ({post.retry_request}): attempts reset; suspended by spec.suspend"
+        new = _update(handled, phase=Phase.SUSPENDED, next_attempt_at=None, message=msg, **reset)
+    else:
+        msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
+        conditions = _published_condition(
+            post, status, ConditionStatus.UNKNOWN, "RetryRequested", msg, now
+        )
         new = _update(
             handled,
-            phase=Phase.SUSPENDED,
-            attempt=0,
-            next_attempt_at=None,
-            claimed_at=None,
-            claimed_by=None,
-            dispatched_at=None,
-            observed_generation=post.generation,
+            phase=Phase.SCHEDULED,
+            next_attempt_at=now,
             message=msg,
+            conditions=conditions,
+            **reset,
         )
-        return Decision(new, (Event("Normal", "RetryRequested", msg),))
-    msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
-    new = _update(
-        handled,
-        phase=Phase.SCHEDULED,
-        attempt=0,
-        next_attempt_at=now,
-        claimed_at=None,
-        claimed_by=None,
-        dispatched_at=None,
-        observed_generation=post.generation,
-        message=msg,
-        conditions=_published_condition(
-            post, status, ConditionStatus.UNKNOWN, "RetryRequested", msg, now
-        ),
-    )
     return Decision(new, (Event("Normal", "RetryRequested", msg),))
 
 
