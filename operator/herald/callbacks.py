@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from herald import engine, logs, signing
 from herald.clock import utcnow
 from herald.config import Settings
-from herald.kube import Conflict, Forbidden, KubeClient, NotFound, Unavailable, discover
+from herald.kube import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    KubeClient,
+    NotFound,
+    Unavailable,
+    discover,
+)
 from herald.metrics import Metrics
 from herald.models import ErrorClass
 from herald.writer import Writer
@@ -308,6 +316,8 @@ class CallbackServer:
             return answer("not_found", error(404, "not_found", detail))
         if result == "conflict":
             return answer("conflict", error(409, "conflict", detail))
+        if result == "rejected":
+            return answer("rejected", error(422, "status_rejected", detail))
         return answer(result, web.json_response({"result": result}))
 
     def _authorized(self, token: str, body: CallbackBody) -> bool:
@@ -345,6 +355,9 @@ class CallbackServer:
                 continue  # someone wrote first: look again and decide again
             except NotFound:
                 return "not_found", f"no ScheduledPost {body.namespace}/{body.name}"
+            except Invalid as exc:
+                # A bug in Herald, not a passing problem: n8n retrying would not help.
+                return "rejected", f"the API server rejected the status update: {exc}"
             return "applied", ""
         raise Unavailable("the post kept changing under the callback")
 

@@ -2,9 +2,13 @@
 
 Closed: requests flow; transient failures are counted over a sliding window. Open: once
 `threshold` failures fall within `window` seconds, dispatches to that target are deferred
-(not attempted, not counted against the posts' attempts) for `open_for` seconds.
-Half-open: then a single probe request is let through; success closes the circuit,
-failure opens it again. Time is always passed in: the breaker never reads a clock.
+(not attempted, not counted against the posts' attempts). Half-open: then a single probe
+request is let through; success closes the circuit at once, failure opens it again.
+
+The open period starts short (`open_min`, 10 s by default) and doubles with each failed
+probe up to `open_for` (300 s): a 20 s outage delays posts by about 10-20 s after n8n is
+back instead of five minutes, while a long outage is still probed only every 5 minutes.
+Time is always passed in: the breaker never reads a clock.
 """
 
 from __future__ import annotations
@@ -22,17 +26,33 @@ class State(enum.StrEnum):
 
 @dataclass
 class CircuitBreaker:
+    """One target's breaker.
+
+    Invariants: `_opened_at is None` exactly in the closed state, and then `_period` is
+    `open_min` and `_probing` is False; `open_min <= _period <= open_for`.
+    """
+
     threshold: int
     window: float
     open_for: float
+    open_min: float = 10.0
     _failures: deque[float] = field(default_factory=deque)
     _opened_at: float | None = None
     _probing: bool = False
+    _period: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.open_min = min(self.open_min, self.open_for)
+        self._period = self.open_min
+
+    @property
+    def open_period(self) -> float:
+        return self._period
 
     def state(self, now: float) -> State:
         if self._opened_at is None:
             return State.CLOSED
-        if self._probing or now >= self._opened_at + self.open_for:
+        if self._probing or now >= self._opened_at + self._period:
             return State.HALF_OPEN
         return State.OPEN
 
@@ -50,7 +70,7 @@ class CircuitBreaker:
         """When a deferred request should ask again."""
         if self._opened_at is None:
             return now
-        return max(now, self._opened_at + self.open_for) + (1.0 if self._probing else 0.0)
+        return max(now, self._opened_at + self._period) + (1.0 if self._probing else 0.0)
 
     def cancel_probe(self) -> None:
         """The caller that was allowed to probe did not send a request after all."""
@@ -60,10 +80,14 @@ class CircuitBreaker:
         self._failures.clear()
         self._opened_at = None
         self._probing = False
+        self._period = self.open_min
 
     def record_failure(self, now: float) -> None:
         if self._opened_at is not None:
-            # A failed probe (or a straggler from before the circuit opened): stay open.
+            # A failed probe (or a straggler from before the circuit opened): stay open,
+            # and wait twice as long before the next probe.
+            if self._probing or now >= self._opened_at + self._period:
+                self._period = min(self._period * 2, self.open_for)
             self._opened_at = now
             self._probing = False
             return

@@ -56,7 +56,17 @@ class Target(BaseModel):
 
     url: HttpUrl = Field(description="The n8n Webhook node's production URL.")
     timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300, description="Timeout of one webhook request."
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Deadline of one webhook request, all of it (connect, send, response).",
+    )
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Requests to this target at once; unset: only the global concurrency "
+        "limit applies. Set it so one slow target cannot hold every slot.",
     )
     auth_header_name: str | None = Field(
         default=None,
@@ -134,6 +144,17 @@ class Settings(BaseSettings):
         "used everywhere, as in the design notes' 10 minutes).",
     )
     jitter_ratio: float = Field(default=0.1, ge=0, le=1)
+    ttl_seconds_after_published: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete Published posts this long after they were published (a post's "
+        "spec.ttlSecondsAfterFinished overrides it). Unset: keep them.",
+    )
+    ttl_seconds_after_failed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete Failed posts this long after they failed. Unset: keep them.",
+    )
 
     # --- dispatcher ---
     concurrency: int = Field(default=16, ge=1, le=1024, description="Concurrent dispatches.")
@@ -142,7 +163,41 @@ class Settings(BaseSettings):
     )
     circuit_window_seconds: float = Field(default=600, gt=0)
     circuit_open_seconds: float = Field(
-        default=300, gt=0, description="How long an open circuit defers dispatches."
+        default=300,
+        gt=0,
+        description="The longest an open circuit defers dispatches: the open period starts "
+        "at circuit_open_min_seconds and doubles with each failed probe up to this.",
+    )
+    circuit_open_min_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="The first open period: a short outage costs seconds, not minutes.",
+    )
+    claim_ahead_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Claim posts up to this long before their time, so that at the due "
+        "second only the webhook request goes out.",
+    )
+    record_grace_seconds: float = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="After n8n's 2xx, wait this long for its callback before recording the "
+        "acknowledgement (the callback usually makes the record unnecessary).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25,
+        ge=0,
+        description="On SIGTERM, how long in-flight dispatches get to finish and be recorded; "
+        "keep it below the pod's terminationGracePeriodSeconds.",
+    )
+    routine_events: bool = Field(
+        default=False,
+        description="Also post Normal Events for the steps every post takes (Scheduled, "
+        "Published): one more API write each. Warnings and user-driven changes are always "
+        "posted.",
     )
     heartbeat_timeout_seconds: float = Field(
         default=60, gt=0, description="Liveness fails when the dispatcher loop is this late."
@@ -189,8 +244,12 @@ class Settings(BaseSettings):
             stale_after_seconds=self.stale_after_seconds,
             jitter_ratio=self.jitter_ratio,
             # Another instance may take a claim over only after the claimant's request
-            # has certainly ended (timed out) and it had time to record the result.
-            claim_timeout_seconds=max(timeouts) + 5.0,
+            # has certainly ended (its deadline) and it had time to record the result.
+            claim_timeout_seconds=max(timeouts) + self.record_grace_seconds + 10.0,
+            claim_ahead_seconds=self.claim_ahead_seconds,
+            ttl_after_published=self.ttl_seconds_after_published,
+            ttl_after_failed=self.ttl_seconds_after_failed,
+            targets=frozenset(self.targets),
         )
 
     def signing_key_bytes(self) -> bytes:

@@ -1,10 +1,11 @@
 """The operator process: kopf handlers, kept thin, around the dispatcher.
 
 Startup puts the shared clients in kopf's memo (one httpx client for n8n, one for the API
-server, the metrics server) and starts the dispatcher loop; cleanup closes them. The event
-handler parses the post, asks the state machine to plan, writes the status if the plan
-says so, and hands the object to the dispatcher. Handlers return None, so kopf writes
-nothing of its own into `.status`; there are no finalizers, timers or daemons per object.
+server, the metrics server) and starts the dispatcher loop; cleanup stops claiming, lets
+requests in flight finish and be recorded, and closes the clients. The event handler
+only hands the object to the dispatcher, whose workers plan, write (retrying with
+backoff when a write fails) and dispatch. Handlers return None, so kopf writes nothing of
+its own into `.status`; there are no finalizers, timers or daemons per object.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
 from herald import engine, logs
-from herald.clock import utcnow
 from herald.config import Settings
 from herald.dispatcher import DispatchConfig, Dispatcher
-from herald.kube import Conflict, KubeClient, KubeError, NotFound, discover
+from herald.kube import KubeClient, discover
 from herald.metrics import Metrics
 from herald.models import GROUP, PLURAL, VERSION
 from herald.n8n import N8nClient
@@ -72,8 +72,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
     kube = KubeClient(discover(), component="herald-operator")
-    n8n = N8nClient(config.targets, config.signing_key_bytes())
-    writer = Writer(kube, metrics, me)
+    n8n = N8nClient(config.targets, config.signing_key_bytes(), max_connections=config.concurrency)
+    writer = Writer(kube, metrics, me, routine_events=config.routine_events)
     dispatcher = Dispatcher(
         DispatchConfig(
             defaults=config.defaults(),
@@ -84,11 +84,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             circuit_threshold=config.circuit_failure_threshold,
             circuit_window=config.circuit_window_seconds,
             circuit_open_for=config.circuit_open_seconds,
+            circuit_open_min=config.circuit_open_min_seconds,
+            target_concurrency={
+                name: t.concurrency for name, t in config.targets.items() if t.concurrency
+            },
+            record_grace=config.record_grace_seconds,
         ),
         kube,
         n8n,
         writer,
         metrics,
+        clock=time.time,
     )
     runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
     runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")
@@ -99,9 +105,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
+    await runtime.dispatcher.stop(runtime.settings.shutdown_grace_seconds)
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
-    await runtime.dispatcher.stop()
     await runtime.n8n.aclose()
     await runtime.kube.aclose()
 
@@ -126,32 +132,10 @@ async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         runtime.watching = True
         log.info("watch is live: first ScheduledPost event received")
     obj: dict[str, Any] = dict(event["object"])
-    uid = obj["metadata"]["uid"]
     if event["type"] == "DELETED":
-        runtime.dispatcher.forget(uid)
-        return
-    try:
-        post = engine.from_object(obj)
-    except ValidationError as exc:
-        # The API server validated it; only a post written for another schema version
-        # lands here. Leave it alone rather than guess.
-        log.warning(
-            "%s/%s: unreadable spec, ignoring: %s",
-            obj["metadata"]["namespace"],
-            obj["metadata"]["name"],
-            exc,
-        )
-        return
-    now = utcnow()
-    decision = engine.plan(post, now, runtime.defaults)
-    if decision.status is not None:
-        try:
-            obj = await runtime.writer.apply(obj, post, decision, now)
-        except (Conflict, NotFound):
-            return  # a newer version is on its way through the watch
-        except KubeError as exc:
-            raise kopf.TemporaryError(f"status write failed: {exc}", delay=2) from exc
-    runtime.dispatcher.track(obj)
+        runtime.dispatcher.forget(obj["metadata"]["uid"])
+    else:
+        runtime.dispatcher.observe(obj)
 
 
 def run(settings: Settings) -> int:

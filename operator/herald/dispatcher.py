@@ -1,12 +1,16 @@
-"""The due-time scheduler: one loop, one heap, a bounded number of dispatches at once.
+"""The due-time scheduler: a schedule of wake-ups, a small cache, and a fixed pool of workers.
 
-kopf's watch feeds `track()` with every ScheduledPost it sees; the dispatcher keeps the
-latest object per uid and a heap of (wake-up time, uid). A single task sleeps until the
-earliest wake-up (a due post, a retry, a stale deadline, an orphaned claim), then asks the
-state machine what to do (`engine.act`) and does it under a semaphore. The heap and the
-cache are only a cache of what the CR statuses say: after a restart the initial listing
-rebuilds them, and compare-and-swap writes keep several replicas from stepping on each
-other.
+kopf's watch feeds `observe()` with every ScheduledPost it sees. The dispatcher keeps a
+small projection of each live post (`PostCache`) and its next wake-up (`Schedule`); one
+loop moves the posts whose time has come into a fair queue (`FairQueue`), and a fixed
+pool of workers takes them from there: read the post, ask the state machine
+(`engine.act`), write the status with a compare-and-swap, send the webhook.
+
+Posts are claimed ahead of their time (`Defaults.claim_ahead_seconds`), so at the due
+second only the HTTP request goes out; the record of n8n's acknowledgement trails behind
+by `record_grace` and is skipped when n8n's callback got there first. The cache is only
+a cache of what the CR statuses say: after a restart the initial listing rebuilds it,
+and compare-and-swap writes keep replicas and the sidecar from stepping on each other.
 """
 
 from __future__ import annotations
@@ -14,27 +18,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import heapq
 import logging
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from herald import engine, signing
-from herald.circuit import CircuitBreaker
-from herald.clock import utcnow
+from herald.cache import Entry, PostCache
+from herald.circuit import CircuitBreaker, State
 from herald.kube import Conflict, KubeClient, KubeError, NotFound
 from herald.metrics import CIRCUIT_STATES, Metrics, PhaseCount
-from herald.models import Phase
+from herald.models import RETRY_ANNOTATION, Phase, ScheduledPostStatus
 from herald.n8n import N8nClient, payload
-from herald.writer import Writer
+from herald.schedule import Schedule
+from herald.workqueue import FairQueue
+from herald.writer import Writer, post_context
 
 log = logging.getLogger("herald.dispatcher")
 HEARTBEAT_SECONDS = 1.0
+WRITE_BACKOFF_MIN = 1.0
+WRITE_BACKOFF_MAX = 60.0
+OWN_WRITE_WAIT = 10.0
+"""How long events older than our own last write are ignored while the watch catches up."""
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -47,9 +58,39 @@ class DispatchConfig:
     circuit_threshold: int
     circuit_window: float
     circuit_open_for: float
+    circuit_open_min: float = 10.0
+    target_concurrency: dict[str, int] = field(default_factory=dict)
+    record_grace: float = 5.0
+    """How long after n8n's 2xx the operator waits for the callback before recording the
+    acknowledgement itself (skipped when the callback lands first)."""
+
+
+@dataclass
+class _Sent:
+    """An attempt this instance sent whose outcome is not recorded in the status yet."""
+
+    obj: dict[str, Any]
+    attempt: int
+    at: dt.datetime
+    outcome: engine.Outcome
 
 
 class Dispatcher:
+    """Schedules and acts on posts. Time comes from `clock` (wall time, seconds).
+
+    Invariants (uids are ScheduledPost uids):
+    - `cache` holds every post the watch has shown and not deleted; `schedule` holds a
+      wake-up for a live post exactly when the state machine has time-driven work for it
+      or a write must be retried; a uid being worked on is in `_busy` and not scheduled.
+    - a uid is in the queue, in `_busy`, or in neither; never both.
+    - `_claims[uid]` is the object as this instance's claim wrote it, for a claim not
+      sent yet; `_sent[uid]` an accepted attempt whose record is pending. A uid is in at
+      most one of them, and only while the cache shows it Publishing.
+    - `_written[uid]` is the resourceVersion of our own last write and when it was
+      made: until the watch delivers that version, older events do not reschedule.
+    - `_failures[uid]` counts consecutive failed writes (the per-post backoff).
+    """
+
     def __init__(
         self,
         config: DispatchConfig,
@@ -57,7 +98,7 @@ class Dispatcher:
         n8n: N8nClient,
         writer: Writer,
         metrics: Metrics,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], float],
     ) -> None:
         self.config = config
         self.kube = kube
@@ -65,233 +106,548 @@ class Dispatcher:
         self.writer = writer
         self.metrics = metrics
         self.clock = clock
-        self._objects: dict[str, dict[str, Any]] = {}
-        self._heap: list[tuple[float, int, str]] = []
-        self._due: dict[str, float] = {}
-        self._seq = 0
+        self.cache = PostCache()
+        self.schedule = Schedule(clock)
+        self.queue = FairQueue()
         self._busy: set[str] = set()
-        self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(config.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()
+        self._hints: dict[str, dict[str, Any]] = {}
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._sent: dict[str, _Sent] = {}
+        self._written: dict[str, tuple[str, float]] = {}
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
         self._circuits: dict[str, CircuitBreaker] = {}
-        self._not_before: dict[str, float] = {}  # dispatches deferred by an open circuit
-        self.last_beat = time.time()
+        self._target_slots: dict[str, asyncio.Semaphore] = {}
+        self._parked: dict[str, list[str]] = {}
+        self._parked_uids: set[str] = set()
+        self._reclaimed: set[str] = set()
+        self._fresh: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.last_beat = clock()
         metrics.watch_cache(self._phase_counts, self._backlog)
+
+    def now(self) -> dt.datetime:
+        ts = self.clock()
+        return _utc(round(ts, 3))
 
     # --- fed by the watch ------------------------------------------------------------
 
-    def track(self, obj: dict[str, Any]) -> None:
+    def observe(self, obj: dict[str, Any], *, own: bool = False) -> None:
         """Remember the newest version of a post and when it next needs attention."""
-        uid = obj["metadata"]["uid"]
-        old = self._objects.get(uid)
-        if old is not None and _rv(old) > _rv(obj):
-            return  # an older version than one we already wrote ourselves
-        self._objects[uid] = obj
-        if uid in self._busy:
-            return  # re-evaluated when the work in progress ends
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        rv = str(meta.get("resourceVersion") or "")
+        written = self._written.get(uid)
+        echo = False
+        if own:
+            if self.cache.resource_version(uid) == rv:
+                return  # the watch delivered this version already
+            self._written[uid] = (rv, self.clock())
+        elif written is not None:
+            echo = written[0] == rv
+            if echo or self.clock() - written[1] > OWN_WRITE_WAIT:
+                del self._written[uid]
+            else:
+                return  # older than our own write, which the cache already reflects
         try:
             post = engine.from_object(obj)
-        except ValidationError:
-            self._due.pop(uid, None)
+        except ValidationError as exc:
+            log.warning("%s/%s: unreadable, ignoring: %s", meta["namespace"], meta["name"], exc)
+            self.forget(uid)
             return
-        when = engine.wake_at(post, self.config.defaults, self.config.me)
-        if when is None:
-            self._due.pop(uid, None)
-        else:
-            self._schedule(uid, max(when.timestamp(), self._not_before.get(uid, 0.0)))
+        status = post.status
+        wake = engine.wake_at(post, self.config.defaults, self.config.me)
+        self.cache.put(
+            Entry(
+                meta["namespace"],
+                meta["name"],
+                uid,
+                post.generation,
+                status.phase.value if status.phase else "Pending",
+                post.spec.target,
+                status.attempt,
+                rv,
+            ),
+            pending=wake is not None or needs_plan(obj, post),
+        )
+        self._settle_sent(uid, post)
+        claim = self._claims.get(uid)
+        if claim is not None and self._moved_past(status, claim["status"]["attempt"]):
+            del self._claims[uid]
+        if uid in self._busy:
+            if own:
+                self._fresh[uid] = obj  # what the work under way wrote last
+            elif not echo:
+                self._dirty.add(uid)  # look again when the work under way ends
+            return
+        if needs_plan(obj, post):
+            if not own and len(self._hints) < 1000:
+                self._hints[uid] = obj
+            self._enqueue(uid, meta["namespace"])
+            return
+        self._plan_wake(uid, post)
 
     def forget(self, uid: str) -> None:
         """The post is gone: drop it; a pending dispatch never happens."""
-        self._objects.pop(uid, None)
-        self._due.pop(uid, None)
+        self.cache.remove(uid)
+        self.schedule.cancel(uid)
+        self.queue.discard(uid)
+        for table in (
+            self._hints,
+            self._claims,
+            self._sent,
+            self._written,
+            self._failures,
+            self._fresh,
+        ):
+            table.pop(uid, None)
         self._not_before.pop(uid, None)
+        self._parked_uids.discard(uid)
+        self._reclaimed.discard(uid)
 
-    def _schedule(self, uid: str, when: float) -> None:
-        if self._due.get(uid) == when:
+    def _settle_sent(self, uid: str, post: engine.Post) -> None:
+        sent = self._sent.get(uid)
+        if sent is None:
             return
-        self._due[uid] = when
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, uid))
-        if self._heap[0][2] == uid:
+        if self._moved_past(post.status, sent.attempt):
+            # n8n's callback (or someone) moved the attempt on: no record needed.
+            del self._sent[uid]
+
+    def _moved_past(self, status: ScheduledPostStatus, attempt: int) -> bool:
+        """Does this status show our claimed `attempt` as over or taken over? An event
+        older than our claim (a lower attempt) does not."""
+        if status.attempt != attempt:
+            return status.attempt > attempt
+        return (
+            status.phase is not Phase.PUBLISHING
+            or status.dispatched_at is not None
+            or status.claimed_by != self.config.me
+        )
+
+    def _plan_wake(self, uid: str, post: engine.Post) -> None:
+        if uid in self._sent:
+            when: float | None = self._sent[uid].at.timestamp() + self.config.record_grace
+        else:
+            at = engine.wake_at(post, self.config.defaults, self.config.me)
+            when = at.timestamp() if at is not None else None
+        if when is None:
+            self.schedule.cancel(uid)
+            return
+        when = max(when, self._not_before.get(uid, 0.0))
+        if self.schedule.set(uid, when):
             self._wake.set()
 
-    # --- the loop --------------------------------------------------------------------
+    def _enqueue(self, uid: str, namespace: str, *, urgent: bool = False) -> None:
+        self.schedule.cancel(uid)
+        if uid in self._busy:
+            self._dirty.add(uid)
+            return
+        self.queue.put(uid, namespace, urgent=urgent)
+
+    # --- the loop and the workers --------------------------------------------------------
 
     async def run(self) -> None:
         log.info("dispatcher started as %s", self.config.me)
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"herald-worker-{i}")
+            for i in range(self.config.concurrency)
+        ]
+        try:
+            while not self._stopping:
+                self.last_beat = self.clock()
+                self.metrics.heartbeat.set(self.last_beat)
+                for uid in self.schedule.pop_due():
+                    entry = self.cache.get(uid)
+                    if entry is None:
+                        continue
+                    # Sends are late when they wait; records guard against a re-send.
+                    urgent = uid in self._claims or uid in self._sent
+                    self._enqueue(uid, entry.namespace, urgent=urgent)
+                delay = HEARTBEAT_SECONDS
+                first = self.schedule.next_at()
+                if first is not None:
+                    delay = min(delay, max(0.0, first - self.clock()))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        except asyncio.CancelledError:
+            for task in self._workers:
+                task.cancel()
+            raise
+
+    async def _worker(self) -> None:
         while True:
-            self.last_beat = time.time()
-            self.metrics.heartbeat.set(self.last_beat)
-            now = time.time()
-            while self._heap and self._heap[0][0] <= now:
-                when, _, uid = heapq.heappop(self._heap)
-                if self._due.get(uid) != when:
-                    continue  # superseded by a later schedule() or forget()
-                del self._due[uid]
-                self._spawn(uid)
-            delay = HEARTBEAT_SECONDS
-            if self._heap:
-                delay = min(delay, max(0.0, self._heap[0][0] - time.time()))
-            self._wake.clear()
+            uid = await self.queue.get()
+            if self._stopping:
+                return  # shutting down: finish what is under way, start nothing new
+            entry = self.cache.get(uid)
+            if entry is None:
+                continue
+            self._busy.add(uid)
+            latest: dict[str, Any] | None = None
+            try:
+                latest = await self._work(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unexpected error while handling post uid=%s", uid)
+                self._backoff(uid)
+            finally:
+                self._busy.discard(uid)
+                if not self._busy:
+                    self._idle.set()
+                self._after(uid, latest)
+
+    def _after(self, uid: str, latest: dict[str, Any] | None) -> None:
+        """Work on a post ended: plan what comes next from the freshest view we have."""
+        latest = self._fresh.pop(uid, None) or latest
+        entry = self.cache.get(uid)
+        if entry is None or uid in self.schedule or uid in self.queue or uid in self._parked_uids:
+            self._dirty.discard(uid)
+            return
+        if uid in self._dirty:
+            self._dirty.discard(uid)
+            self._enqueue(uid, entry.namespace)  # the watch brought news meanwhile
+            return
+        if uid in self._claims:
+            latest = self._claims[uid]
+        elif uid in self._sent:
+            latest = self._sent[uid].obj
+        if latest is not None:
+            self._plan_wake(uid, engine.from_object(latest))
+
+    async def stop(self, grace: float = 25.0) -> None:
+        """Stop claiming; let sends under way finish and be recorded; give back the
+        claims not sent yet, so another replica can take them at once."""
+        self._stopping = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self._busy:
+            self._idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-    def _spawn(self, uid: str) -> None:
-        self._busy.add(uid)
-        task = asyncio.create_task(self._process(uid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
+                await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        for task in self._workers:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=1)
+        for uid in list(self._sent):
+            if loop.time() >= deadline:
+                break
+            with contextlib.suppress(KubeError):
+                await self._record(uid)
+        for obj in list(self._claims.values()):
+            if loop.time() >= deadline:
+                break
+            post = engine.from_object(obj)
+            decision = engine.defer_claim(
+                post,
+                self.now(),
+                None,
+                "the operator is shutting down",
+                spent=post.uid in self._reclaimed,
+            )
+            with contextlib.suppress(KubeError):
+                await self.writer.apply(obj, post, decision, self.now())
         await self.writer.drain()
 
-    async def _process(self, uid: str) -> None:
-        try:
-            async with self._slots:
-                await self._act(uid)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unexpected error while handling post uid=%s", uid)
-        finally:
-            self._busy.discard(uid)
-            obj = self._objects.get(uid)
-            if obj is not None:
-                self.track(obj)
+    # --- acting on one post ------------------------------------------------------------
 
-    async def _refresh(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """After a lost compare-and-swap: read the winner's version."""
-        self.metrics.claim_conflicts.inc()
+    async def _work(self, entry: Entry) -> dict[str, Any] | None:
+        """Do what the post needs now; return the newest version of it this saw."""
+        uid = entry.uid
+        if uid in self._sent:
+            await self._record(uid)
+            return None
+        claimed = self._claims.get(uid)
+        if (
+            claimed is not None
+            and entry.generation == claimed["metadata"].get("generation", 1)
+            and self.now() >= engine.send_at(engine.from_object(claimed).status)
+        ):
+            await self._send(uid, claimed)
+            return None
+        obj = await self._read(entry)
+        for _ in range(3):
+            if obj is None:
+                return None
+            post = engine.from_object(obj)
+            now = self.now()
+            decision = engine.act(post, now, self.config.defaults, self.config.me)
+            if decision.action is engine.Action.SEND:
+                self._claims[uid] = obj
+                await self._send(uid, obj)
+                return None
+            if decision.action is engine.Action.DELETE:
+                await self._delete(obj, post)
+                return None
+            if decision.status is None:
+                return obj
+            if decision.action is engine.Action.DISPATCH:
+                circuit = self._circuit(post.spec.target)
+                if circuit.state(self.clock()) is State.OPEN:
+                    self._defer_for_circuit(uid, post, circuit)
+                    return obj
+            try:
+                updated = await self.writer.apply(obj, post, decision, now)
+            except Conflict:
+                obj = await self._read(entry)
+                continue
+            except NotFound:
+                self.forget(uid)
+                return None
+            except KubeError:
+                self._backoff(uid)
+                return None
+            self._failures.pop(uid, None)
+            self._not_before.pop(uid, None)
+            self.observe(updated, own=True)
+            if decision.action is engine.Action.DISPATCH:
+                self._claims[uid] = updated
+                if any(e.reason == "Reclaimed" for e in decision.events):
+                    self._reclaimed.add(uid)  # may have gone out: never hand its number back
+                else:
+                    self._reclaimed.discard(uid)
+                if self.now() >= engine.send_at(engine.from_object(updated).status):
+                    await self._send(uid, updated)
+                    return None
+            return updated
+        self._backoff(uid)
+        return None
+
+    async def _read(self, entry: Entry) -> dict[str, Any] | None:
+        hint = self._hints.pop(entry.uid, None)
+        if hint is not None and hint["metadata"].get("resourceVersion") == entry.resource_version:
+            return hint
+        try:
+            obj = await self.kube.get_post(entry.namespace, entry.name)
+        except NotFound:
+            self.forget(entry.uid)
+            return None
+        except KubeError as exc:
+            log.warning("%s/%s: read failed: %s", entry.namespace, entry.name, exc)
+            self._backoff(entry.uid)
+            return None
+        if obj["metadata"]["uid"] != entry.uid:
+            self.forget(entry.uid)  # deleted and re-created under the same name
+            return None
+        return obj
+
+    def _backoff(self, uid: str) -> None:
+        """A write or read failed: try this post again later, doubling up to a minute."""
+        n = self._failures.get(uid, 0) + 1
+        self._failures[uid] = n
+        delay = min(WRITE_BACKOFF_MAX, WRITE_BACKOFF_MIN * 2 ** (n - 1))
+        self._not_before[uid] = self.clock() + delay
+        if self.schedule.set(uid, self._not_before[uid]):
+            self._wake.set()
+
+    def _defer_for_circuit(self, uid: str, post: engine.Post, circuit: CircuitBreaker) -> None:
+        retry = circuit.retry_at(self.clock())
+        self.metrics.dispatch_total.labels(post.spec.target, "deferred_circuit_open").inc()
+        log.info(
+            "%s/%s deferred: circuit for target %s is open",
+            post.namespace,
+            post.name,
+            post.spec.target,
+            extra=post_context(post),
+        )
+        self._not_before[uid] = retry
+        if self.schedule.set(uid, retry):
+            self._wake.set()
+
+    async def _delete(self, obj: dict[str, Any], post: engine.Post) -> None:
         meta = obj["metadata"]
         try:
-            fresh = await self.kube.get_post(meta["namespace"], meta["name"])
-        except NotFound:
-            self.forget(meta["uid"])
-            return None
-        if fresh["metadata"]["uid"] != meta["uid"]:
-            self.forget(meta["uid"])  # deleted and re-created under the same name
-            return None
-        self._objects[meta["uid"]] = fresh
-        return fresh
-
-    async def _act(self, uid: str) -> None:
-        obj = self._objects.get(uid)
-        if obj is None:
-            return
-        post = engine.from_object(obj)
-        now = self.clock()
-        decision = engine.act(post, now, self.config.defaults, self.config.me)
-        if decision.status is None:
-            return
-        if decision.action is engine.Action.DISPATCH:
-            circuit = self._circuit(post.spec.target)
-            if not circuit.allow(time.time()):
-                self.metrics.dispatch_total.labels(post.spec.target, "deferred_circuit_open").inc()
-                retry = circuit.retry_at(time.time())
-                log.info(
-                    "%s/%s deferred: circuit for target %s is open",
-                    post.namespace,
-                    post.name,
-                    post.spec.target,
-                )
-                self._not_before[uid] = retry
-                return
-        try:
-            obj = await self.writer.apply(obj, post, decision, now)
-        except Conflict:
-            await self._refresh(obj)
-            if decision.action is engine.Action.DISPATCH:
-                self._circuit(post.spec.target).cancel_probe()
-            return
-        except NotFound:
-            self.forget(uid)
-            return
-        except KubeError as exc:
-            log.warning(
-                "%s/%s: status write failed, retrying soon: %s", post.namespace, post.name, exc
+            await self.kube.delete_post(
+                post.namespace, post.name, post.uid, str(meta.get("resourceVersion"))
             )
-            self._not_before[uid] = time.time() + 2.0
-            if decision.action is engine.Action.DISPATCH:
-                self._circuit(post.spec.target).cancel_probe()
+        except NotFound:
+            pass
+        except Conflict:
+            self._dirty.add(post.uid)  # edited or retried meanwhile: look again
             return
-        self._objects[uid] = obj
-        if decision.action is engine.Action.DISPATCH:
-            await self._dispatch(obj)
+        except KubeError:
+            self._backoff(post.uid)
+            return
+        phase = post.status.phase.value if post.status.phase else "Unknown"
+        self.metrics.deleted.labels(phase).inc()
+        log.info(
+            "%s/%s: deleted, %s and past its TTL",
+            post.namespace,
+            post.name,
+            phase,
+            extra=post_context(post),
+        )
+        self.forget(post.uid)
 
-    async def _dispatch(self, obj: dict[str, Any]) -> None:
+    # --- sending ---------------------------------------------------------------------
+
+    async def _send(self, uid: str, obj: dict[str, Any]) -> None:
         post = engine.from_object(obj)
         target = post.spec.target
+        slots = self._slots(target)
+        if slots.locked():
+            # The target is at its own limit: wait aside, without holding a worker.
+            self._parked.setdefault(target, []).append(uid)
+            self._parked_uids.add(uid)
+            return
+        circuit = self._circuit(target)
+        if not circuit.allow(self.clock()):
+            await self._give_back(uid, obj, post, circuit)
+            return
+        if self._claim_is_old(post):
+            # This process was slow (overloaded, paused): before sending, make sure no
+            # other replica has taken the claim over as an orphan meanwhile.
+            circuit.cancel_probe()
+            entry = self.cache.get(uid)
+            fresh = await self._read(entry) if entry is not None else None
+            if fresh is None or self._moved_past(
+                engine.from_object(fresh).status, post.status.attempt
+            ):
+                self._claims.pop(uid, None)
+                return
+            if not circuit.allow(self.clock()):
+                await self._give_back(uid, obj, post, circuit)
+                return
+        # From here on the request may reach n8n: the claim is never handed back.
+        self._claims.pop(uid, None)
+        async with slots:
+            try:
+                outcome = await self._request(post)
+            finally:
+                # Whatever happened, the probe (if this was one) is over.
+                circuit.cancel_probe()
+            self._record_outcome(target, outcome)
+        self._unpark(target)
+        self._sent[uid] = _Sent(obj, post.status.attempt, self.now(), outcome)
+        if (
+            isinstance(outcome, engine.Accepted)
+            and outcome.published is None
+            and not self._stopping
+        ):
+            self._plan_wake(uid, post)  # the record trails by record_grace
+            return
+        await self._record(uid)
+
+    def _claim_is_old(self, post: engine.Post) -> bool:
+        status = post.status
+        since = max(engine.send_at(status), status.claimed_at or engine.send_at(status))
+        age = (self.now() - since).total_seconds()
+        return age > self.config.defaults.claim_timeout_seconds / 2
+
+    async def _request(self, post: engine.Post) -> engine.Outcome:
         attempt = post.status.attempt
-        started = self.clock()
         if attempt == 1 and not post.status.history:
-            self.metrics.publish_lateness.observe(
-                max(0.0, (started - post.spec.publish_at).total_seconds())
-            )
+            lateness = (self.now() - post.spec.publish_at).total_seconds()
+            self.metrics.publish_lateness.observe(max(0.0, lateness))
         token = signing.callback_token(
             self.config.callback_key, post.namespace, post.name, post.uid, attempt
         )
         body = payload(post, self.config.callback_endpoint, token)
-        self.metrics.in_flight.inc()
-        t0 = time.perf_counter()
-        try:
-            outcome = await self.n8n.dispatch(target, body)
-        finally:
-            self.metrics.in_flight.dec()
-            self.metrics.dispatch_duration.labels(target).observe(time.perf_counter() - t0)
-        self._record_outcome(target, outcome)
-        await self._apply_outcome(obj, outcome)
+        key = engine.idempotency_key(post.uid, post.status.retry_epoch)
+        with (
+            self.metrics.in_flight.track_inprogress(),
+            self.metrics.dispatch_duration.labels(post.spec.target).time(),
+        ):
+            return await self.n8n.dispatch(post.spec.target, body, idempotency_key=key)
 
-    def _record_outcome(self, target: str, outcome: engine.Outcome) -> None:
-        circuit = self._circuit(target)
-        if isinstance(outcome, engine.Accepted):
-            label = "published" if outcome.published else "accepted"
-            circuit.record_success(time.time())
-        elif outcome.retryable:
-            label = "transient"
-            circuit.record_failure(time.time())
-        else:
-            label = "permanent"
-            # n8n answered, so it is up: a permanent error is the post's problem.
-            circuit.record_success(time.time())
-        self.metrics.dispatch_total.labels(target, label).inc()
-        self.metrics.circuit_state.labels(target).set(
-            CIRCUIT_STATES[circuit.state(time.time()).value]
+    async def _give_back(
+        self, uid: str, obj: dict[str, Any], post: engine.Post, circuit: CircuitBreaker
+    ) -> None:
+        """The circuit opened between the claim and its second: release the claim."""
+        retry = circuit.retry_at(self.clock())
+        self.metrics.dispatch_total.labels(post.spec.target, "deferred_circuit_open").inc()
+        decision = engine.defer_claim(
+            post,
+            self.now(),
+            _utc(retry),
+            f"circuit for target {post.spec.target} is open",
+            spent=uid in self._reclaimed,
         )
+        self._claims.pop(uid, None)
+        try:
+            updated = await self.writer.apply(obj, post, decision, self.now())
+        except KubeError:
+            self._backoff(uid)
+            return
+        self.observe(updated, own=True)
 
-    async def _apply_outcome(self, obj: dict[str, Any], outcome: engine.Outcome) -> None:
-        """Record the request's outcome; on a lost race, re-read and decide again."""
+    def _unpark(self, target: str) -> None:
+        parked = self._parked.get(target)
+        while parked:
+            uid = parked.pop(0)
+            self._parked_uids.discard(uid)
+            entry = self.cache.get(uid)
+            if entry is not None:
+                self._enqueue(uid, entry.namespace, urgent=True)
+                return
+
+    async def _record(self, uid: str) -> None:
+        """Write the outcome of an attempt this instance sent (retried with backoff)."""
+        sent = self._sent.get(uid)
+        if sent is None:
+            return
+        obj = sent.obj
+        entry = self.cache.get(uid)
         for _ in range(5):
             post = engine.from_object(obj)
-            now = self.clock()
+            now = self.now()
+            at = sent.at if isinstance(sent.outcome, engine.Accepted) else now
             decision = engine.dispatch_result(
-                post, now, outcome, self.config.defaults, self.config.me
+                post, at, sent.outcome, self.config.defaults, self.config.me
             )
             if decision.status is None:
+                self._sent.pop(uid, None)
                 return  # a callback or another instance already moved the post on
             try:
-                self._objects[post.uid] = await self.writer.apply(obj, post, decision, now)
-                return
+                updated = await self.writer.apply(obj, post, decision, now)
             except Conflict:
-                fresh = await self._refresh(obj)
+                fresh = await self._read(entry) if entry is not None else None
                 if fresh is None:
+                    self._sent.pop(uid, None)
                     return
                 obj = fresh
+                continue
             except NotFound:
-                self.forget(post.uid)
+                self.forget(uid)
                 return
             except KubeError as exc:
                 log.warning(
-                    "%s/%s: could not record the outcome (%s); the attempt will be "
-                    "recovered as stale",
+                    "%s/%s: could not record the outcome of attempt %s (%s); retrying",
                     post.namespace,
                     post.name,
+                    sent.attempt,
                     exc,
+                    extra=post_context(post),
                 )
+                self._backoff(uid)
                 return
+            self._sent.pop(uid, None)
+            self._failures.pop(uid, None)
+            self.observe(updated, own=True)
+            return
+        self._backoff(uid)
+
+    def _record_outcome(self, target: str, outcome: engine.Outcome) -> None:
+        circuit = self._circuit(target)
+        now = self.clock()
+        if isinstance(outcome, engine.Accepted):
+            label = "published" if outcome.published else "accepted"
+            circuit.record_success(now)
+        elif outcome.retryable:
+            label = "transient"
+            circuit.record_failure(now)
+        else:
+            label = "permanent"
+            # n8n answered, so it is up: a permanent error is the post's problem.
+            circuit.record_success(now)
+        self.metrics.dispatch_total.labels(target, label).inc()
+        self.metrics.circuit_state.labels(target).set(CIRCUIT_STATES[circuit.state(now).value])
 
     def _circuit(self, target: str) -> CircuitBreaker:
         circuit = self._circuits.get(target)
@@ -300,36 +656,41 @@ class Dispatcher:
                 self.config.circuit_threshold,
                 self.config.circuit_window,
                 self.config.circuit_open_for,
+                self.config.circuit_open_min,
             )
-            self.metrics.circuit_state.labels(target).set(0)
         return circuit
+
+    def _slots(self, target: str) -> asyncio.Semaphore:
+        slots = self._target_slots.get(target)
+        if slots is None:
+            limit = self.config.target_concurrency.get(target) or self._default_target_limit()
+            slots = self._target_slots[target] = asyncio.Semaphore(limit)
+        return slots
+
+    def _default_target_limit(self) -> int:
+        """Unset per-target limit: with several targets, half the workers each, so one
+        slow target cannot hold every slot; with one target, all of them."""
+        targets = self.config.defaults.targets or frozenset()
+        if len(targets) > 1:
+            return max(1, self.config.concurrency // 2)
+        return self.config.concurrency
 
     # --- views for metrics and probes --------------------------------------------------
 
     def _phase_counts(self) -> Iterable[PhaseCount]:
-        counts: Counter[tuple[str, str]] = Counter()
-        for obj in list(self._objects.values()):
-            phase = (obj.get("status") or {}).get("phase") or "Pending"
-            counts[(phase, obj["metadata"]["namespace"])] += 1
-        return [PhaseCount(p, ns, n) for (p, ns), n in counts.items()]
+        return [PhaseCount(p, ns, n) for p, ns, n in self.cache.counts()]
 
     def _backlog(self) -> int:
-        now = time.time()
-        late = 0
-        for obj in list(self._objects.values()):
-            status = obj.get("status") or {}
-            if status.get("phase") in (Phase.SCHEDULED, Phase.RETRYING):
-                due = status.get("nextAttemptAt")
-                if due and dt.datetime.fromisoformat(due).timestamp() <= now:
-                    late += 1
-        return late
+        return len(self.queue) + sum(len(v) for v in self._parked.values())
 
     def heartbeat_age(self) -> float:
-        return time.time() - self.last_beat
+        return self.clock() - self.last_beat
 
 
-def _rv(obj: dict[str, Any]) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except ValueError:
-        return 0
+def needs_plan(obj: dict[str, Any], post: engine.Post) -> bool:
+    """Level-triggered work that does not wait for a time: a new post, an edit, a retry."""
+    status = post.status
+    if status.phase is None or status.observed_generation != post.generation:
+        return True
+    request = (obj["metadata"].get("annotations") or {}).get(RETRY_ANNOTATION)
+    return engine.handled_request(request) not in (None, status.last_handled_retry_request)

@@ -64,8 +64,20 @@ class Defaults:
     stale_after_seconds: int = 600
     jitter_ratio: float = 0.1
     claim_timeout_seconds: float = 30.0
-    """How long a claim may go without n8n's acknowledgement before another operator
-    instance may take it over. Must exceed the webhook request timeout."""
+    """How long after its send time a claim may go without n8n's acknowledgement being
+    recorded before another operator instance may take it over. Must exceed the webhook
+    request's deadline plus the time allowed to record its outcome."""
+    claim_ahead_seconds: float = 30.0
+    """How long before its time a post is claimed, so that at the due second only the
+    request goes out. Each replica claims at its own point of the last two thirds of this
+    window (derived from the post and the replica), so replicas rarely race for a claim."""
+    ttl_after_published: int | None = None
+    """Delete Published posts this long after publishedAt (None: keep)."""
+    ttl_after_failed: int | None = None
+    """Delete Failed posts this long after they failed (None: keep)."""
+    targets: frozenset[str] | None = None
+    """The configured n8n targets; a post naming another fails with UnknownTarget.
+    None: not checked (the callback sidecar, which never dispatches)."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +130,34 @@ class Event:
     type: str  # Normal | Warning
     reason: str  # PascalCase
     message: str
+    routine: bool = False
+    """A step every post takes (Scheduled, Published): the status already says it, so it
+    is posted only when the operator is configured to post routine Events."""
 
 
 class Action(enum.Enum):
     NONE = "none"
     DISPATCH = "dispatch"
-    """Write the claim; if the compare-and-swap wins, send the webhook."""
+    """Write the claim; if the compare-and-swap wins, send the webhook at the claimed
+    attempt's send time (status.nextAttemptAt)."""
+    SEND = "send"
+    """Nothing to write: this instance holds the claim and its send time has come."""
+    DELETE = "delete"
+    """The post's TTL after finishing has passed: delete it."""
+
+
+class Guard(enum.Enum):
+    """What a status write's compare-and-swap tests besides the uid."""
+
+    WHOLE = "whole"
+    """The whole previous status (and metadata.generation when the decision read the
+    spec): any other write in between makes this one lose."""
+    ATTEMPT = "attempt"
+    """Only phase and attempt: used by writes that commute with each other (n8n's
+    callback, and the operator's record of n8n's acknowledgement)."""
+    CLAIM = "claim"
+    """Only attempt and claimedBy: the record that n8n acknowledged the attempt, which
+    stays true whatever a callback wrote meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,10 @@ class Decision:
     """The status to write, or None when nothing changes."""
     events: tuple[Event, ...] = ()
     action: Action = Action.NONE
+    guard: Guard = Guard.WHOLE
+    spec_dependent: bool = True
+    """The decision read the spec: the write also tests metadata.generation, so an edit
+    that has not reached the writer's cache makes it lose instead of acting on old data."""
 
 
 NOTHING = Decision()
@@ -252,7 +290,7 @@ def _published_condition(
     return set_condition(status.conditions, PUBLISHED, value, reason, msg, now, post.generation)
 
 
-def jitter_fraction(uid: str, attempt: int) -> float:
+def jitter_fraction(uid: str, attempt: int | str) -> float:
     """A stable number in [0, 1) for (uid, attempt).
 
     Derived from the post rather than drawn at random so the function stays pure and
@@ -286,6 +324,48 @@ def _identity(claimant: str) -> str:
     return claimant.rsplit("/", 1)[0]
 
 
+def idempotency_key(uid: str, retry_epoch: int) -> str:
+    """Stable across the attempts of one publication; new after each manual retry, so an
+    n8n that de-duplicates on it drops a re-sent attempt but not a retry someone asked for."""
+    return uid if retry_epoch == 0 else f"{uid}.{retry_epoch}"
+
+
+def epoch_attempts(status: ScheduledPostStatus) -> int:
+    """Attempts since the last manual retry: what the retry policy counts."""
+    return max(status.attempt - status.retry_base_attempt, 0)
+
+
+def claim_offset(uid: str, me: str, ahead: float) -> float:
+    """How long before its send time this instance claims the post: in [ahead/3, ahead].
+
+    Derived from (uid, identity) so each replica has its own moment for each post: the
+    earliest claims, the others see the claim through the watch before their moment comes.
+    """
+    return ahead * (1 + 2 * jitter_fraction(uid, _identity(me))) / 3
+
+
+def finished_at(status: ScheduledPostStatus) -> dt.datetime | None:
+    """When a Published or Failed post ended (its TTL counts from here)."""
+    if status.phase is Phase.PUBLISHED:
+        return status.published_at
+    if status.phase is Phase.FAILED:
+        cond = next((c for c in status.conditions or [] if c.type == PUBLISHED), None)
+        if cond is not None:
+            return cond.last_transition_time
+        return status.last_error.at if status.last_error else None
+    return None
+
+
+def ttl_seconds(post: Post, defaults: Defaults) -> int | None:
+    if post.spec.ttl_seconds_after_finished is not None:
+        return post.spec.ttl_seconds_after_finished
+    if post.status.phase is Phase.PUBLISHED:
+        return defaults.ttl_after_published
+    if post.status.phase is Phase.FAILED:
+        return defaults.ttl_after_failed
+    return None
+
+
 # --- accept / plan ---------------------------------------------------------------------
 
 
@@ -305,7 +385,7 @@ def _accept(post: Post, now: dt.datetime) -> Decision:
     at = spec.publish_at
     msg = f"Publishes at {_fmt(at)} via target {spec.target}"
     status = _update(base, phase=Phase.SCHEDULED, next_attempt_at=at, message=msg)
-    return Decision(status, (Event("Normal", "Scheduled", msg),))
+    return Decision(status, (Event("Normal", "Scheduled", msg, routine=True),))
 
 
 def _fmt(value: dt.datetime) -> str:
@@ -317,8 +397,17 @@ def handled_request(value: str | None) -> str | None:
     return None if value is None else value[:RETRY_REQUEST_MAX]
 
 
-def plan(post: Post, now: dt.datetime, defaults: Defaults) -> Decision:
-    """React to the object as it is now. Never dispatches: act() does that."""
+def not_sent(status: ScheduledPostStatus) -> bool:
+    """Claimed, but n8n's acknowledgement is not recorded: maybe not sent yet."""
+    return status.phase is Phase.PUBLISHING and status.dispatched_at is None
+
+
+def plan(post: Post, now: dt.datetime, defaults: Defaults, me: str | None = None) -> Decision:
+    """React to the object as it is now. Never dispatches: act() does that.
+
+    `me` is the instance asking; only the holder of a claim that has not been sent may
+    release it when the spec changes (it alone knows it has not sent it).
+    """
     status = post.status
     if status.phase is None:
         return _accept(post, now)
@@ -326,8 +415,50 @@ def plan(post: Post, now: dt.datetime, defaults: Defaults) -> Decision:
     if request is not None and request != status.last_handled_retry_request:
         return _retry_request(post, now)
     if status.observed_generation != post.generation:
+        if not_sent(status):
+            if me is not None and status.claimed_by == me:
+                return _release(post, now, "Spec changed before the post was sent", spent=False)
+            return NOTHING  # the holder releases it, or it is taken over as an orphan
         return _spec_changed(post, now)
     return NOTHING
+
+
+def _release(post: Post, now: dt.datetime, why: str, *, spent: bool) -> Decision:
+    """Give back a claim that was not sent, and plan again from the current spec.
+
+    `spent=False`: the holder itself releases it and knows nothing went out, so the
+    attempt number is handed back. `spent=True`: an orphaned claim whose holder may have
+    sent it; the number stays used so (uid, attempt) never names two different sends.
+    """
+    status = post.status
+    attempt = status.attempt if spent else status.attempt - 1
+    released = _update(
+        status,
+        phase=Phase.SCHEDULED if spent or attempt == status.retry_base_attempt else Phase.RETRYING,
+        attempt=attempt,
+        claimed_at=None,
+        claimed_by=None,
+        claimed_generation=None,
+        dispatched_at=None,
+        history=_with_history(status, now, "Cancelled", None) if spent else status.history,
+    )
+    decision = _spec_changed(replace_status(post, released), now)
+    assert decision.status is not None
+    msg = f"{why}: attempt {status.attempt} released unsent; {decision.status.message}"
+    reason = decision.events[0].reason if decision.events else "Rescheduled"
+    return Decision(_update(decision.status, message=msg), (Event("Normal", reason, msg),))
+
+
+def replace_status(post: Post, status: ScheduledPostStatus) -> Post:
+    return Post(
+        post.namespace,
+        post.name,
+        post.uid,
+        post.generation,
+        post.spec,
+        status,
+        post.retry_request,
+    )
 
 
 def _spec_changed(post: Post, now: dt.datetime) -> Decision:
@@ -366,8 +497,8 @@ def _spec_changed(post: Post, now: dt.datetime) -> Decision:
         )
         return Decision(new, (Event("Normal", "Suspended", "Suspended by spec.suspend"),))
     # Scheduled, Retrying, or Suspended being resumed: plan again from the new spec.
-    if status.attempt == 0:
-        at = spec.publish_at
+    if status.attempt == status.retry_base_attempt:
+        at = spec.publish_at if status.attempt == 0 else max(now, spec.publish_at)
         new_phase = Phase.SCHEDULED
         msg = f"Publishes at {_fmt(at)} via target {spec.target}"
     else:
@@ -404,10 +535,14 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
     if status.phase not in (Phase.FAILED, Phase.RETRYING):
         msg = f"Retry request ignored: the post is {status.phase}, retries apply to Failed posts"
         return Decision(handled, (Event("Warning", "RetryIgnored", msg),))
+    # Attempt numbers keep counting (tokens and webhook-ids of earlier attempts stay
+    # spent); the policy counts from here, and the idempotency key changes.
     reset: dict[str, Any] = {
-        "attempt": 0,
+        "retry_epoch": status.retry_epoch + 1,
+        "retry_base_attempt": status.attempt,
         "claimed_at": None,
         "claimed_by": None,
+        "claimed_generation": None,
         "dispatched_at": None,
         "observed_generation": post.generation,
     }
@@ -433,31 +568,42 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
 # --- time-driven: act ------------------------------------------------------------------
 
 
+def send_at(status: ScheduledPostStatus) -> dt.datetime:
+    """When a claimed attempt goes out: its nextAttemptAt, or at once."""
+    return status.next_attempt_at or status.claimed_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
 def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
     """When act() has something to do for this post (None: nothing, ever, by time)."""
     status = post.status
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
-        return status.next_attempt_at
+        if status.next_attempt_at is None:
+            return None
+        ahead = claim_offset(post.uid, me, defaults.claim_ahead_seconds)
+        return status.next_attempt_at - dt.timedelta(seconds=ahead)
     if status.phase is Phase.PUBLISHING:
         if status.dispatched_at is not None:
             return status.dispatched_at + dt.timedelta(seconds=policy.stale_after_seconds)
-        claimed = status.claimed_at or dt.datetime.min.replace(tzinfo=dt.UTC)
-        if (
-            status.claimed_by
-            and status.claimed_by != me
-            and (_identity(status.claimed_by) == _identity(me))
-        ):
+        if status.claimed_by == me:
+            return send_at(status)
+        if status.claimed_by and _identity(status.claimed_by) == _identity(me):
             # Our own identity with another incarnation: that process is gone (it was
             # this pod's previous container), so its claim is orphaned right now.
-            return claimed
-        return claimed + dt.timedelta(seconds=policy.claim_timeout_seconds)
+            return status.claimed_at or send_at(status)
+        return max(send_at(status), status.claimed_at or send_at(status)) + dt.timedelta(
+            seconds=policy.claim_timeout_seconds
+        )
+    ttl = ttl_seconds(post, defaults)
+    ended = finished_at(status)
+    if ttl is not None and ended is not None:
+        return ended + dt.timedelta(seconds=ttl)
     return None
 
 
 def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
     """The time-driven transitions. `me` is this operator instance: `identity/incarnation`."""
-    planned = plan(post, now, defaults)
+    planned = plan(post, now, defaults, me)
     if planned is not NOTHING:
         # Planning first: an edited, suspended or retried post must not be dispatched
         # from the view before the change. The write re-triggers act() via the watch.
@@ -473,6 +619,8 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
             late = (now - status.next_attempt_at).total_seconds()
             if late > deadline:
                 return _missed_deadline(post, now, late, deadline)
+        if defaults.targets is not None and post.spec.target not in defaults.targets:
+            return _unknown_target(post, now, defaults.targets)
         return _claim(post, now, me, reclaim=False)
     if status.phase is Phase.PUBLISHING:
         if status.dispatched_at is not None:
@@ -486,44 +634,96 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
                 decision.status,
                 (Event("Warning", "StaleRecovered", failure.message), *decision.events),
             )
+        if status.claimed_by == me:
+            return Decision(action=Action.SEND)
+        if status.claimed_generation is not None and status.claimed_generation != post.generation:
+            # The spec changed after the orphaned claim: plan from the new spec rather
+            # than send what the dead holder may or may not have sent.
+            return _release(post, now, f"Claim by {status.claimed_by} was orphaned", spent=True)
         return _claim(post, now, me, reclaim=True)
+    if ttl_seconds(post, defaults) is not None:
+        return Decision(action=Action.DELETE)
     return NOTHING
 
 
-def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
+def defer_claim(
+    post: Post, now: dt.datetime, until: dt.datetime | None, why: str, *, spent: bool = False
+) -> Decision:
+    """Hand back a claim this instance holds and has not sent (its target's circuit is
+    open, or it is shutting down); the send time becomes `until` (None: unchanged, for
+    another replica to take at once). The attempt number is given back, unless `spent`:
+    a claim taken over from an orphan may have gone out under that number already."""
     status = post.status
+    attempt = status.attempt if spent else max(status.attempt - 1, 0)
+    at = until or send_at(status)
+    msg = f"Attempt {status.attempt} not sent: {why}; dispatching at {_fmt(at)}"
+    new = _update(
+        status,
+        phase=Phase.SCHEDULED if attempt == status.retry_base_attempt else Phase.RETRYING,
+        attempt=attempt,
+        claimed_at=None,
+        claimed_by=None,
+        claimed_generation=None,
+        dispatched_at=None,
+        next_attempt_at=at,
+        message=msg,
+    )
+    return Decision(new, spec_dependent=False)
+
+
+def _unknown_target(post: Post, now: dt.datetime, targets: frozenset[str]) -> Decision:
     msg = (
-        f"First dispatch possible {late:.0f}s after the scheduled time, past "
-        f"startingDeadlineSeconds={deadline}: not publishing late"
+        f"spec.target {post.spec.target!r} is not configured in the operator "
+        f"(configured: {', '.join(sorted(targets)) or 'none'})"
     )
-    error = LastError(
-        **{"class": ErrorClass.DEADLINE, "code": "MissedDeadline", "message": msg, "at": now}
-    )
+    return _final_failure(post, now, ErrorClass.PERMANENT, "UnknownTarget", msg)
+
+
+def _final_failure(
+    post: Post, now: dt.datetime, klass: ErrorClass, reason: str, msg: str
+) -> Decision:
+    status = post.status
+    error = LastError(**{"class": klass, "code": reason, "message": _clip(msg), "at": now})
     new = _update(
         status,
         phase=Phase.FAILED,
         next_attempt_at=None,
         last_error=error,
         message=msg,
-        conditions=_published_condition(
-            post, status, ConditionStatus.FALSE, "MissedDeadline", msg, now
-        ),
+        conditions=_published_condition(post, status, ConditionStatus.FALSE, reason, msg, now),
     )
-    return Decision(new, (Event("Warning", "MissedDeadline", msg),))
+    return Decision(new, (Event("Warning", reason, msg),))
+
+
+def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
+    msg = (
+        f"First dispatch possible {late:.0f}s after the scheduled time, past "
+        f"startingDeadlineSeconds={deadline}: not publishing late"
+    )
+    return _final_failure(post, now, ErrorClass.DEADLINE, "MissedDeadline", msg)
 
 
 def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
     status = post.status
+    history = status.history
     if reclaim:
-        # The previous claimant never got n8n's acknowledgement: take the same attempt
-        # over. n8n de-duplicates on the Idempotency-Key should the old request have
-        # landed after all.
-        attempt = status.attempt
-        msg = f"Re-dispatching attempt {attempt}: claim by {status.claimed_by} was orphaned"
+        # The previous claimant never recorded n8n's acknowledgement: send again, as it
+        # was claimed, under a new attempt number (the orphaned one may have reached
+        # n8n) and the same Idempotency-Key, so n8n can tell it is the same publication.
+        attempt = status.attempt + 1
+        # Never before the attempt's own time: a claim taken ahead by this pod's previous
+        # incarnation is orphaned at once, but its post is not due yet.
+        at = max(now, status.next_attempt_at or now)
+        msg = (
+            f"Re-dispatching as attempt {attempt}: claim of attempt {status.attempt} by "
+            f"{status.claimed_by} was orphaned"
+        )
         events: tuple[Event, ...] = (Event("Warning", "Reclaimed", msg),)
+        history = _with_history(status, now, "Orphaned", None)
     else:
         attempt = status.attempt + 1
-        msg = f"Dispatching attempt {attempt} to target {post.spec.target}"
+        at = max(now, status.next_attempt_at or now)
+        msg = f"Claimed attempt {attempt}: dispatching to target {post.spec.target} at {_fmt(at)}"
         events = ()
     new = _update(
         status,
@@ -531,9 +731,11 @@ def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
         attempt=attempt,
         claimed_at=now,
         claimed_by=me,
+        claimed_generation=post.generation if not reclaim else status.claimed_generation,
         dispatched_at=None,
-        next_attempt_at=None,
+        next_attempt_at=at,
         message=msg,
+        history=history,
     )
     return Decision(new, events, Action.DISPATCH)
 
@@ -556,7 +758,7 @@ def _published(post: Post, now: dt.datetime, info: Published, how: str) -> Decis
         history=_with_history(status, now, "Published", None),
         conditions=_published_condition(post, status, ConditionStatus.TRUE, how, msg, now),
     )
-    return Decision(new, (Event("Normal", "Published", msg),))
+    return Decision(new, (Event("Normal", "Published", msg, routine=True),))
 
 
 def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy) -> Decision:
@@ -570,8 +772,9 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
         }
     )
     history = _with_history(status, now, failure.error_class.value, failure)
-    if failure.retryable and status.attempt < policy.max_attempts:
-        delay = retry_delay(policy, status.attempt, post.uid, failure.retry_after_seconds)
+    spent = epoch_attempts(status)
+    if failure.retryable and spent < policy.max_attempts:
+        delay = retry_delay(policy, spent, post.uid, failure.retry_after_seconds)
         at = now + dt.timedelta(seconds=delay)
         if post.spec.suspend:
             msg = f"Attempt {status.attempt} failed ({failure.code}); suspended by spec.suspend"
@@ -587,7 +790,7 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
             return Decision(new, (Event("Normal", "Suspended", msg),))
         msg = (
             f"Attempt {status.attempt} failed ({failure.code}): {failure.message}; "
-            f"attempt {status.attempt + 1} of {policy.max_attempts} at {_fmt(at)}"
+            f"attempt {spent + 1} of {policy.max_attempts} at {_fmt(at)}"
         )
         new = _update(
             status,
@@ -602,7 +805,7 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
     if failure.retryable:
         reason = "RetriesExhausted"
         msg = (
-            f"Attempt {status.attempt} of {policy.max_attempts} failed ({failure.code}): "
+            f"Attempt {spent} of {policy.max_attempts} failed ({failure.code}): "
             f"{failure.message}; no attempts left"
         )
     else:
@@ -625,20 +828,39 @@ def dispatch_result(
 ) -> Decision:
     """The webhook request for the attempt `me` claimed has ended with `outcome`."""
     status = post.status
-    if status.phase is not Phase.PUBLISHING or status.claimed_by != me:
-        return NOTHING  # someone else moved the post on (a callback, a re-claim)
+    if status.claimed_by != me:
+        return NOTHING  # someone else took the attempt over
+    if isinstance(outcome, Accepted) and outcome.published is None:
+        if status.dispatched_at is not None:
+            return NOTHING
+        # Only dispatchedAt, guarded by the attempt and its claim: true whatever n8n's
+        # callback wrote meanwhile, so the two writes commute instead of racing.
+        new = _update(status, dispatched_at=now)
+        return Decision(new, guard=Guard.CLAIM, spec_dependent=False)
+    if status.phase is not Phase.PUBLISHING:
+        return NOTHING  # a callback or another instance already moved the post on
     if isinstance(outcome, Accepted):
-        if outcome.published is not None:
-            return _published(post, now, outcome.published, "PublishedSynchronously")
-        msg = f"Attempt {status.attempt} accepted by n8n; waiting for its callback"
-        new = _update(status, dispatched_at=now, message=msg)
-        return Decision(new, (Event("Normal", "Dispatched", msg),))
-    return _fail_attempt(post, now, outcome, Policy.of(post.spec, defaults))
+        assert outcome.published is not None
+        return _published(post, now, outcome.published, "PublishedSynchronously")
+    decision = _fail_attempt(post, now, outcome, Policy.of(post.spec, defaults))
+    return Decision(decision.status, decision.events, spec_dependent=False)
 
 
 def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> CallbackDecision:
     """n8n reports how attempt `cb.attempt` ended."""
     status = post.status
+    earlier = cb.attempt < status.attempt and any(
+        r.attempt == cb.attempt for r in status.history or []
+    )
+    if cb.published is not None and earlier:
+        # An earlier attempt (orphaned, or given up on as stale) did reach n8n, which
+        # published it: believe n8n rather than publish twice.
+        if status.phase is Phase.PUBLISHED:
+            return CallbackDecision(CallbackResult.DUPLICATE)
+        decision = _published(post, now, cb.published, "CallbackReceived")
+        return CallbackDecision(
+            CallbackResult.APPLIED, Decision(decision.status, decision.events, spec_dependent=False)
+        )
     if cb.attempt != status.attempt or status.attempt == 0:
         return CallbackDecision(
             CallbackResult.CONFLICT,
@@ -650,14 +872,19 @@ def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> 
     if cb.published is not None:
         if status.phase is Phase.PUBLISHED:
             return CallbackDecision(CallbackResult.DUPLICATE)
-        if status.phase is Phase.PUBLISHING or (
+        if status.phase is Phase.PUBLISHING:
+            decision = _published(post, now, cb.published, "CallbackReceived")
+            return CallbackDecision(CallbackResult.APPLIED, _commuting(decision))
+        if (
             # The operator gave up waiting (stale) or saw the request fail, but n8n did
             # publish this very attempt: believe n8n rather than publish twice.
             status.phase in (Phase.RETRYING, Phase.FAILED, Phase.SUSPENDED)
             and finished_this_attempt
         ):
+            decision = _published(post, now, cb.published, "CallbackReceived")
             return CallbackDecision(
-                CallbackResult.APPLIED, _published(post, now, cb.published, "CallbackReceived")
+                CallbackResult.APPLIED,
+                Decision(decision.status, decision.events, spec_dependent=False),
             )
         return CallbackDecision(
             CallbackResult.CONFLICT, reason=f"cannot publish a post in phase {status.phase}"
@@ -665,16 +892,20 @@ def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> 
     failure = cb.failure
     assert failure is not None
     if status.phase is Phase.PUBLISHING:
-        return CallbackDecision(
-            CallbackResult.APPLIED,
-            _fail_attempt(post, now, failure, Policy.of(post.spec, defaults)),
-        )
+        decision = _fail_attempt(post, now, failure, Policy.of(post.spec, defaults))
+        return CallbackDecision(CallbackResult.APPLIED, _commuting(decision))
     if finished_this_attempt and status.phase in (Phase.RETRYING, Phase.FAILED, Phase.SUSPENDED):
         return CallbackDecision(CallbackResult.DUPLICATE)
     return CallbackDecision(
         CallbackResult.CONFLICT,
         reason=f"cannot record a failure for a post in phase {status.phase}",
     )
+
+
+def _commuting(decision: Decision) -> Decision:
+    """A callback's write on a Publishing post tests only phase and attempt, so the
+    operator's concurrent record of n8n's acknowledgement does not make it lose."""
+    return Decision(decision.status, decision.events, guard=Guard.ATTEMPT, spec_dependent=False)
 
 
 # --- building a Post from the raw object -------------------------------------------------

@@ -47,6 +47,13 @@ class Unavailable(KubeError):
     """The API server could not be reached or answered 5xx: try again later."""
 
 
+class Invalid(KubeError):
+    """The API server rejected the write itself (schema, CEL): retrying cannot help.
+
+    Not a lost race: a failed JSON-patch `test` is a Conflict, although both are 422s.
+    """
+
+
 class _TokenFile(httpx.Auth):
     """Bearer token read from a file on every request: projected tokens rotate."""
 
@@ -150,16 +157,25 @@ def _raise_for(response: httpx.Response, what: str) -> None:
     if code < 400:
         return
     try:
-        message = response.json().get("message", response.text)
+        body = response.json()
     except ValueError:
-        message = response.text
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("message") or response.text)
     detail = f"{what}: {code} {message}"[:1000]
     if code == 404:
         raise NotFound(detail)
-    if code in (409, 422) and "test" in what:
-        raise Conflict(detail)
     if code == 409:
         raise Conflict(detail)
+    if code == 422:
+        # A failed JSON-patch `test` comes back as a bare 422 ("the server rejected our
+        # request due to an error in our request", empty details); a schema or CEL
+        # rejection names the offending fields in details.causes.
+        causes = (body.get("details") or {}).get("causes") or []
+        if not causes:
+            raise Conflict(detail)
+        raise Invalid(detail)
     if code in (401, 403):
         raise Forbidden(detail)
     if code == 429 or code >= 500:
@@ -212,26 +228,10 @@ class KubeClient:
         # ServiceAccount may lack permission to see /readyz itself.
         return response.status_code < 500
 
-    async def cas_status(self, obj: dict[str, Any], new_status: dict[str, Any]) -> dict[str, Any]:
-        """Replace .status if, and only if, it is still what `obj` says it was.
-
-        The test ops make the write a compare-and-swap on the status alone: a user's edit
-        of the spec or labels in between does not fail it, but any other status writer
-        (the other operator replica, the callback sidecar) does. Raises Conflict then.
-        """
+    async def patch_status(self, obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch to the status subresource; its `test` ops make it a
+        compare-and-swap (Conflict when one fails). See herald.writer for the ops."""
         meta = obj["metadata"]
-        before = obj.get("status")
-        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
-        if before:
-            # The claim's essence (phase, attempt) first, for legible audit logs, then the
-            # whole status so no concurrent write to any other field is lost.
-            for field in ("phase", "attempt"):
-                if field in before:
-                    ops.append({"op": "test", "path": f"/status/{field}", "value": before[field]})
-            ops.append({"op": "test", "path": "/status", "value": before})
-        else:
-            ops.append({"op": "test", "path": "/status", "value": None})
-        ops.append({"op": "add", "path": "/status", "value": new_status})
         what = f"status test-and-set {meta['namespace']}/{meta['name']}"
         response = await self._request(
             "PATCH",
@@ -242,6 +242,19 @@ class KubeClient:
         )
         result: dict[str, Any] = response.json()
         return result
+
+    async def delete_post(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        """Delete the post if, and only if, it is still the version we decided on."""
+        await self._request(
+            "DELETE",
+            self._path(namespace, name),
+            f"delete {namespace}/{name}",
+            json={
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "preconditions": {"uid": uid, "resourceVersion": resource_version},
+            },
+        )
 
     async def post_event(
         self,

@@ -33,8 +33,9 @@ CALLBACK_RESULTS = (
     "too_large",
     "unsupported_media_type",
     "unavailable",
+    "rejected",
 )
-FAILED_REASONS = ("PermanentFailure", "RetriesExhausted", "MissedDeadline")
+FAILED_REASONS = ("PermanentFailure", "RetriesExhausted", "MissedDeadline", "UnknownTarget")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -138,6 +139,19 @@ class Metrics:
             "Status writes that lost a compare-and-swap to another writer.",
             registry=r,
         )
+        self.write_errors = Counter(
+            "herald_status_write_errors_total",
+            "Status writes that failed other than by losing a race: invalid (the API server "
+            "rejected the status: a bug) or unavailable (retried with backoff).",
+            ["reason"],
+            registry=r,
+        )
+        self.deleted = Counter(
+            "herald_posts_deleted_total",
+            "Finished posts deleted because their TTL passed, by phase.",
+            ["phase"],
+            registry=r,
+        )
         # --- both: whoever applies the Published transition ---
         self.published = Counter(
             "herald_published_total",
@@ -176,6 +190,10 @@ class Metrics:
             self.callbacks.labels(result)
         for reason in FAILED_REASONS:
             self.failed.labels(reason)
+        for reason in ("invalid", "unavailable"):
+            self.write_errors.labels(reason)
+        for phase in ("Published", "Failed"):
+            self.deleted.labels(phase)
         for channel in Channel:
             self.published.labels(channel.value)
 

@@ -235,6 +235,16 @@ class ScheduledPostSpec(_Model):
         default=None,
         description="How transient failures are retried.",
     )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        alias="ttlSecondsAfterFinished",
+        ge=0,
+        le=315360000,
+        description="Delete the post this many seconds after it ends Published or Failed "
+        "(like a Job's ttlSecondsAfterFinished). Unset: the operator's defaults apply, which "
+        "keep finished posts forever unless configured. A Failed post can still be retried "
+        "before its TTL passes.",
+    )
     stale_after_seconds: int | None = Field(
         default=None,
         alias="staleAfterSeconds",
@@ -333,6 +343,27 @@ class ScheduledPostStatus(_StatusModel):
         alias="claimedBy",
         max_length=253,
         description="The operator instance that claimed the current attempt.",
+    )
+    claimed_generation: int | None = Field(
+        default=None,
+        alias="claimedGeneration",
+        ge=0,
+        description="The .metadata.generation the current attempt was claimed for: what it "
+        "sends, and what an operator taking over an orphaned claim sends again.",
+    )
+    retry_epoch: int = Field(
+        default=0,
+        alias="retryEpoch",
+        ge=0,
+        description="Manual retries handled so far. Part of the Idempotency-Key, so n8n treats "
+        "a manual retry as a new publication.",
+    )
+    retry_base_attempt: int = Field(
+        default=0,
+        alias="retryBaseAttempt",
+        ge=0,
+        description="The attempt number at the last manual retry: attempts keep counting for "
+        "the post's life, the retry policy counts only those after it.",
     )
     dispatched_at: Time | None = Field(
         default=None,

@@ -9,6 +9,7 @@ configuration alone: a post names a target, never a URL.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email.utils
 import json
@@ -98,11 +99,16 @@ class N8nClient:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        max_connections: int = 16,
     ) -> None:
         self._targets = dict(targets)
         self._key = signing_key
+        # As many connections as dispatches may run at once: a request never waits for
+        # a pooled connection, so its deadline is spent on n8n, not in a queue.
         self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             follow_redirects=False,
         )
         self._clock = clock
@@ -112,7 +118,11 @@ class N8nClient:
     def knows(self, target: str) -> bool:
         return target in self._targets
 
-    async def dispatch(self, target: str, body: dict[str, Any]) -> engine.Outcome:
+    async def dispatch(
+        self, target: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> engine.Outcome:
+        """Send one attempt. The whole request (connect, send, every read) runs under one
+        deadline, the target's timeout_seconds: the orphan-claim timeout relies on it."""
         config = self._targets.get(target)
         if config is None:
             return engine.Failure(
@@ -126,7 +136,7 @@ class N8nClient:
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": body["id"],
+            "Idempotency-Key": idempotency_key or body["id"],
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signing.webhook_signature(self._key, msg_id, timestamp, raw),
@@ -136,10 +146,11 @@ class N8nClient:
         if auth is not None:
             headers[auth[0]] = auth[1]
         try:
-            response = await self._client.post(
-                str(config.url), content=raw, headers=headers, timeout=config.timeout_seconds
-            )
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(config.timeout_seconds):
+                response = await self._client.post(
+                    str(config.url), content=raw, headers=headers, timeout=config.timeout_seconds
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
             return engine.Failure(
                 ErrorClass.TRANSIENT,
                 "Timeout",

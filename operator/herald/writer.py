@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from herald import engine
-from herald.kube import KubeClient, KubeError
+from herald.kube import Conflict, Invalid, KubeClient, KubeError
 from herald.metrics import Metrics
 from herald.models import Phase, ScheduledPostStatus
 
@@ -33,6 +33,52 @@ def post_context(post: engine.Post, attempt: int | None = None) -> dict[str, Any
 
 def dump_status(status: ScheduledPostStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def status_patch(
+    obj: dict[str, Any], post: engine.Post, decision: engine.Decision
+) -> list[dict[str, Any]]:
+    """The JSON patch that writes `decision.status` over `obj`'s status.
+
+    `test` ops first (the compare-and-swap: what the decision depended on, per its guard),
+    then one op per top-level status field that changed. Fields this version of Herald
+    does not know (written by a newer replica during a rolling update) are never touched.
+    """
+    assert decision.status is not None
+    meta = obj["metadata"]
+    raw = obj.get("status")
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+    if decision.spec_dependent:
+        ops.append(
+            {"op": "test", "path": "/metadata/generation", "value": meta.get("generation", 1)}
+        )
+    new = dump_status(decision.status)
+    if not raw:
+        ops.append({"op": "test", "path": "/status", "value": None})
+        ops.append({"op": "add", "path": "/status", "value": new})
+        return ops
+    if decision.guard is engine.Guard.WHOLE:
+        ops.append({"op": "test", "path": "/status", "value": raw})
+    else:
+        fields = (
+            ("phase", "attempt")
+            if decision.guard is engine.Guard.ATTEMPT
+            else (
+                "attempt",
+                "claimedBy",
+            )
+        )
+        ops.extend(
+            {"op": "test", "path": f"/status/{field}", "value": raw.get(field)} for field in fields
+        )
+    old = dump_status(post.status)
+    for key, value in new.items():
+        if old.get(key) != value or key not in raw:
+            ops.append({"op": "add", "path": f"/status/{key}", "value": value})
+    ops.extend(
+        {"op": "remove", "path": f"/status/{key}"} for key in old if key not in new and key in raw
+    )
+    return ops
 
 
 def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> None:
@@ -58,10 +104,15 @@ def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> Non
 
 
 class Writer:
-    def __init__(self, kube: KubeClient, metrics: Metrics, instance: str) -> None:
+    """Writes transitions for one process. `_pending` holds the Event posts under way."""
+
+    def __init__(
+        self, kube: KubeClient, metrics: Metrics, instance: str, *, routine_events: bool = False
+    ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.instance = instance
+        self.routine_events = routine_events
         self._pending: set[asyncio.Task[None]] = set()
 
     async def apply(
@@ -71,9 +122,28 @@ class Writer:
         decision: engine.Decision,
         now: dt.datetime,
     ) -> dict[str, Any]:
-        """Write decision.status over obj's status; raises kube.Conflict when it lost."""
+        """Write decision.status over obj's status; raises kube.Conflict when it lost,
+        kube.Invalid when the API server rejects the status itself."""
         assert decision.status is not None
-        updated = await self.kube.cas_status(obj, dump_status(decision.status))
+        try:
+            updated = await self.kube.patch_status(obj, status_patch(obj, post, decision))
+        except Conflict:
+            self.metrics.claim_conflicts.inc()
+            raise
+        except Invalid as exc:
+            self.metrics.write_errors.labels("invalid").inc()
+            log.error(
+                "%s/%s: the API server rejected a status write (a bug, please report it): %s",
+                post.namespace,
+                post.name,
+                exc,
+                extra=post_context(post),
+            )
+            self.announce(obj, (engine.Event("Warning", "StatusWriteRejected", str(exc)),), now)
+            raise
+        except KubeError:
+            self.metrics.write_errors.labels("unavailable").inc()
+            raise
         count(self.metrics, post, decision)
         new = decision.status
         log.info(
@@ -94,6 +164,8 @@ class Writer:
     ) -> None:
         """Post Events in the background: they must never delay or fail a transition."""
         for event in events:
+            if event.routine and not self.routine_events:
+                continue
             task = asyncio.create_task(self._post(obj, event, now))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

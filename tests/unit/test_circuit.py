@@ -10,11 +10,11 @@ import pytest
 
 from herald.circuit import CircuitBreaker, State
 
-THRESHOLD, WINDOW, OPEN_FOR = 3, 10.0, 30.0
+THRESHOLD, WINDOW, OPEN_MIN, OPEN_FOR = 3, 10.0, 5.0, 30.0
 
 
 def breaker() -> CircuitBreaker:
-    return CircuitBreaker(threshold=THRESHOLD, window=WINDOW, open_for=OPEN_FOR)
+    return CircuitBreaker(threshold=THRESHOLD, window=WINDOW, open_for=OPEN_FOR, open_min=OPEN_MIN)
 
 
 def opened_at(t: float) -> CircuitBreaker:
@@ -47,8 +47,8 @@ def test_threshold_failures_inside_the_window_open_it() -> None:
         cb.record_failure(t)
     assert cb.state(109.9) is State.OPEN
     assert cb.allow(109.9) is False
-    assert cb.allow(139.8) is False
-    assert cb.retry_at(110.0) == 109.9 + OPEN_FOR
+    assert cb.allow(114.8) is False
+    assert cb.retry_at(110.0) == 109.9 + OPEN_MIN
 
 
 @pytest.mark.parametrize(
@@ -77,22 +77,50 @@ def test_success_resets_the_failure_count() -> None:
     assert cb.state(104.0) is State.CLOSED
 
 
-def test_open_defers_until_open_for_elapses() -> None:
+def test_open_defers_for_the_short_first_period() -> None:
     cb = opened_at(100.0)
-    for t in (100.0, 110.0, 129.999):
+    for t in (100.0, 102.0, 104.999):
         assert cb.state(t) is State.OPEN
         assert cb.allow(t) is False
-        assert cb.retry_at(t) == 130.0
-    assert cb.state(130.0) is State.HALF_OPEN
+        assert cb.retry_at(t) == 105.0
+    assert cb.state(105.0) is State.HALF_OPEN
+
+
+def test_failed_probes_double_the_open_period_up_to_open_for() -> None:
+    cb = opened_at(100.0)
+    t, periods = 100.0, []
+    for _ in range(5):
+        t += cb.open_period
+        assert cb.allow(t) is True
+        cb.record_failure(t)
+        periods.append(cb.open_period)
+    assert periods == [10.0, 20.0, 30.0, 30.0, 30.0]
+    cb.record_success(t)
+    assert cb.open_period == OPEN_MIN
+
+
+def test_a_short_outage_costs_the_short_period_not_open_for() -> None:
+    """The 20 s outage of the review: with the defaults (10 s doubling to 300 s), the
+    circuit is probed 10 s after opening and again 20 s later, not after 300 s."""
+    cb = CircuitBreaker(threshold=10, window=600, open_for=300)
+    for i in range(10):
+        cb.record_failure(float(i))  # n8n down from t=0
+    assert cb.retry_at(9.0) == 19.0
+    assert cb.allow(19.0) is True
+    cb.record_failure(19.0)  # still down
+    assert cb.retry_at(19.0) == 39.0
+    assert cb.allow(39.0) is True
+    cb.record_success(39.0)  # back at t=20: the next probe, 19 s later, closes it
+    assert cb.state(39.0) is State.CLOSED
 
 
 def test_half_open_lets_exactly_one_probe_through() -> None:
     cb = opened_at(100.0)
-    assert cb.allow(130.0) is True
-    assert cb.state(130.0) is State.HALF_OPEN
-    assert [cb.allow(t) for t in (130.0, 131.0, 500.0)] == [False, False, False]
+    assert cb.allow(105.0) is True
+    assert cb.state(105.0) is State.HALF_OPEN
+    assert [cb.allow(t) for t in (105.0, 106.0, 500.0)] == [False, False, False]
     # While the probe is out, others are told to come back after it had its chance.
-    assert cb.retry_at(131.0) == 132.0
+    assert cb.retry_at(106.0) == 107.0
 
 
 def test_probe_success_closes() -> None:
@@ -108,17 +136,17 @@ def test_probe_success_closes() -> None:
     assert cb.state(133.0) is State.CLOSED
 
 
-def test_probe_failure_reopens_for_another_open_for() -> None:
+def test_probe_failure_reopens_for_twice_as_long() -> None:
     cb = opened_at(100.0)
-    assert cb.allow(130.0) is True
-    cb.record_failure(131.0)
-    assert cb.state(131.0) is State.OPEN
-    assert cb.allow(131.0) is False
-    assert cb.allow(160.9) is False
-    assert cb.retry_at(140.0) == 161.0
-    assert cb.state(161.0) is State.HALF_OPEN
-    assert cb.allow(161.0) is True
-    assert cb.allow(161.0) is False
+    assert cb.allow(105.0) is True
+    cb.record_failure(106.0)
+    assert cb.state(106.0) is State.OPEN
+    assert cb.allow(106.0) is False
+    assert cb.allow(115.9) is False
+    assert cb.retry_at(110.0) == 116.0
+    assert cb.state(116.0) is State.HALF_OPEN
+    assert cb.allow(116.0) is True
+    assert cb.allow(116.0) is False
 
 
 def test_cancel_probe_frees_the_probe_slot() -> None:
@@ -131,15 +159,16 @@ def test_cancel_probe_frees_the_probe_slot() -> None:
     assert cb.allow(130.5) is False
 
 
-def test_straggler_failure_while_open_keeps_it_open() -> None:
+def test_straggler_failure_while_open_keeps_it_open_without_doubling() -> None:
     cb = opened_at(100.0)
-    cb.record_failure(120.0)  # a request sent before the circuit opened
-    assert cb.state(130.0) is State.OPEN
-    assert cb.retry_at(130.0) == 150.0
+    cb.record_failure(103.0)  # a request sent before the circuit opened
+    assert cb.state(107.0) is State.OPEN
+    assert cb.retry_at(107.0) == 108.0
+    assert cb.open_period == OPEN_MIN
 
 
 def test_threshold_one_opens_on_first_failure() -> None:
-    cb = CircuitBreaker(threshold=1, window=1.0, open_for=5.0)
+    cb = CircuitBreaker(threshold=1, window=1.0, open_for=5.0, open_min=5.0)
     cb.record_failure(0.0)
     assert cb.state(0.0) is State.OPEN
     assert cb.allow(4.9) is False

@@ -43,8 +43,16 @@ def test_defaults() -> None:
         max_backoff_seconds=3600,
         stale_after_seconds=600,
         jitter_ratio=0.1,
-        claim_timeout_seconds=15.0,
+        # No target: the 10 s default request deadline + record_grace_seconds (10) + 5.
+        claim_timeout_seconds=25.0,
+        claim_ahead_seconds=30.0,
+        ttl_after_published=None,
+        ttl_after_failed=None,
+        targets=frozenset(),
     )
+    assert (s.record_grace_seconds, s.shutdown_grace_seconds) == (5, 25)
+    assert (s.circuit_open_min_seconds, s.circuit_open_seconds) == (10, 300)
+    assert s.routine_events is False
 
 
 def test_env_with_prefix_and_nesting_builds_targets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +75,10 @@ def test_env_with_prefix_and_nesting_builds_targets(monkeypatch: pytest.MonkeyPa
     assert s.max_attempts == 7
     assert s.identity == "herald-0"
     assert s.namespaces == ["marketing", "sales"]
-    assert s.defaults().claim_timeout_seconds == 15.0  # the slowest target (10 s) + 5 s
+    # The slowest target's deadline (10 s) + record_grace_seconds (10 s) + 5 s.
+    assert s.defaults().claim_timeout_seconds == 25.0
+    assert s.defaults().targets == frozenset({"default", "eu_west"})
+    assert s.targets["default"].concurrency is None
 
 
 def test_yaml_file_is_read_and_env_overrides_it(
@@ -94,7 +105,32 @@ def test_yaml_file_is_read_and_env_overrides_it(
     assert s.max_attempts == 9  # env wins
     assert s.targets["default"].url == HttpUrl("http://n8n.yaml/webhook/herald")
     assert s.targets["default"].timeout_seconds == 3.0  # env wins, merged into the YAML target
-    assert s.defaults().claim_timeout_seconds == 8.0
+    assert s.defaults().claim_timeout_seconds == 18.0  # 3 s + 5 s grace + 10 s
+
+
+def test_new_settings_reach_the_engine_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_TARGETS__DEFAULT__URL", "https://n8n.example/webhook/herald")
+    monkeypatch.setenv("HERALD_TARGETS__DEFAULT__TIMEOUT_SECONDS", "4")
+    monkeypatch.setenv("HERALD_TARGETS__DEFAULT__CONCURRENCY", "3")
+    monkeypatch.setenv("HERALD_RECORD_GRACE_SECONDS", "2")
+    monkeypatch.setenv("HERALD_CLAIM_AHEAD_SECONDS", "45")
+    monkeypatch.setenv("HERALD_TTL_SECONDS_AFTER_PUBLISHED", "86400")
+    monkeypatch.setenv("HERALD_TTL_SECONDS_AFTER_FAILED", "0")
+    monkeypatch.setenv("HERALD_ROUTINE_EVENTS", "true")
+    monkeypatch.setenv("HERALD_CIRCUIT_OPEN_MIN_SECONDS", "5")
+    monkeypatch.setenv("HERALD_SHUTDOWN_GRACE_SECONDS", "7")
+    s = config.load()
+    assert s.targets["default"].concurrency == 3
+    assert (s.routine_events, s.circuit_open_min_seconds, s.shutdown_grace_seconds) == (
+        True,
+        5,
+        7,
+    )
+    d = s.defaults()
+    assert d.claim_timeout_seconds == 16.0  # 4 s + 2 s grace + 10 s
+    assert d.claim_ahead_seconds == 45.0
+    assert (d.ttl_after_published, d.ttl_after_failed) == (86400, 0)
+    assert d.targets == frozenset({"default"})
 
 
 def test_init_overrides_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +198,36 @@ def test_max_backoff_equal_to_backoff_is_fine() -> None:
             id="target-timeout-zero",
         ),
         pytest.param("HERALD_CALLBACK_URL", "n8n-callback", "callback_url", id="callback-url"),
+        pytest.param(
+            "HERALD_CLAIM_AHEAD_SECONDS", "601", "claim_ahead_seconds", id="claim-ahead-too-long"
+        ),
+        pytest.param(
+            "HERALD_CLAIM_AHEAD_SECONDS", "-1", "claim_ahead_seconds", id="claim-ahead-negative"
+        ),
+        pytest.param(
+            "HERALD_RECORD_GRACE_SECONDS", "301", "record_grace_seconds", id="record-grace-long"
+        ),
+        pytest.param(
+            "HERALD_TTL_SECONDS_AFTER_PUBLISHED",
+            "-1",
+            "ttl_seconds_after_published",
+            id="ttl-published-negative",
+        ),
+        pytest.param(
+            "HERALD_TTL_SECONDS_AFTER_FAILED", "-5", "ttl_seconds_after_failed", id="ttl-failed"
+        ),
+        pytest.param(
+            "HERALD_CIRCUIT_OPEN_MIN_SECONDS", "0", "circuit_open_min_seconds", id="open-min-zero"
+        ),
+        pytest.param(
+            "HERALD_SHUTDOWN_GRACE_SECONDS", "-1", "shutdown_grace_seconds", id="shutdown-grace"
+        ),
+        pytest.param(
+            "HERALD_TARGETS__DEFAULT__CONCURRENCY",
+            "0",
+            "targets.default",
+            id="target-concurrency-zero",
+        ),
     ],
 )
 def test_invalid_values_name_the_setting(

@@ -124,8 +124,10 @@ def test_the_field_walk_reaches_nested_models() -> None:
     status = model_paths(ScheduledPostStatus)
     assert {"content.media[].altText", "retry.maxBackoffSeconds", "publishAt"} <= spec
     assert {"lastError.class", "history[].finishedAt", "conditions[].lastTransitionTime"} <= status
-    assert len(spec) == 17
-    assert len(status) == 31
+    assert "ttlSecondsAfterFinished" in spec
+    assert {"claimedGeneration", "retryEpoch", "retryBaseAttempt"} <= status
+    assert len(spec) == 18
+    assert len(status) == 34
 
 
 def test_required_fields_match() -> None:
@@ -158,6 +160,42 @@ def test_crd_carries_the_model_constraints() -> None:
     assert status["history"]["maxItems"] == models.HISTORY_LIMIT
     assert status["phase"]["enum"] == [p.value for p in models.Phase]
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_crd_carries_the_constraints_of_the_ttl_and_retry_fields() -> None:
+    ttl = crd_schema("spec")["properties"]["ttlSecondsAfterFinished"]
+    assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 0, 315360000)
+    assert "default" not in ttl  # unset: the operator's defaults apply
+    status = crd_schema("status")["properties"]
+    assert status["claimedGeneration"]["minimum"] == 0
+    assert "default" not in status["claimedGeneration"]
+    for name in ("retryEpoch", "retryBaseAttempt"):
+        assert (status[name]["type"], status[name]["minimum"], status[name]["default"]) == (
+            "integer",
+            0,
+            0,
+        ), name
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        pytest.param(None, True, id="unset"),
+        pytest.param(0, True, id="zero-deletes-at-once"),
+        pytest.param(315360000, True, id="ten-years"),
+        pytest.param(-1, False, id="negative"),
+        pytest.param(315360001, False, id="over-ten-years"),
+    ],
+)
+def test_ttl_seconds_after_finished_bounds(value: int | None, ok: bool) -> None:
+    manifest = {**VALID["spec"], "ttlSecondsAfterFinished": value}
+    if ok:
+        spec = ScheduledPostSpec.model_validate(manifest)
+        assert spec.ttl_seconds_after_finished == value
+    else:
+        with pytest.raises(ValidationError) as caught:
+            ScheduledPostSpec.model_validate(manifest)
+        assert [e["loc"] for e in caught.value.errors()] == [("ttlSecondsAfterFinished",)]
 
 
 # --- the models reject what the API server rejects ----------------------------------------
@@ -240,6 +278,9 @@ def test_status_round_trips_through_json() -> None:
         "attempt": 2,
         "claimedAt": "2030-01-01T09:00:00Z",
         "claimedBy": "herald-0/abcd",
+        "claimedGeneration": 3,
+        "retryEpoch": 1,
+        "retryBaseAttempt": 1,
         "lastError": {
             "class": "Permanent",
             "code": "HTTP400",
@@ -263,6 +304,24 @@ def test_status_round_trips_through_json() -> None:
     }
     status = ScheduledPostStatus.model_validate(raw)
     assert status.model_dump(by_alias=True, exclude_none=True, mode="json") == raw
+    assert (status.claimed_generation, status.retry_epoch, status.retry_base_attempt) == (3, 1, 1)
+
+
+def test_status_written_before_manual_retry_epochs_reads_as_epoch_0() -> None:
+    """A status an older Herald wrote has none of the new fields: no manual retry yet,
+    no claimed generation (an orphan of it is re-claimed, not released)."""
+    old = {"phase": "Publishing", "attempt": 2, "claimedBy": "herald-0/abcd"}
+    status = ScheduledPostStatus.model_validate(old)
+    assert (status.claimed_generation, status.retry_epoch, status.retry_base_attempt) == (
+        None,
+        0,
+        0,
+    )
+    assert status.model_dump(by_alias=True, exclude_none=True, mode="json") == {
+        **old,
+        "retryEpoch": 0,
+        "retryBaseAttempt": 0,
+    }
 
 
 # --- samples ----------------------------------------------------------------------------

@@ -424,8 +424,76 @@ async def test_dispatch_timeout_is_transient(server: Server) -> None:
     elapsed = time.monotonic() - started
     assert isinstance(outcome, Failure)
     assert (outcome.error_class, outcome.code) == (ErrorClass.TRANSIENT, "Timeout")
-    assert outcome.message == "no answer from n8n within 0.3s (ReadTimeout)"
+    # httpx's read timeout and the whole-request deadline fire together; either may win.
+    assert outcome.message in {
+        "no answer from n8n within 0.3s (ReadTimeout)",
+        "no answer from n8n within 0.3s (TimeoutError)",
+    }
     assert 0.25 <= elapsed < 3.0
+
+
+async def test_dispatch_deadline_covers_the_whole_request(server: Server) -> None:
+    """A server that answers at once and then trickles its body never leaves a single
+    read idle for the timeout, yet the request as a whole must end by the deadline: the
+    orphan-claim timeout counts on it."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(40):  # 40 x 0.1 s: far past the 0.5 s deadline
+            await response.write(b" ")
+            if await _released(server, 0.1):
+                break
+        await response.write_eof()
+        return response
+
+    server.reply = reply
+    client = client_for(server.url, timeout=0.5)
+    started = time.monotonic()
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    elapsed = time.monotonic() - started
+    assert outcome == Failure(
+        ErrorClass.TRANSIENT, "Timeout", "no answer from n8n within 0.5s (TimeoutError)"
+    )
+    assert 0.45 <= elapsed < 3.0
+
+
+async def _released(server: Server, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(server.release.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        pytest.param(None, UID, id="defaults-to-the-post-uid"),
+        pytest.param(f"{UID}.2", f"{UID}.2", id="manual-retry-epoch-key"),
+    ],
+)
+async def test_dispatch_idempotency_key_header(
+    server: Server, key: str | None, expected: str
+) -> None:
+    client = client_for(server.url)
+    body = n8n.payload(make_post(attempt=5), "http://cb/v1/callbacks", "t")
+    try:
+        if key is None:
+            outcome = await client.dispatch("default", body)
+        else:
+            outcome = await client.dispatch("default", body, idempotency_key=key)
+    finally:
+        await client.aclose()
+    assert outcome == Accepted(published=None)
+    (got,) = server.received
+    headers = {k.lower(): v for k, v in got.headers.items()}
+    assert headers["idempotency-key"] == expected
+    # The webhook-id still names the attempt, whatever the key.
+    assert headers["webhook-id"] == f"msg_{UID}_5"
 
 
 async def test_dispatch_connection_refused_is_transient() -> None:

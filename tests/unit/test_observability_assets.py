@@ -143,11 +143,33 @@ def test_exported_names_cover_the_documented_metrics() -> None:
         "herald_callback_duration_seconds": "histogram",
         "herald_posts": "gauge",
         "herald_backlog": "gauge",
+        "herald_status_write_errors_total": "counter",
+        "herald_posts_deleted_total": "counter",
     }
     for name, kind in expected.items():
         assert TYPES.get(name) == kind, name
     assert labels_of("herald_dispatch_total") >= {"target", "outcome"}
     assert labels_of("herald_posts") >= {"phase", "namespace"}
+    assert labels_of("herald_status_write_errors_total") >= {"reason"}
+    assert labels_of("herald_posts_deleted_total") >= {"phase"}
+
+
+def test_labelled_counters_start_at_zero_for_every_known_value() -> None:
+    """A rate() over a series that appears only on its first increment misses that
+    increment: initialise() exports every label value the code can use at 0."""
+    m = Metrics()
+    m.initialise(["default"])
+    text = generate_latest(m.registry).decode()
+    for series in (
+        'herald_failed_total{reason="UnknownTarget"} 0.0',
+        'herald_failed_total{reason="MissedDeadline"} 0.0',
+        'herald_status_write_errors_total{reason="invalid"} 0.0',
+        'herald_status_write_errors_total{reason="unavailable"} 0.0',
+        'herald_posts_deleted_total{phase="Published"} 0.0',
+        'herald_posts_deleted_total{phase="Failed"} 0.0',
+        'herald_callbacks_total{result="rejected"} 0.0',
+    ):
+        assert series in text.splitlines(), series
 
 
 # --- PromQL analysis -----------------------------------------------------------------------

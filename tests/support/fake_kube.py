@@ -1,0 +1,151 @@
+"""An in-memory stand-in for the few API calls Herald makes, for unit tests.
+
+It applies JSON patches the way the API server does (a failed `test` is a Conflict),
+bumps resourceVersion and generation like the server, and records every write so a test
+can count them. Faults are injected per call kind: `fail("patch", Unavailable(...), n)`.
+End-to-end tests use the real kube-apiserver; this is only for the dispatcher's logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import itertools
+from collections import defaultdict, deque
+from typing import Any
+
+import jsonpatch
+
+from herald.kube import Conflict, Invalid, KubeError, NotFound
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.deleted: list[str] = []
+        self.gets = 0
+        self._rv = itertools.count(100)
+        self._faults: dict[str, deque[KubeError]] = defaultdict(deque)
+        self.validate: Any = None  # callable(status) -> str | None (a schema error)
+        self.watchers: list[Any] = []  # callables fed (type, object) like a watch
+        self.before_patch: Any = None  # callable(ops) run before a patch is applied
+
+    def _notify(self, kind: str, obj: dict[str, Any]) -> None:
+        for watcher in self.watchers:
+            asyncio.get_running_loop().call_soon(watcher, kind, copy.deepcopy(obj))
+
+    def fail(self, call: str, error: KubeError, times: int = 1) -> None:
+        self._faults[call].extend([error] * times)
+
+    def _fault(self, call: str) -> None:
+        if self._faults[call]:
+            raise self._faults[call].popleft()
+
+    def create(
+        self, namespace: str, name: str, spec: dict[str, Any], *, uid: str | None = None
+    ) -> dict[str, Any]:
+        obj = {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ScheduledPost",
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": uid or f"uid-{namespace}-{name}",
+                "generation": 1,
+                "resourceVersion": str(next(self._rv)),
+            },
+            "spec": spec,
+        }
+        self.objects[(namespace, name)] = obj
+        return copy.deepcopy(obj)
+
+    def edit_spec(self, namespace: str, name: str, **changes: Any) -> dict[str, Any]:
+        obj = self.objects[(namespace, name)]
+        obj["spec"].update(changes)
+        obj["metadata"]["generation"] += 1
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
+    def set_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        obj = self.objects[(namespace, name)]
+        obj["status"] = status
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self.objects[(namespace, name)])
+
+    async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
+        self.gets += 1
+        self._fault("get")
+        try:
+            return copy.deepcopy(self.objects[(namespace, name)])
+        except KeyError:
+            raise NotFound(f"{namespace}/{name}") from None
+
+    async def patch_status(self, obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        self.writes.append((meta["namespace"], meta["name"], ops))
+        if self.before_patch is not None:
+            self.before_patch(ops)
+        self._fault("patch")
+        current = self.objects.get((meta["namespace"], meta["name"]))
+        if current is None:
+            raise NotFound(meta["name"])
+        # Like the API server's JSON patch library, `test` for null passes on a missing key.
+        ops = [
+            op
+            for op in ops
+            if not (op["op"] == "test" and op["value"] is None and _missing(current, op["path"]))
+        ]
+        try:
+            patched = jsonpatch.apply_patch(current, ops)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise Conflict(str(exc)) from exc
+        if self.validate is not None:
+            problem = self.validate(patched.get("status"))
+            if problem:
+                raise Invalid(problem)
+        patched["spec"] = current["spec"]  # the status subresource ignores the rest
+        patched["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[(meta["namespace"], meta["name"])] = patched
+        self._notify("MODIFIED", patched)
+        return copy.deepcopy(patched)
+
+    async def delete_post(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        self._fault("delete")
+        current = self.objects.get((namespace, name))
+        if current is None:
+            raise NotFound(name)
+        meta = current["metadata"]
+        if meta["uid"] != uid or meta["resourceVersion"] != resource_version:
+            raise Conflict("precondition failed")
+        del self.objects[(namespace, name)]
+        self.deleted.append(name)
+        self._notify("DELETED", current)
+
+    async def post_event(
+        self,
+        obj: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        instance: str,
+        now: dt.datetime,
+    ) -> None:
+        self.events.append((obj["metadata"]["name"], type_, reason))
+
+    def status_writes(self, name: str) -> int:
+        return sum(1 for _, n, _ in self.writes if n == name)
+
+
+def _missing(doc: dict[str, Any], path: str) -> bool:
+    node: Any = doc
+    for part in path.strip("/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False

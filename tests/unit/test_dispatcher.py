@@ -1,0 +1,486 @@
+"""The dispatcher's logic against an in-memory API (tests/support/fake_kube.py).
+
+Each test runs the real Dispatcher, Writer and state machine on the asyncio loop with
+the wall clock, posts due within a second, and a stand-in n8n client; every test is
+bounded by `until()`'s timeout. The end-to-end proof on the real API server is in
+tests/e2e and tests/faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from herald import dispatcher as dispatcher_module
+from herald import engine
+from herald.dispatcher import DispatchConfig, Dispatcher
+from herald.kube import Unavailable
+from herald.metrics import Metrics
+from herald.models import ErrorClass, format_time
+from herald.writer import Writer
+from tests.support.fake_kube import FakeKube
+
+ME = "op-a/1111"
+TARGETS = frozenset({"default", "slow"})
+
+
+class StandInN8n:
+    """Records dispatches; answers from a script (default: 2xx), optionally slowly."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.script: deque[engine.Outcome | Exception] = deque()
+        self.delay: dict[str, float] = {}
+        self.on_send: Callable[[dict[str, Any]], None] | None = None
+
+    async def dispatch(
+        self, target: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> engine.Outcome:
+        self.sent.append({**body, "target": target, "key": idempotency_key, "at": time.time()})
+        if self.on_send is not None:
+            self.on_send(body)
+        if target in self.delay:
+            await asyncio.sleep(self.delay[target])
+        answer = self.script.popleft() if self.script else engine.Accepted()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def texts(self, name: str) -> list[str]:
+        return [b["content"]["text"] for b in self.sent if b["name"] == name]
+
+
+def spec(in_seconds: float, **extra: Any) -> dict[str, Any]:
+    at = format_time(engine_time(time.time() + in_seconds))
+    return {"publishAt": at, "content": {"text": "hello"}, "target": "default", **extra}
+
+
+def engine_time(ts: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(round(ts, 3), dt.UTC)
+
+
+class Rig:
+    def __init__(self, **config: Any) -> None:
+        self.kube = FakeKube()
+        self.n8n = StandInN8n()
+        self.metrics = Metrics()
+        self.metrics.initialise(TARGETS)
+        defaults = engine.Defaults(
+            claim_ahead_seconds=config.pop("claim_ahead", 0.3),
+            claim_timeout_seconds=config.pop("claim_timeout", 5.0),
+            backoff_seconds=0,
+            ttl_after_published=config.pop("ttl_after_published", None),
+            targets=TARGETS,
+        )
+        self.config = DispatchConfig(
+            defaults=defaults,
+            me=config.pop("me", ME),
+            callback_endpoint="http://127.0.0.1:1/v1/callbacks",
+            callback_key=b"k" * 32,
+            concurrency=config.pop("concurrency", 4),
+            circuit_threshold=3,
+            circuit_window=60,
+            circuit_open_for=30,
+            circuit_open_min=0.2,
+            target_concurrency=config.pop("target_concurrency", {}),
+            record_grace=config.pop("record_grace", 0.3),
+        )
+        assert not config, config
+        self.writer = Writer(self.kube, self.metrics, ME)  # type: ignore[arg-type]
+        self.d = Dispatcher(
+            self.config,
+            self.kube,  # type: ignore[arg-type]
+            self.n8n,  # type: ignore[arg-type]
+            self.writer,
+            self.metrics,
+            clock=time.time,
+        )
+        self.kube.watchers.append(self.deliver)
+        self.watching = True
+
+    def deliver(self, kind: str, obj: dict[str, Any]) -> None:
+        if not self.watching:
+            return
+        if kind == "DELETED":
+            self.d.forget(obj["metadata"]["uid"])
+        else:
+            self.d.observe(obj)
+
+    def create(self, name: str, in_seconds: float, namespace: str = "ns", **extra: Any) -> None:
+        self.d.observe(self.kube.create(namespace, name, spec(in_seconds, **extra)))
+
+    def status(self, name: str, namespace: str = "ns") -> dict[str, Any]:
+        return self.kube.get(namespace, name).get("status") or {}
+
+    def callback_published(self, delay: float = 0.0) -> None:
+        """Behave like n8n's workflow plus the sidecar: report each dispatch published."""
+        sidecar = Writer(self.kube, self.metrics, "op-a/callback")  # type: ignore[arg-type]
+
+        async def report(body: dict[str, Any]) -> None:
+            await asyncio.sleep(delay)
+            for _ in range(8):
+                obj = self.kube.get(body["namespace"], body["name"])
+                post = engine.from_object(obj)
+                verdict = engine.callback(
+                    post,
+                    engine_time(time.time()),
+                    engine.Callback(body["attempt"], published=engine.Published("urn:li:1")),
+                    self.config.defaults,
+                )
+                if verdict.decision.status is None:
+                    return
+                try:
+                    await sidecar.apply(obj, post, verdict.decision, engine_time(time.time()))
+                    return
+                except Exception:  # a lost race: read and decide again
+                    continue
+
+        def on_send(body: dict[str, Any]) -> None:
+            asyncio.get_running_loop().create_task(report(body))
+
+        self.n8n.on_send = on_send
+
+
+@pytest.fixture
+async def rig_factory() -> AsyncIterator[Callable[..., Rig]]:
+    rigs: list[tuple[Rig, asyncio.Task[None]]] = []
+
+    def make(**config: Any) -> Rig:
+        rig = Rig(**config)
+        rigs.append((rig, asyncio.create_task(rig.d.run())))
+        return rig
+
+    yield make
+    for rig, task in rigs:
+        await rig.d.stop(grace=1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def phase(rig: Rig, name: str, namespace: str = "ns") -> str | None:
+    return rig.status(name, namespace).get("phase")
+
+
+# --- the happy path and its writes ----------------------------------------------------
+
+
+async def test_claimed_ahead_sent_on_time_and_the_callback_makes_the_record_unnecessary(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(claim_ahead=0.4, record_grace=1.0)
+    rig.callback_published()
+    rig.create("p", 0.6)
+    await until(lambda: phase(rig, "p") == "Published")
+    status = rig.status("p")
+    publish_at = engine.from_object(rig.kube.get("ns", "p")).spec.publish_at.timestamp()
+    [sent] = rig.n8n.sent
+    assert sent["attempt"] == 1 and sent["key"] == "uid-ns-p"
+    assert 0 <= sent["at"] - publish_at < 0.25  # on time
+    assert engine_time(publish_at) > engine.parse_status(status).claimed_at  # claimed ahead
+    await asyncio.sleep(1.2)  # past the record grace: still no record write
+    assert rig.kube.status_writes("p") == 3  # accept, claim, the callback's Published
+    assert "dispatchedAt" not in rig.status("p")
+    assert rig.metrics.claim_conflicts._value.get() == 0
+    assert [e[2] for e in rig.kube.events] == []  # routine steps post no Events
+
+
+async def test_without_a_callback_the_acknowledgement_is_recorded_after_the_grace(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(record_grace=0.2)
+    rig.create("p", 0.1)
+    await until(lambda: "dispatchedAt" in rig.status("p"))
+    assert rig.status("p")["phase"] == "Publishing"
+    assert rig.kube.status_writes("p") == 3  # accept, claim, record
+    assert len(rig.n8n.sent) == 1
+
+
+async def test_record_and_callback_commute_in_either_order(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(record_grace=0.0)
+    rig.callback_published(delay=0.15)  # the record lands first, then the callback
+    rig.create("p", 0.1)
+    await until(lambda: phase(rig, "p") == "Published")
+    assert "dispatchedAt" in rig.status("p")
+    assert rig.metrics.claim_conflicts._value.get() == 0
+
+
+# --- window 1: a failed first write must not strand the post --------------------------
+
+
+async def test_failed_first_write_is_retried_with_backoff(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
+    rig = rig_factory()
+    rig.kube.fail("patch", Unavailable("503 etcdserver: request timed out"), times=3)
+    rig.create("p", 3600)
+    await until(lambda: phase(rig, "p") == "Scheduled")
+    assert rig.kube.status_writes("p") == 4
+    assert rig.metrics.write_errors.labels("unavailable")._value.get() == 3
+
+
+# --- window 2: a rejected write backs off, is reported, and is visible ----------------
+
+
+async def test_rejected_write_backs_off_and_is_reported(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.1)
+    rig = rig_factory()
+    rig.kube.validate = lambda status: (
+        "status.claimedBy: Too long" if status and "claimedBy" in status else None
+    )
+    rig.create("p", 0.0)
+    await asyncio.sleep(1.0)
+    claims = rig.kube.status_writes("p") - 1
+    # 0.1 + 0.2 + 0.4 (+ 0.8): a handful in a second, not a hot loop.
+    assert 2 <= claims <= 5, claims
+    assert rig.metrics.write_errors.labels("invalid")._value.get() == claims
+    assert ("p", "Warning", "StatusWriteRejected") in rig.kube.events
+    assert rig.n8n.sent == []
+
+
+# --- window 3: suspend/edit/postpone must win over a claim ----------------------------
+
+
+async def test_claim_tests_the_generation_so_an_unseen_suspend_wins(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(claim_ahead=0.0)
+    rig.create("p", 0.3)
+    await until(lambda: phase(rig, "p") == "Scheduled")
+
+    def suspend_between_read_and_claim(ops: list[dict[str, Any]]) -> None:
+        if any(op.get("value", {}) == "Publishing" for op in ops if op["op"] == "add"):
+            rig.kube.before_patch = None
+            rig.watching = False  # the edit has not reached the dispatcher yet
+            rig.kube.edit_spec("ns", "p", suspend=True)
+            rig.watching = True
+
+    rig.kube.before_patch = suspend_between_read_and_claim
+    await until(lambda: phase(rig, "p") == "Suspended", within=3)
+    assert rig.n8n.sent == []
+    assert rig.metrics.claim_conflicts._value.get() >= 1
+
+
+async def test_edit_after_an_early_claim_releases_it_and_sends_the_new_text(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(claim_ahead=1.5)
+    rig.create("p", 1.2)
+    await until(lambda: phase(rig, "p") == "Publishing")
+    assert rig.n8n.sent == []
+    rig.d.observe(rig.kube.edit_spec("ns", "p", content={"text": "fixed typo"}))
+    await until(lambda: len(rig.n8n.sent) == 1, within=4)
+    assert rig.n8n.texts("p") == ["fixed typo"]
+    assert rig.n8n.sent[0]["attempt"] == 1  # the unsent attempt number was handed back
+
+
+async def test_orphaned_claim_for_an_older_generation_is_replanned_not_resent(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(claim_timeout=0.2)
+    obj = rig.kube.create("ns", "p", spec(-1))
+    rig.kube.edit_spec("ns", "p", content={"text": "v2"})
+    past = format_time(engine_time(time.time() - 5))
+    rig.d.observe(
+        rig.kube.set_status(
+            "ns",
+            "p",
+            {
+                "phase": "Publishing",
+                "attempt": 1,
+                "claimedAt": past,
+                "claimedBy": "op-dead/9999",
+                "claimedGeneration": obj["metadata"]["generation"],
+                "nextAttemptAt": past,
+                "observedGeneration": 1,
+            },
+        )
+    )
+    await until(lambda: len(rig.n8n.sent) == 1, within=4)
+    assert rig.n8n.texts("p") == ["v2"]
+    assert rig.n8n.sent[0]["attempt"] == 2  # attempt 1 may have gone out: never reused
+
+
+# --- window 4: double-dispatch windows ---------------------------------------------------
+
+
+async def test_failed_record_is_retried_and_never_resent(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
+    rig = rig_factory(record_grace=0.0)
+    rig.n8n.on_send = lambda body: rig.kube.fail("patch", Unavailable("503"), times=3)
+    rig.create("p", 0.1)
+    await until(lambda: "dispatchedAt" in rig.status("p"), within=4)
+    assert len(rig.n8n.sent) == 1
+
+
+async def test_shutdown_finishes_in_flight_requests_and_gives_back_unsent_claims(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(claim_ahead=3.0, record_grace=5.0)
+    rig.n8n.delay["default"] = 0.4
+    rig.create("now", 0.0)
+    rig.create("later", 2.5)
+    await until(lambda: len(rig.n8n.sent) == 1 and phase(rig, "later") == "Publishing")
+    await rig.d.stop(grace=3)
+    assert "dispatchedAt" in rig.status("now")  # finished and recorded, not abandoned
+    later = rig.status("later")
+    assert later["phase"] == "Scheduled" and "claimedBy" not in later
+    assert later["attempt"] == 0
+
+
+# --- window 5: the half-open probe is always released ---------------------------------
+
+
+async def test_probe_is_released_when_the_request_raises(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory()
+    circuit = rig.d._circuit("default")
+    for t in (1.0, 2.0, 3.0):
+        circuit.record_failure(time.time() - 10 + t)
+    rig.n8n.script.append(RuntimeError("boom"))
+    rig.create("p", 0.0)
+    await until(lambda: len(rig.n8n.sent) == 1)
+    await asyncio.sleep(0.05)
+    assert circuit.allow(time.time()) is True  # the slot is free again
+
+
+# --- window 6: resourceVersion is opaque --------------------------------------------------
+
+
+async def test_resource_versions_are_not_ordered(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory()
+    obj = rig.kube.create("ns", "p", spec(3600))
+    obj["metadata"]["resourceVersion"] = "900"
+    rig.d.observe(obj)
+    await until(lambda: phase(rig, "p") == "Scheduled")
+    restored = rig.kube.edit_spec("ns", "p", suspend=True)
+    restored["metadata"]["resourceVersion"] = "5"  # after an etcd restore: "smaller"
+    rig.kube.objects[("ns", "p")]["metadata"]["resourceVersion"] = "5"
+    rig.d.observe(restored)
+    await until(lambda: phase(rig, "p") == "Suspended")
+
+
+# --- window 7: manual retries keep attempt numbers and change the idempotency key ----
+
+
+async def test_manual_retry_continues_attempt_numbers_with_a_new_key(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory()
+    rig.n8n.script.append(engine.Failure(ErrorClass.PERMANENT, "HTTP400", "bad"))
+    rig.create("p", 0.0)
+    await until(lambda: phase(rig, "p") == "Failed")
+    obj = rig.kube.objects[("ns", "p")]
+    obj["metadata"]["annotations"] = {"herald.dev/retry-requested-at": "2026-11-30T10:00:00Z"}
+    obj["metadata"]["resourceVersion"] = "7777"
+    rig.d.observe(rig.kube.get("ns", "p"))
+    await until(lambda: len(rig.n8n.sent) == 2)
+    first, second = rig.n8n.sent
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert (first["key"], second["key"]) == ("uid-ns-p", "uid-ns-p.1")
+
+
+# --- window 8: no breaker or label for an unconfigured target -------------------------
+
+
+async def test_unknown_target_fails_before_any_breaker_exists(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory()
+    rig.create("p", 0.0, target="nope")
+    await until(lambda: phase(rig, "p") == "Failed")
+    assert rig.status("p")["lastError"]["code"] == "UnknownTarget"
+    assert "nope" not in rig.d._circuits
+    assert rig.n8n.sent == []
+
+
+# --- fairness and limits ----------------------------------------------------------------
+
+
+async def test_a_burst_in_one_namespace_does_not_delay_another(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(concurrency=2, claim_ahead=0.0)
+    rig.n8n.delay["default"] = 0.01
+    for i in range(150):
+        rig.create(f"a{i}", 0.0, namespace="a")
+    rig.create("b", 0.0, namespace="b")
+    await until(lambda: any(s["namespace"] == "b" for s in rig.n8n.sent), within=10)
+    position = next(i for i, s in enumerate(rig.n8n.sent) if s["namespace"] == "b")
+    assert position < 4, position
+
+
+async def test_a_slow_target_cannot_hold_every_slot(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(concurrency=4, target_concurrency={"slow": 1})
+    rig.n8n.delay["slow"] = 1.0
+    for i in range(4):
+        rig.create(f"slow{i}", 0.0, target="slow")
+    rig.create("fast", 0.2)
+    await until(lambda: any(s["name"] == "fast" for s in rig.n8n.sent), within=3)
+    publish_at = engine.from_object(rig.kube.get("ns", "fast")).spec.publish_at.timestamp()
+    fast = next(s for s in rig.n8n.sent if s["name"] == "fast")
+    assert fast["at"] - publish_at < 0.3
+    assert sum(1 for s in rig.n8n.sent if s["target"] == "slow") == 1
+
+
+# --- TTL after finishing ------------------------------------------------------------------
+
+
+async def test_finished_posts_are_deleted_after_their_ttl(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(ttl_after_published=0)
+    rig.callback_published()
+    rig.create("p", 0.0)
+    rig.create("keep", 0.0, ttlSecondsAfterFinished=3600)
+    await until(lambda: rig.kube.deleted == ["p"])
+    assert phase(rig, "keep") == "Published"
+    assert rig.metrics.deleted.labels("Published")._value.get() == 1
+
+
+async def test_ttl_delete_is_preconditioned_on_the_version_decided_on(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(ttl_after_published=0)
+    rig.create("p", 3600)
+    await until(lambda: phase(rig, "p") == "Scheduled")
+    with pytest.raises(Exception, match="precondition"):
+        await rig.kube.delete_post("ns", "p", "uid-ns-p", "1")
+
+
+# --- the phase gauge is kept, not scanned --------------------------------------------------
+
+
+async def test_phase_counts_follow_transitions(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory()
+    rig.callback_published()
+    rig.create("p", 0.0)
+    rig.create("q", 3600)
+    await until(lambda: phase(rig, "p") == "Published" and phase(rig, "q") == "Scheduled")
+    await asyncio.sleep(0.05)
+    counts = {(p.phase, p.namespace): p.count for p in rig.d._phase_counts()}
+    assert counts == {("Published", "ns"): 1, ("Scheduled", "ns"): 1}
+    rig.d.forget("uid-ns-q")
+    assert {(p.phase, p.count) for p in rig.d._phase_counts()} == {("Published", 1)}
