@@ -15,7 +15,10 @@ Markers, an HTML comment on the line before the block:
         the block ends with a command that runs until stopped (a watch): it passes if it is
         still running, with no command failed, after 5 s, and is then stopped;
     <!-- docs-test: timeout=300 -->
-        a longer timeout than TIMEOUT.
+        a longer timeout than TIMEOUT;
+    <!-- docs-test: fresh-cluster -->
+        the block starts another path through the document (say, an alternative way to
+        install): it and the blocks after it run on a new control plane.
 Placeholders such as `<name>` are replaced with PLACEHOLDERS (objects the earlier blocks
 created); a block with an unknown placeholder fails and says so.
 """
@@ -66,6 +69,7 @@ class Block:
     skip: str | None = None
     stop_after: float | None = None
     timeout: float = TIMEOUT
+    fresh_cluster: bool = False
 
     @property
     def where(self) -> str:
@@ -82,7 +86,7 @@ def parse_marker(body: str, where: str) -> dict[str, str]:
     for word in shlex.split(body):
         key, _, value = word.partition("=")
         options[key] = value
-    unknown = set(options) - {"skip", "reason", "stop-after", "timeout"}
+    unknown = set(options) - {"skip", "reason", "stop-after", "timeout", "fresh-cluster"}
     if unknown:
         raise ValueError(f"{where}: unknown docs-test option(s) {sorted(unknown)}")
     if "skip" in options and not options.get("reason"):
@@ -121,6 +125,7 @@ def blocks(path: Path) -> list[Block]:
                 skip=options.get("reason") if "skip" in options else None,
                 stop_after=float(options["stop-after"]) if "stop-after" in options else None,
                 timeout=float(options.get("timeout") or TIMEOUT),
+                fresh_cluster="fresh-cluster" in options,
             )
         )
     return found
@@ -151,12 +156,14 @@ class Clusters:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.current: tuple[Path, ControlPlane, Path] | None = None
+        self.started = 0
 
-    def for_document(self, path: Path) -> tuple[ControlPlane, Path]:
-        if self.current is not None and self.current[0] == path:
+    def for_document(self, path: Path, fresh: bool = False) -> tuple[ControlPlane, Path]:
+        if self.current is not None and self.current[0] == path and not fresh:
             return self.current[1], self.current[2]
         self.close()
-        name = re.sub(r"[^a-z0-9]+", "-", shown(path).lower())
+        self.started += 1
+        name = f"{self.started}-" + re.sub(r"[^a-z0-9]+", "-", shown(path).lower())
         cp = ControlPlane(workdir=self.root / name / "cp").start()
         home = self.root / name / "home"
         home.mkdir(parents=True)
@@ -232,7 +239,7 @@ def test_doc_block_runs(block: Block, clusters: Clusters) -> None:
     if block.skip is not None:
         pytest.skip(f"{block.where}: {block.skip}")
     script = substitute(block)
-    cp, home = clusters.for_document(block.path)
+    cp, home = clusters.for_document(block.path, fresh=block.fresh_cluster)
     run_block(block, script, cp, home)
 
 
@@ -249,15 +256,15 @@ def test_parser_reads_markers_and_fences(tmp_path: Path) -> None:
     text = (
         "# T\n\n```sh\necho one\n```\n\n"
         '<!-- docs-test: skip reason="needs a real cluster" -->\n```bash\nexit 1\n```\n'
-        "\n```yaml\na: b\n```\n\n<!-- docs-test: stop-after=2 timeout=9 -->\n\n"
+        "\n```yaml\na: b\n```\n\n<!-- docs-test: stop-after=2 timeout=9 fresh-cluster -->\n\n"
         "````shell\nkubectl get sp -w\n```\nstill inside\n````\n"
     )
     doc.write_text(text)
     found = blocks(doc)
-    assert [(b.line, b.skip, b.stop_after, b.timeout) for b in found] == [
-        (3, None, None, TIMEOUT),
-        (8, "needs a real cluster", None, TIMEOUT),
-        (18, None, 2.0, 9.0),
+    assert [(b.line, b.skip, b.stop_after, b.timeout, b.fresh_cluster) for b in found] == [
+        (3, None, None, TIMEOUT, False),
+        (8, "needs a real cluster", None, TIMEOUT, False),
+        (18, None, 2.0, 9.0, True),
     ]
     assert found[0].code == "echo one\n"
     assert found[2].code == "kubectl get sp -w\n```\nstill inside\n"
