@@ -112,7 +112,7 @@ def spec_of(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
 def chart_policy(helm: Helm, control_plane: ControlPlane, namespace: str) -> Iterator[str]:
     """The chart's policy, bound to `namespace` only (namespaced RBAC mode)."""
     release = f"adm-{namespace}"
-    helm.run(
+    install = helm.run(
         "install",
         release,
         str(CHART),
@@ -125,6 +125,10 @@ def chart_policy(helm: Helm, control_plane: ControlPlane, namespace: str) -> Ite
         "--set",
         f"watchNamespaces={{{namespace}}}",
     )
+    assert (
+        f"Admission policy {release}-herald-freeze-dispatched-posts (Deny): spec edits to "
+        "Publishing/Published posts are refused."
+    ) in install.stdout
     try:
         wait_until_enforced(control_plane, namespace)
         yield f"{release}-herald-freeze-dispatched-posts"

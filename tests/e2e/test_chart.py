@@ -738,6 +738,9 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     fullname = f"{release}-herald"
     install = helm.run("install", release, str(CHART), "--namespace", namespace)
     assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
+    assert f'Callback receiver: sidecar container "callback" of Deployment {fullname}' in (
+        install.stdout
+    )
 
     # Everything a pod would need exists (no pod ever runs here: there is no kubelet).
     control_plane.kubectl(
@@ -885,7 +888,7 @@ def test_rbac_cluster_wide_grants_only_what_herald_needs(
     ServiceAccount; the sidecar mode shares the operator's, tested namespaced below)."""
     release = f"rbac-{namespace}"
     fullname = f"{release}-herald"
-    helm.run(
+    install = helm.run(
         "install",
         release,
         str(CHART),
@@ -894,6 +897,10 @@ def test_rbac_cluster_wide_grants_only_what_herald_needs(
         "--set",
         "callback.separateDeployment=true",
     )
+    assert (
+        f"Callback receiver: Deployment {fullname}-callback (2 replicas, ServiceAccount "
+        f"{fullname}-callback)"
+    ) in install.stdout
     operator = f"system:serviceaccount:{namespace}:{fullname}-operator"
     callback = f"system:serviceaccount:{namespace}:{fullname}-callback"
     elsewhere = create_namespace(control_plane, f"{namespace}-other")
