@@ -19,6 +19,8 @@ Markers, an HTML comment on the line before the block:
     <!-- docs-test: fresh-cluster -->
         the block starts another path through the document (say, an alternative way to
         install): it and the blocks after it run on a new control plane.
+A block in another language (or none) that holds a shell prompt (`$ kubectl ...`) must be
+tagged `sh` or marked skip, so commands cannot slip past the test untagged.
 Placeholders such as `<name>` are replaced with PLACEHOLDERS (objects the earlier blocks
 created); a block with an unknown placeholder fails and says so.
 """
@@ -70,6 +72,7 @@ class Block:
     stop_after: float | None = None
     timeout: float = TIMEOUT
     fresh_cluster: bool = False
+    shell: bool = True  # tagged sh/bash/shell: run
 
     @property
     def where(self) -> str:
@@ -94,8 +97,9 @@ def parse_marker(body: str, where: str) -> dict[str, str]:
     return options
 
 
-def blocks(path: Path) -> list[Block]:
-    """The shell blocks of a Markdown document, with the marker before each (if any)."""
+def blocks(path: Path, *, all_languages: bool = False) -> list[Block]:
+    """The shell blocks of a Markdown document (with all_languages, every fenced block),
+    with the marker before each (if any)."""
     found: list[Block] = []
     lines = path.read_text().splitlines()
     i = 0
@@ -111,7 +115,8 @@ def blocks(path: Path) -> list[Block]:
             body.append(lines[i])
             i += 1
         i += 1  # the closing fence
-        if opening["info"].lower() not in SHELLS:
+        shell = opening["info"].lower() in SHELLS
+        if not shell and not all_languages:
             continue
         where = f"{shown(path)}:{start + 1}"
         previous = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
@@ -126,6 +131,7 @@ def blocks(path: Path) -> list[Block]:
                 stop_after=float(options["stop-after"]) if "stop-after" in options else None,
                 timeout=float(options.get("timeout") or TIMEOUT),
                 fresh_cluster="fresh-cluster" in options,
+                shell=shell,
             )
         )
     return found
@@ -251,6 +257,21 @@ def test_every_document_has_blocks_and_every_skip_a_reason() -> None:
     assert all(b.skip for b in ALL_BLOCKS if b.skip is not None)
 
 
+def test_prompts_outside_shell_blocks_are_marked() -> None:
+    """`$ kubectl ...` in an untagged (or console, text...) block would never run: it must
+    be tagged sh, or marked skip with the reason."""
+    unmarked = [
+        b.where
+        for document in DOCUMENTS
+        for b in blocks(document, all_languages=True)
+        if not b.shell and b.skip is None and re.search(r"^\s*\$ ", b.code, re.MULTILINE)
+    ]
+    assert unmarked == [], (
+        "blocks with shell prompts that the docs test does not run; tag them ```sh "
+        '(without the prompts) or add <!-- docs-test: skip reason="..." -->'
+    )
+
+
 def test_parser_reads_markers_and_fences(tmp_path: Path) -> None:
     doc = tmp_path / "sample.md"
     text = (
@@ -267,6 +288,12 @@ def test_parser_reads_markers_and_fences(tmp_path: Path) -> None:
         (18, None, 2.0, 9.0, True),
     ]
     assert found[0].code == "echo one\n"
+    assert [(b.line, b.shell) for b in blocks(doc, all_languages=True)] == [
+        (3, True),
+        (8, True),
+        (12, False),
+        (18, True),
+    ]
     assert found[2].code == "kubectl get sp -w\n```\nstill inside\n"
     with pytest.raises(ValueError, match="skip needs reason"):
         parse_marker("skip", "x.md:1")
