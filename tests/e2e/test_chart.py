@@ -12,6 +12,8 @@ ServiceAccounts (what the kubelet projects into the pods), publish a post.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -1343,7 +1345,14 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
         configs[role] = control_plane.write_kubeconfig(
             tmp_path / f"{role}.kubeconfig", role, token=token
         )
-    sidecar, callback_base = start_callback_server(configs["callback"], tmp_path / "cb.log")
+    # The keys the chart generated, as the pods would read them.
+    keys = {
+        k: base64.b64decode(v).decode()
+        for k, v in secret_data(control_plane, namespace, f"{fullname}-keys").items()
+    }
+    sidecar, callback_base = start_callback_server(
+        configs["callback"], tmp_path / "cb.log", callback_key=keys["callback-key"]
+    )
     try:
         with FakeN8n(auto_callback=True) as n8n:
             op = start_operator(
@@ -1352,6 +1361,8 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
                 tmp_path / "op.log",
                 namespaces=json.dumps([namespace]),
                 callback_url=callback_base,
+                signing_key=keys["signing-key"],
+                callback_key=keys["callback-key"],
             )
             try:
                 cert, key = control_plane.user_credentials("proof-admin", ["system:masters"])
@@ -1368,6 +1379,16 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
                     assert status["externalUrl"]
                     reasons = {e["reason"] for e in posts.events("proof")}
                     assert {"Scheduled", "Dispatched", "Published"} <= reasons, reasons
+                # The generated "whsec_..." key works as a Standard Webhooks secret: the
+                # dispatch verifies as a receiver holding that secret would verify it.
+                (dispatch,) = n8n.for_post("proof")
+                h = {k.lower(): v for k, v in dispatch.headers.items()}
+                signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + dispatch.raw
+                secret = base64.b64decode(keys["signing-key"].removeprefix("whsec_"))
+                expected_sig = base64.b64encode(
+                    hmac.new(secret, signed, hashlib.sha256).digest()
+                ).decode()
+                assert f"v1,{expected_sig}" in h["webhook-signature"].split(), h
                 assert "Forbidden" not in op.log(), op.log()[-3000:]
                 assert "Forbidden" not in sidecar.log(), sidecar.log()[-3000:]
             finally:
