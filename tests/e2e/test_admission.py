@@ -3,8 +3,9 @@ manifests/admission-policy.yaml), enforced by the real kube-apiserver.
 
 It refuses spec edits to a ScheduledPost that is Publishing or Published, with a message
 that says why and what to do instead; spec.suspend, metadata and status stay writable.
-Posts are put into a phase by writing their status as the admin (no operator runs here):
-the policy looks at the stored phase only.
+Posts are put into a phase by writing their status as the admin (the policy looks at the
+stored phase only); the last test runs the real operator without the policy, to show the
+fallback: the edit is stored and reported as not applied.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.e2e.conftest import Posts, in_seconds
 from tests.support.controlplane import REPO, ControlPlane
+from tests.support.fake_n8n import FakeN8n
 from tests.support.helm import CHART, Helm
+from tests.support.herald_proc import HeraldProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -267,3 +271,25 @@ def test_manifest_file_installs_the_same_policy(
         while patch(control_plane, namespace, "probe", {"spec": {"account": "x"}}).returncode:
             assert time.monotonic() < deadline, "the policy was still enforced 30 s after removal"
             time.sleep(0.5)
+
+
+def test_without_the_policy_the_operator_reports_the_edit_as_not_applied(
+    herald: Callable[..., HeraldProcess], posts: Posts, fake_n8n: FakeN8n
+) -> None:
+    """The fallback when the policy is off: the edit is stored, the real operator says it
+    had no effect (SpecApplied=False, ChangedAfterDispatch)."""
+    herald(fake_n8n.url)
+    posts.create("sent", in_seconds(0.5))
+    posts.wait_phase("sent", "Publishing")  # n8n accepted it; no callback comes
+    posts.patch_spec("sent", {"content": {"text": "changed after dispatch"}})
+
+    def not_applied(status: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "SpecApplied"
+            and c["status"] == "False"
+            and c["reason"] == "ChangedAfterDispatch"
+            for c in status.get("conditions", [])
+        )
+
+    status = posts.wait("sent", not_applied, what="SpecApplied=False")
+    assert status["phase"] == "Publishing"
