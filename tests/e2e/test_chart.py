@@ -2,15 +2,18 @@
 real control plane.
 
 The control plane has no kubelet, controller-manager or scheduler: Deployments never get
-pods, and the callback sidecar's token Secret is never filled. So these tests prove what
-the API server can prove: the objects are valid (`--dry-run=server`), install, upgrade and
-carry the permissions intended, and the pod template passes the `restricted` Pod Security
-admission. Running Herald as these ServiceAccounts is the Python side's end-to-end tests.
+pods. So these tests prove what the API server can prove: the objects are valid
+(`--dry-run=server`), install, upgrade and carry the permissions intended, and the pod
+templates pass the `restricted` Pod Security admission; and the real `herald run` and
+`herald callback-server`, authenticated only by TokenRequest tokens of the chart's
+ServiceAccounts (what the kubelet projects into the pods), publish a post.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -34,16 +37,17 @@ RULES = FILES / "herald-alerts.rules.yaml"
 DASHBOARD = FILES / "herald-dashboard.json"
 MANIFESTS = REPO / "manifests"
 
-# The permissions Herald needs, and nothing else. The operator: read posts, read/patch their
-# status (every state change is a compare-and-swap status patch), post Events. kopf lists
-# and watches CRDs (cluster-scoped, so always a ClusterRole). kopf runs standalone: no
-# peering objects, no leases. The callback sidecar: get the post a callback names, patch
-# its status.
+# The permissions Herald needs, and nothing else. The operator: read posts, delete finished
+# ones past their TTL, read/patch their status (every state change is a compare-and-swap
+# status patch), post Events. kopf lists and watches CRDs (cluster-scoped, so always a
+# ClusterRole). kopf runs standalone: no peering objects, no leases. The callback receiver
+# (its own ServiceAccount only with callback.separateDeployment; a sidecar shares the
+# operator's): get the post a callback names, patch its status, post Events.
 OPERATOR_RULES = [
     {
         "apiGroups": ["herald.dev"],
         "resources": ["scheduledposts"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["get", "list", "watch", "delete"],
     },
     {
         "apiGroups": ["herald.dev"],
@@ -114,6 +118,8 @@ def all_toggles(watch: list[str], grafana_namespace: str) -> dict[str, Any]:
             }
         },
         "pdb": {"maxUnavailable": "50%"},
+        "callback": {"separateDeployment": True, "replicaCount": 3},
+        "admissionPolicy": {"enabled": True},
         "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"}],
         "podAnnotations": {"example.com/team": "social"},
         "priorityClassName": "system-cluster-critical",
@@ -186,6 +192,12 @@ def create_namespace(cp: ControlPlane, name: str, **labels: str) -> str:
     if labels:
         cp.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in labels.items()))
     return name
+
+
+def callback_deployment(docs: list[dict[str, Any]], fullname: str = "herald") -> dict[str, Any]:
+    """The Deployment whose pods run the callback receiver (sidecar or separate)."""
+    separate = find(docs, "Deployment", f"{fullname}-callback")
+    return separate[0] if separate else one(docs, "Deployment", fullname)
 
 
 def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
@@ -288,15 +300,11 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
         [
             ("ConfigMap", "herald-config"),
             ("Secret", "herald-keys"),
-            ("Secret", "herald-callback-token"),
             ("ServiceAccount", "herald-operator"),
-            ("ServiceAccount", "herald-callback"),
             ("ClusterRole", "herald-operator"),
             ("ClusterRole", "herald-operator-crds"),
-            ("ClusterRole", "herald-callback"),
             ("ClusterRoleBinding", "herald-operator"),
             ("ClusterRoleBinding", "herald-operator-crds"),
-            ("ClusterRoleBinding", "herald-callback"),
             ("Service", "herald-callback"),
             ("Service", "herald-metrics"),
             ("Deployment", "herald"),
@@ -304,7 +312,16 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
         ]
     )
     # Monitoring, ingress and network policy are opt-in.
-    for kind in ("Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Role"):
+    optional = (
+        "Ingress",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Role",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    )
+    for kind in optional:
         assert not find(docs, kind)
 
 
@@ -316,8 +333,11 @@ def test_deployment_follows_the_contract(helm: Helm) -> None:
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert pod["serviceAccountName"] == "herald-operator"
-    # Each container mounts its own ServiceAccount token (below), never the pod's default.
-    assert pod["automountServiceAccountToken"] is False
+    # Both containers use the pod's projected token; the ServiceAccount does not automount.
+    assert pod["automountServiceAccountToken"] is True
+    assert one(docs, "ServiceAccount", "herald-operator")["automountServiceAccountToken"] is False
+    # Grace to finish an in-flight request (10 s timeout) and record it after SIGTERM.
+    assert pod["terminationGracePeriodSeconds"] == 60
     # Service links would inject HERALD_CALLBACK_PORT=tcp://... (Service herald-callback),
     # which herald's settings would read as callback_port.
     assert pod["enableServiceLinks"] is False
@@ -356,20 +376,17 @@ def test_deployment_follows_the_contract(helm: Helm) -> None:
     assert callback["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "callback"}
     assert callback["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "callback"}
 
-    # Identities: the operator gets the pod's (operator) token, the sidecar the token
-    # Secret of its own ServiceAccount.
+    # No long-lived token: no token Secret, no token volume, no mount over the projected one.
     sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
-    op_token = {m["mountPath"]: m["name"] for m in operator["volumeMounts"]}[sa_dir]
-    cb_token = {m["mountPath"]: m["name"] for m in callback["volumeMounts"]}[sa_dir]
-    sources = volume(deployment, op_token)["projected"]["sources"]
-    assert {"path": "token", "expirationSeconds": 3607} in [
-        s.get("serviceAccountToken") for s in sources
-    ]
-    token_secret = one(docs, "Secret", volume(deployment, cb_token)["secret"]["secretName"])
-    assert token_secret["type"] == "kubernetes.io/service-account-token"
-    assert token_secret["metadata"]["annotations"] == {
-        "kubernetes.io/service-account.name": "herald-callback"
+    assert not [d for d in docs if d.get("type") == "kubernetes.io/service-account-token"]
+    assert {v["name"] for v in pod["volumes"]} == {
+        "config",
+        "operator-secrets",
+        "callback-secrets",
+        "tmp",
     }
+    for c in (operator, callback):
+        assert sa_dir not in {m["mountPath"] for m in c["volumeMounts"]}
 
     # Least privilege for keys too: the sidecar never sees the signing key.
     assert mounted_secret_files(deployment, "operator") == {
@@ -378,8 +395,14 @@ def test_deployment_follows_the_contract(helm: Helm) -> None:
     }
     assert mounted_secret_files(deployment, "callback") == {f"{SECRETS_DIR}/callback-key"}
 
-    # Services: the callback port, and the operator's metrics.
+    # Services: the callback port, and the operator's metrics, both on the operator's pods.
+    selects = deployment["spec"]["selector"]["matchLabels"]
+    assert selects["app.kubernetes.io/component"] == "operator"
+    assert selects.items() <= spec["template"]["metadata"]["labels"].items()
     callback_svc = one(docs, "Service", "herald-callback")
+    assert callback_svc["spec"]["selector"] == selects
+    assert one(docs, "Service", "herald-metrics")["spec"]["selector"] == selects
+    assert one(docs, "PodDisruptionBudget", "herald")["spec"]["selector"]["matchLabels"] == selects
     assert [(p["port"], p["targetPort"]) for p in callback_svc["spec"]["ports"]] == [
         (8080, "callback")
     ]
@@ -398,6 +421,7 @@ def test_config_file_is_valid_for_herald_and_matches_the_pod(
     values = ALL_TOGGLES if mode == "all-toggles" else None
     docs = documents(helm.template("herald", "herald", values))
     deployment = one(docs, "Deployment", "herald")
+    receiver = callback_deployment(docs)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config_of(docs)))
     for name in [n for n in os.environ if n.startswith("HERALD_")]:
@@ -406,7 +430,7 @@ def test_config_file_is_valid_for_herald_and_matches_the_pod(
     settings = load()
 
     operator_files = mounted_secret_files(deployment, "operator")
-    callback_files = mounted_secret_files(deployment, "callback")
+    callback_files = mounted_secret_files(receiver, "callback")
     assert str(settings.signing_key_file) in operator_files
     assert str(settings.signing_key_file) not in callback_files
     assert str(settings.callback_key_file) in operator_files & callback_files
@@ -415,8 +439,8 @@ def test_config_file_is_valid_for_herald_and_matches_the_pod(
             assert str(target.auth_header_value_file) in operator_files
     ports = {
         p["name"]: p["containerPort"]
-        for c in ("operator", "callback")
-        for p in container(deployment, c)["ports"]
+        for d, c in ((deployment, "operator"), (receiver, "callback"))
+        for p in container(d, c)["ports"]
     }
     assert ports == {
         "metrics": settings.metrics_port,
@@ -449,7 +473,18 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
     cluster = documents(helm.template())
     assert rules_of(cluster, "ClusterRole", "herald-operator") == OPERATOR_RULES
     assert rules_of(cluster, "ClusterRole", "herald-operator-crds") == CRD_RULES
-    assert rules_of(cluster, "ClusterRole", "herald-callback") == CALLBACK_RULES
+    # The sidecar shares the operator's identity: no callback ServiceAccount or roles.
+    assert not [
+        d for d in cluster if d["metadata"]["name"] == "herald-callback" and d["kind"] != "Service"
+    ]
+    separate = documents(
+        helm.template("herald", "herald", {"callback": {"separateDeployment": True}})
+    )
+    assert rules_of(separate, "ClusterRole", "herald-callback") == CALLBACK_RULES
+    binding = one(separate, "ClusterRoleBinding", "herald-callback")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "herald-callback", "namespace": "herald"}
+    ]
 
     namespaced = documents(helm.template("herald", "herald", ALL_TOGGLES))
     assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
@@ -476,6 +511,91 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
             ("herald-callback", "herald-callback", "herald"),
             ("herald-operator", "herald-operator", "herald"),
         ]
+
+
+def test_separate_callback_deployment_has_its_own_identity_pods_and_budget(helm: Helm) -> None:
+    docs = documents(helm.template("herald", "herald", ALL_TOGGLES))
+    operator, receiver = (
+        one(docs, "Deployment", "herald"),
+        one(docs, "Deployment", "herald-callback"),
+    )
+    assert [c["name"] for c in operator["spec"]["template"]["spec"]["containers"]] == ["operator"]
+    assert {v["name"] for v in operator["spec"]["template"]["spec"]["volumes"]} == {
+        "config",
+        "operator-secrets",
+        "tmp",
+    }
+    pod = receiver["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["callback"]
+    assert receiver["spec"]["replicas"] == 3
+    assert pod["serviceAccountName"] == "herald-callback"
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["enableServiceLinks"] is False
+    assert container(receiver, "callback")["args"] == ["callback-server"]
+    assert mounted_secret_files(receiver, "callback") == {
+        f"{SECRETS_DIR}/callback-key",
+        f"{SECRETS_DIR}/callback-shared-secret",
+    }
+    assert one(docs, "ServiceAccount", "herald-callback")["automountServiceAccountToken"] is False
+
+    # Disjoint pods: each Deployment, Service and budget selects only its own component.
+    op_sel = operator["spec"]["selector"]["matchLabels"]
+    cb_sel = receiver["spec"]["selector"]["matchLabels"]
+    assert op_sel["app.kubernetes.io/component"] == "operator"
+    assert cb_sel["app.kubernetes.io/component"] == "callback"
+    assert cb_sel.items() <= receiver["spec"]["template"]["metadata"]["labels"].items()
+    assert not op_sel.items() <= receiver["spec"]["template"]["metadata"]["labels"].items()
+    assert not cb_sel.items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    assert one(docs, "Service", "herald-callback")["spec"]["selector"] == cb_sel
+    assert one(docs, "Service", "herald-metrics")["spec"]["selector"] == op_sel
+    budgets = {p["metadata"]["name"]: p["spec"] for p in find(docs, "PodDisruptionBudget")}
+    assert budgets == {
+        "herald": {"maxUnavailable": "50%", "selector": {"matchLabels": op_sel}},
+        "herald-callback": {"maxUnavailable": "50%", "selector": {"matchLabels": cb_sel}},
+    }
+    # The Ingress and ServiceMonitor reach the receiver through the same Service.
+    ingress = one(docs, "Ingress", "herald-callback")
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == (
+        "herald-callback"
+    )
+
+
+def test_optional_settings_are_rendered_only_when_set(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """TTLs and per-target concurrency are left out of config.yaml unless set, so a Herald
+    that does not know them yet (it refuses unknown settings) keeps starting."""
+    defaults = config_of(documents(helm.template()))
+    assert "ttl_seconds_after_published" not in defaults
+    assert "ttl_seconds_after_failed" not in defaults
+    assert "concurrency" not in defaults["targets"]["default"]
+
+    values = {
+        "config": {"ttlSecondsAfterPublished": 86400, "ttlSecondsAfterFailed": 0},
+        "targets": {
+            "default": {"url": "https://n8n.example.com/webhook/a", "concurrency": 4},
+            "other": {"url": "https://n8n.example.com/webhook/b"},
+        },
+    }
+    config = config_of(documents(helm.template("herald", "herald", values)))
+    assert config["ttl_seconds_after_published"] == 86400
+    assert config["ttl_seconds_after_failed"] == 0
+    assert config["targets"]["default"]["concurrency"] == 4
+    assert "concurrency" not in config["targets"]["other"]
+
+    # Once herald's settings know them, the rendered file must load with the same values.
+    from herald.config import Settings
+
+    if "ttl_seconds_after_published" in Settings.model_fields:
+        config_file = tmp_path / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        for name in [n for n in os.environ if n.startswith("HERALD_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("HERALD_CONFIG_FILE", str(config_file))
+        loaded = load().model_dump()
+        assert loaded["ttl_seconds_after_published"] == 86400
+        assert loaded["ttl_seconds_after_failed"] == 0
+        assert loaded["targets"]["default"]["concurrency"] == 4
 
 
 def test_all_toggles_render_the_optional_objects(helm: Helm) -> None:
@@ -582,19 +702,26 @@ def test_pod_template_passes_restricted_pod_security(
     control_plane.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
-    deployment = one(documents(helm.template("herald", namespace)), "Deployment")
-    template = deployment["spec"]["template"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "herald-pod", "namespace": namespace, **template["metadata"]},
-        "spec": template["spec"],
-    }
-    proc = control_plane.kubectl(
-        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "PodSecurity" not in proc.stderr
+    separate = {"callback": {"separateDeployment": True}}
+    deployments = [
+        *find(documents(helm.template("herald", namespace)), "Deployment"),
+        *find(documents(helm.template("herald", namespace, separate)), "Deployment"),
+    ]
+    assert len(deployments) == 3
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "herald-pod", "namespace": namespace, **template["metadata"]},
+            "spec": template["spec"],
+        }
+        proc = control_plane.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "PodSecurity" not in proc.stderr
+    pod["spec"] = deployments[0]["spec"]["template"]["spec"]
 
     # The namespace really enforces it: a container that may escalate is refused.
     pod["spec"]["containers"][1]["securityContext"]["allowPrivilegeEscalation"] = True
@@ -613,6 +740,9 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     fullname = f"{release}-herald"
     install = helm.run("install", release, str(CHART), "--namespace", namespace)
     assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
+    assert f'Callback receiver: sidecar container "callback" of Deployment {fullname}' in (
+        install.stdout
+    )
 
     # Everything a pod would need exists (no pod ever runs here: there is no kubelet).
     control_plane.kubectl(
@@ -621,26 +751,26 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
         namespace,
         f"deployment/{fullname}",
         f"serviceaccount/{fullname}-operator",
-        f"serviceaccount/{fullname}-callback",
         f"service/{fullname}-callback",
         f"service/{fullname}-metrics",
         f"configmap/{fullname}-config",
         f"secret/{fullname}-keys",
-        f"secret/{fullname}-callback-token",
         f"poddisruptionbudget/{fullname}",
     )
     control_plane.kubectl(
         "get",
         f"clusterrole/{fullname}-operator",
         f"clusterrole/{fullname}-operator-crds",
-        f"clusterrole/{fullname}-callback",
         f"clusterrolebinding/{fullname}-operator",
         f"clusterrolebinding/{fullname}-operator-crds",
-        f"clusterrolebinding/{fullname}-callback",
     )
     first = secret_data(control_plane, namespace, f"{fullname}-keys")
     assert set(first) == {"signing-key", "callback-key"}
-    assert all(len(base64.b64decode(v)) == 64 for v in first.values())
+    # The signing key in Standard Webhooks form: "whsec_" + base64 of 32 random bytes.
+    signing = base64.b64decode(first["signing-key"]).decode()
+    assert signing.startswith("whsec_")
+    assert len(base64.b64decode(signing.removeprefix("whsec_"), validate=True)) == 32
+    assert len(base64.b64decode(first["callback-key"])) == 64
 
     def annotations() -> dict[str, str]:
         out = control_plane.kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json")
@@ -703,12 +833,12 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
 
 def test_existing_secret_is_used_instead_of_a_generated_one(helm: Helm) -> None:
     docs = documents(helm.template("herald", "herald", {"secret": {"existingSecret": "mine"}}))
-    assert [s["metadata"]["name"] for s in find(docs, "Secret")] == ["herald-callback-token"]
+    assert find(docs, "Secret") == []
     deployment = one(docs, "Deployment", "herald")
     assert {
         v["secret"]["secretName"]
         for v in deployment["spec"]["template"]["spec"]["volumes"]
-        if "secret" in v and v["name"] != "callback-token"
+        if "secret" in v
     } == {"mine"}
     assert "checksum/secret" not in deployment["spec"]["template"]["metadata"]["annotations"]
 
@@ -717,6 +847,7 @@ OPERATOR_CAN = [
     ("get", "scheduledposts.herald.dev"),
     ("list", "scheduledposts.herald.dev"),
     ("watch", "scheduledposts.herald.dev"),
+    ("delete", "scheduledposts.herald.dev"),
     ("get", "scheduledposts.herald.dev/status"),
     ("patch", "scheduledposts.herald.dev/status"),
     ("create", "events"),
@@ -726,7 +857,7 @@ OPERATOR_CANNOT = [
     ("create", "scheduledposts.herald.dev"),
     ("update", "scheduledposts.herald.dev"),
     ("patch", "scheduledposts.herald.dev"),
-    ("delete", "scheduledposts.herald.dev"),
+    ("deletecollection", "scheduledposts.herald.dev"),
     ("update", "scheduledposts.herald.dev/status"),
     ("get", "secrets"),
     ("list", "secrets"),
@@ -739,6 +870,7 @@ OPERATOR_CANNOT = [
 CALLBACK_CAN = [
     ("get", "scheduledposts.herald.dev"),
     ("patch", "scheduledposts.herald.dev/status"),
+    ("create", "events"),
 ]
 CALLBACK_CANNOT = [
     ("list", "scheduledposts.herald.dev"),
@@ -754,9 +886,23 @@ CALLBACK_CANNOT = [
 def test_rbac_cluster_wide_grants_only_what_herald_needs(
     helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
+    """Cluster-wide RBAC, with the callback receiver in its own Deployment (its own
+    ServiceAccount; the sidecar mode shares the operator's, tested namespaced below)."""
     release = f"rbac-{namespace}"
     fullname = f"{release}-herald"
-    helm.run("install", release, str(CHART), "--namespace", namespace)
+    install = helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "callback.separateDeployment=true",
+    )
+    assert (
+        f"Callback receiver: Deployment {fullname}-callback (2 replicas, ServiceAccount "
+        f"{fullname}-callback)"
+    ) in install.stdout
     operator = f"system:serviceaccount:{namespace}:{fullname}-operator"
     callback = f"system:serviceaccount:{namespace}:{fullname}-callback"
     elsewhere = create_namespace(control_plane, f"{namespace}-other")
@@ -826,14 +972,14 @@ def test_rbac_cluster_wide_grants_only_what_herald_needs(
     patched = cas_status(operator_token, None, {"phase": "Scheduled", "attempt": 0})
     assert patched.status_code == 200, patched.text
     refusals = [
-        ("delete", "scheduledpost", "p1"),
         ("get", "secrets"),
         ("label", "scheduledpost", "p1", "x=y"),
+        ("create", "configmap", "x", "--from-literal=a=b"),
     ]
     for args in refusals:
         refused = kubectl_as(as_operator, *args)
         assert refused.returncode != 0
-        assert "Forbidden" in refused.stderr, refused.stderr
+        assert "forbidden" in refused.stderr.lower(), refused.stderr
         assert f"system:serviceaccount:{namespace}:{fullname}-operator" in refused.stderr
 
     got = kubectl_as(as_callback, "get", "scheduledpost", "p1", "-o", "json")
@@ -847,8 +993,12 @@ def test_rbac_cluster_wide_grants_only_what_herald_needs(
     for args in refusals:
         refused = kubectl_as(as_callback, *args)
         assert refused.returncode != 0
-        assert "Forbidden" in refused.stderr, refused.stderr
+        assert "forbidden" in refused.stderr.lower(), refused.stderr
         assert f"system:serviceaccount:{namespace}:{fullname}-callback" in refused.stderr
+
+    # Finished posts past their TTL: the operator may delete a post.
+    deleted = kubectl_as(as_operator, "delete", "scheduledpost", "p1")
+    assert deleted.returncode == 0, deleted.stderr
 
 
 def test_rbac_namespaced_mode_is_limited_to_watch_namespaces(
@@ -875,11 +1025,16 @@ def test_rbac_namespaced_mode_is_limited_to_watch_namespaces(
             "-n",
             ns,
             f"role/{fullname}-operator",
-            f"role/{fullname}-callback",
             f"rolebinding/{fullname}-operator",
-            f"rolebinding/{fullname}-callback",
         )
+        # Sidecar mode: the callback receiver shares the operator's identity.
+        absent = control_plane.kubectl("get", "-n", ns, "role", f"{fullname}-callback", check=False)
+        assert "NotFound" in absent.stderr
     absent = control_plane.kubectl("get", "clusterrole", f"{fullname}-operator", check=False)
+    assert "NotFound" in absent.stderr
+    absent = control_plane.kubectl(
+        "get", "serviceaccount", f"{fullname}-callback", "-n", namespace, check=False
+    )
     assert "NotFound" in absent.stderr
     config = control_plane.kubectl(
         "get",
@@ -896,12 +1051,12 @@ def test_rbac_namespaced_mode_is_limited_to_watch_namespaces(
     callback = f"system:serviceaccount:{namespace}:{fullname}-callback"
     for ns in watched:
         assert all(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CAN)
-        assert all(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CAN)
+        # What the sidecar does is a subset of what the operator may do.
+        assert all(can_i(control_plane, operator, v, r, ns) for v, r in CALLBACK_CAN)
         assert not any(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CANNOT)
-        assert not any(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CANNOT)
+        assert not any(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CAN)
     for ns in (unwatched, namespace):
         assert not any(can_i(control_plane, operator, v, r, ns) for v, r in OPERATOR_CAN)
-        assert not any(can_i(control_plane, callback, v, r, ns) for v, r in CALLBACK_CAN)
     assert not can_i(control_plane, operator, "list", "scheduledposts.herald.dev")  # all ns
     # CRDs are cluster-scoped: that rule stays a ClusterRole in this mode too.
     assert can_i(control_plane, operator, "watch", "customresourcedefinitions.apiextensions.k8s.io")
@@ -977,7 +1132,35 @@ BAD_VALUES = [
         ["ingress.enabled=true"],
         [SCHEMA_ERROR, "/ingress/hosts", "minItems"],
     ),
+    (
+        "target-concurrency-zero",
+        ["targets.default.concurrency=0"],
+        [SCHEMA_ERROR, "/targets/default/concurrency", "minimum"],
+    ),
+    (
+        "negative-ttl",
+        ["config.ttlSecondsAfterPublished=-1"],
+        [SCHEMA_ERROR, "/config/ttlSecondsAfterPublished", "minimum"],
+    ),
+    (
+        "bad-validation-action",
+        ["admissionPolicy.validationActions={Block}"],
+        [SCHEMA_ERROR, "/admissionPolicy/validationActions/0"],
+    ),
+    (
+        "unknown-callback-key",
+        ["callback.replicas=2"],
+        [SCHEMA_ERROR, "/callback", "additional properties 'replicas' not allowed"],
+    ),
     # Not expressible in the schema; the chart fails the render with the values named.
+    (
+        "grace-shorter-than-a-request",
+        ["targets.default.timeoutSeconds=120"],
+        [
+            "terminationGracePeriodSeconds (60) must be at least the longest "
+            "targets.<name>.timeoutSeconds (120) + 15"
+        ],
+    ),
     (
         "backoff-above-max",
         ["config.maxBackoffSeconds=10"],
@@ -1040,7 +1223,7 @@ def test_manifests_are_in_sync_with_the_chart(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    for name in ("herald.yaml", "kustomization.yaml"):
+    for name in ("herald.yaml", "kustomization.yaml", "admission-policy.yaml"):
         assert (tmp_path / name).read_text() == (MANIFESTS / name).read_text(), (
             f"manifests/{name} is stale: run hack/render-manifests.sh"
         )
@@ -1048,11 +1231,7 @@ def test_manifests_are_in_sync_with_the_chart(tmp_path: Path) -> None:
 
 def test_manifests_hold_no_secret_values() -> None:
     docs = documents((MANIFESTS / "herald.yaml").read_text())
-    for secret in find(docs, "Secret"):
-        # Only the callback ServiceAccount's token Secret, which the cluster fills.
-        assert secret["type"] == "kubernetes.io/service-account-token"
-        assert "data" not in secret
-        assert "stringData" not in secret
+    assert find(docs, "Secret") == []  # the keys come from a Secret the user creates
     assert one(docs, "Namespace", "herald")
     assert (
         one(docs, "CustomResourceDefinition", "scheduledposts.herald.dev")["spec"]
@@ -1078,15 +1257,13 @@ def test_kubectl_apply_k_manifests(control_plane: ControlPlane, herald_namespace
         herald_namespace,
         "deployment/herald",
         "serviceaccount/herald-operator",
-        "serviceaccount/herald-callback",
         "service/herald-callback",
         "service/herald-metrics",
         "configmap/herald-config",
-        "secret/herald-callback-token",
         "poddisruptionbudget/herald",
     )
     control_plane.kubectl(
-        "get", "clusterrole/herald-operator", "clusterrolebinding/herald-callback"
+        "get", "clusterrole/herald-operator", "clusterrolebinding/herald-operator"
     )
     labels = json.loads(
         control_plane.kubectl("get", "namespace", herald_namespace, "-o", "json").stdout
@@ -1101,7 +1278,7 @@ def test_kubectl_apply_k_manifests(control_plane: ControlPlane, herald_namespace
         "secret",
         "generic",
         "herald-keys",
-        f"--from-literal=signing-key={secrets.token_hex(32)}",
+        f"--from-literal=signing-key=whsec_{base64.b64encode(secrets.token_bytes(32)).decode()}",
         f"--from-literal=callback-key={secrets.token_hex(32)}",
     )
     volumes = json.loads(
@@ -1119,12 +1296,15 @@ def test_kubectl_apply_k_manifests(control_plane: ControlPlane, herald_namespace
     assert diff.returncode == 0, diff.stdout + diff.stderr
 
 
-def test_operator_and_sidecar_work_end_to_end_as_the_charts_service_accounts(
-    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+@pytest.mark.parametrize("mode", ["sidecar", "separate"])
+def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_accounts(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path, mode: str
 ) -> None:
     """RBAC proven, not assumed: the real processes, authenticated only by TokenRequest
-    tokens of the chart's ServiceAccounts, take a post from Scheduled to Published on the
-    RBAC-enforcing API server, and their Events are recorded."""
+    tokens of the chart's ServiceAccounts (what the kubelet projects into the pods), take a
+    post from Scheduled to Published on the RBAC-enforcing API server, and their Events
+    are recorded. As a sidecar, the callback receiver uses the pod's (operator's) token;
+    with callback.separateDeployment, the token of its own ServiceAccount."""
     from tests.e2e.conftest import Posts, in_seconds
     from tests.support.fake_n8n import FakeN8n
     from tests.support.herald_proc import start_callback_server, start_operator
@@ -1141,14 +1321,38 @@ def test_operator_and_sidecar_work_end_to_end_as_the_charts_service_accounts(
         "rbac.clusterWide=false",
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        "--set",
+        f"callback.separateDeployment={str(mode == 'separate').lower()}",
     )
+    deployments = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in json.loads(
+            control_plane.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout
+        )["items"]
+    }
+    # The ServiceAccount each process runs as is the one its pod template names.
+    identities = {
+        "operator": deployments[fullname]["serviceAccountName"],
+        "callback": deployments.get(f"{fullname}-callback", deployments[fullname])[
+            "serviceAccountName"
+        ],
+    }
+    expected = "callback" if mode == "separate" else "operator"
+    assert identities == {"operator": f"{fullname}-operator", "callback": f"{fullname}-{expected}"}
     configs = {}
-    for role in ("operator", "callback"):
-        token = sa_token(control_plane, namespace, f"{fullname}-{role}")
+    for role, sa in identities.items():
+        token = sa_token(control_plane, namespace, sa)
         configs[role] = control_plane.write_kubeconfig(
             tmp_path / f"{role}.kubeconfig", role, token=token
         )
-    sidecar, callback_base = start_callback_server(configs["callback"], tmp_path / "cb.log")
+    # The keys the chart generated, as the pods would read them.
+    keys = {
+        k: base64.b64decode(v).decode()
+        for k, v in secret_data(control_plane, namespace, f"{fullname}-keys").items()
+    }
+    sidecar, callback_base = start_callback_server(
+        configs["callback"], tmp_path / "cb.log", callback_key=keys["callback-key"]
+    )
     try:
         with FakeN8n(auto_callback=True) as n8n:
             op = start_operator(
@@ -1157,6 +1361,8 @@ def test_operator_and_sidecar_work_end_to_end_as_the_charts_service_accounts(
                 tmp_path / "op.log",
                 namespaces=json.dumps([namespace]),
                 callback_url=callback_base,
+                signing_key=keys["signing-key"],
+                callback_key=keys["callback-key"],
             )
             try:
                 cert, key = control_plane.user_credentials("proof-admin", ["system:masters"])
@@ -1173,6 +1379,16 @@ def test_operator_and_sidecar_work_end_to_end_as_the_charts_service_accounts(
                     assert status["externalUrl"]
                     reasons = {e["reason"] for e in posts.events("proof")}
                     assert {"Scheduled", "Dispatched", "Published"} <= reasons, reasons
+                # The generated "whsec_..." key works as a Standard Webhooks secret: the
+                # dispatch verifies as a receiver holding that secret would verify it.
+                (dispatch,) = n8n.for_post("proof")
+                h = {k.lower(): v for k, v in dispatch.headers.items()}
+                signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + dispatch.raw
+                secret = base64.b64decode(keys["signing-key"].removeprefix("whsec_"))
+                expected_sig = base64.b64encode(
+                    hmac.new(secret, signed, hashlib.sha256).digest()
+                ).decode()
+                assert f"v1,{expected_sig}" in h["webhook-signature"].split(), h
                 assert "Forbidden" not in op.log(), op.log()[-3000:]
                 assert "Forbidden" not in sidecar.log(), sidecar.log()[-3000:]
             finally:

@@ -47,8 +47,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "herald.fullname" . }}-callback
 {{- end }}
 
-{{- define "herald.callbackTokenSecret" -}}
-{{ include "herald.fullname" . }}-callback-token
+{{/* Labels that select the operator's pods (which also run the callback receiver unless
+callback.separateDeployment). */}}
+{{- define "herald.operatorSelectorLabels" -}}
+{{ include "herald.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels that select the callback receiver's own pods (callback.separateDeployment). */}}
+{{- define "herald.callbackSelectorLabels" -}}
+{{ include "herald.selectorLabels" . }}
+app.kubernetes.io/component: callback
+{{- end }}
+
+{{/* The pods that receive callbacks: the operator's (sidecar) or the callback Deployment's. */}}
+{{- define "herald.callbackPodSelectorLabels" -}}
+{{- if .Values.callback.separateDeployment }}
+{{- include "herald.callbackSelectorLabels" . }}
+{{- else }}
+{{- include "herald.operatorSelectorLabels" . }}
+{{- end }}
 {{- end }}
 
 {{/* The Secret holding the keys: existingSecret, or the generated one. */}}
@@ -99,7 +117,8 @@ up and renders fresh random values.
 {{- $existing = $found.data }}
 {{- end }}
 {{- $data := dict }}
-{{- $_ := set $data "signing-key" (get $existing "signing-key" | default (randAlphaNum 64 | b64enc)) }}
+{{- /* Standard Webhooks form: "whsec_" + base64 of 32 random bytes (randBytes returns base64). */}}
+{{- $_ := set $data "signing-key" (get $existing "signing-key" | default (printf "whsec_%s" (randBytes 32) | b64enc)) }}
 {{- $_ := set $data "callback-key" (get $existing "callback-key" | default (randAlphaNum 64 | b64enc)) }}
 {{- if .Values.callbackSharedSecret.enabled }}
 {{- $value := .Values.callbackSharedSecret.value | default "" }}
@@ -123,6 +142,15 @@ up and renders fresh random values.
 {{- end }}
 {{- if and .Values.rbac.clusterWide .Values.watchNamespaces }}
 {{- fail "watchNamespaces is only used with rbac.clusterWide=false (with true, all namespaces are watched)" }}
+{{- end }}
+{{- /* After SIGTERM the operator finishes its in-flight webhook requests (each bounded by its
+target's timeoutSeconds) and records their outcome before it exits. */}}
+{{- $longest := 0.0 }}
+{{- range $name, $target := .Values.targets }}
+{{- $longest = maxf $longest (float64 ($target.timeoutSeconds | default 10)) }}
+{{- end }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $longest 15) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least the longest targets.<name>.timeoutSeconds (%v) + 15, so the operator can finish in-flight requests and record them after SIGTERM" .Values.terminationGracePeriodSeconds $longest) }}
 {{- end }}
 {{- range $name := keys .Values.secret.targetAuthValues }}
 {{- if not (and (hasKey $.Values.targets $name) (get $.Values.targets $name).authHeaderName) }}
