@@ -29,12 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
-from kubernetes_asyncio.client import Configuration
-from kubernetes_asyncio.config import (
-    ConfigException,
-    load_incluster_config,
-    load_kube_config,
-)
 
 if TYPE_CHECKING:
     import kopf
@@ -133,6 +127,11 @@ def _sa_namespace(sa_dir: Path) -> str | None:
 
 async def load(source: Source) -> Credentials:
     """Load credentials the way the Kubernetes client library does; runs exec plugins."""
+    # Imported here: the library takes a second or two to import (all its API models), which
+    # `kubectl herald --help` and the unit tests of everything else need not wait for.
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
+
     config = Configuration()
     obtained_at = utcnow()
     paths = _kubeconfig_paths(source)
