@@ -126,9 +126,9 @@ def test_every_subcommand_against_a_running_operator(
         conditions = described.split("Conditions:\n")[1].split("Events:")[0]
         assert any(line.split()[:2] == ["Published", "False"] for line in conditions.splitlines())
         events = described.split("Events:\n")[1]
-        assert {"Scheduled", "Failed"} <= {
-            line.split()[1] for line in events.splitlines()[1:]
-        }, events
+        assert {"Scheduled", "Failed"} <= {line.split()[1] for line in events.splitlines()[1:]}, (
+            events
+        )
 
         # retry: refused for a Published post, applied to a Failed one
         error = refused(cp, "retry", "done", "-n", ns)
