@@ -162,11 +162,10 @@ async def load(source: Source) -> Credentials:
                 config_file=os.pathsep.join(existing),
                 context=source.context,
                 client_configuration=config,
-                # Never write the kubeconfig. (The library would only write back the tokens
-                # an OIDC auth-provider refreshed, and its writer has the wrong signature in
-                # 36.x. That auth-provider is deprecated, kubectl dropped it for the
-                # `kubelogin` exec plugin, which works here; an identity provider that rotates
-                # refresh tokens needs that plugin.)
+                # Never write the kubeconfig. The library would only write back the tokens
+                # an `auth-provider: oidc` refreshed, and its writer is called with the wrong
+                # arguments in 36.x. So such tokens live in memory only: an identity provider
+                # that rotates refresh tokens needs an exec plugin such as `kubelogin`.
                 persist_config=False,
             )
         except (
