@@ -164,8 +164,9 @@ async def load(source: Source) -> Credentials:
                 client_configuration=config,
                 # Never write the kubeconfig. The library would only write back the tokens
                 # an `auth-provider: oidc` refreshed, and its writer is called with the wrong
-                # arguments in 36.x. So such tokens live in memory only: an identity provider
-                # that rotates refresh tokens needs an exec plugin such as `kubelogin`.
+                # arguments in 36.x. So once the kubeconfig's id-token has expired, each
+                # reload asks the identity provider again with the kubeconfig's refresh token;
+                # a provider that rotates refresh tokens needs an exec plugin (`kubelogin`).
                 persist_config=False,
             )
         except (
