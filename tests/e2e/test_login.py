@@ -259,7 +259,7 @@ async def test_client_certificate_kept_with_insecure_skip_tls_verify(
     posts.create("seen", in_seconds(3600), suspend=True)
     client = KubeClient(discover(str(path)))
     try:
-        # Without the certificate the API server would answer 401 (anonymous is off for it).
+        # Without the client certificate this request would be anonymous, and Forbidden.
         obj = await client.get_post(namespace, "seen")
     finally:
         await client.aclose()
