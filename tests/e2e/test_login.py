@@ -204,8 +204,7 @@ def test_expiring_exec_credentials_are_refreshed(
         after = runs(op_runs), runs(cb_runs)
     assert after[0] > before[0], f"the operator did not run the plugin again: {before}, {after}"
     assert after[1] > before[1], f"the sidecar did not run the plugin again: {before}, {after}"
-    # Refreshed when expired, not on every request: a handful of runs for a few dozen calls.
-    assert after[0] + after[1] < 20, after
+    # (That a valid token is not fetched again per request is shown above, with a long expiry.)
 
 
 def test_kubeconfig_split_across_two_files(
