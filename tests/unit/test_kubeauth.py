@@ -375,3 +375,33 @@ def test_connection_info_for_kopf(tmp_path: Path) -> None:
     static = kubeauth.connection_info(creds())
     assert static.expiration is None, "kopf re-logs in on a 401 for credentials without expiry"
     assert static.as_http_headers() == {"Authorization": "Bearer t"}
+
+
+def test_rotated_projected_token_is_picked_up(tmp_path: Path) -> None:
+    """In a pod the kubelet rewrites the ServiceAccount token file before it expires."""
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("projected-1")
+    (sa / "ca.crt").write_text(CA)
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    source = Source(sa_dir=sa, environ=env)
+    clock = Clock()
+    auth = KubeAuth(source, kubeauth.load_sync(source), clock=clock)
+    server = Server()
+    with httpx.Client(auth=auth, transport=httpx.MockTransport(server)) as http:
+        http.get("https://10.0.0.1/api")
+        (sa / "token").write_text("projected-2")  # rotated
+        http.get("https://10.0.0.1/api")  # read again only after REREAD_EVERY…
+        clock.now += kubeauth.REREAD_EVERY + S
+        http.get("https://10.0.0.1/api")
+        clock.now = dt.datetime.now(dt.UTC)  # projected-2 was read on the real clock
+        (sa / "token").write_text("projected-3")
+        server.revoked.add("Bearer projected-2")  # …or at once after a 401
+        assert http.get("https://10.0.0.1/api").status_code == 200
+    assert server.seen == [
+        "Bearer projected-1",
+        "Bearer projected-1",
+        "Bearer projected-2",
+        "Bearer projected-2",
+        "Bearer projected-3",
+    ]
