@@ -89,6 +89,25 @@ class ExecUser:
             "--clusterrole=cluster-admin",
             f"--serviceaccount={namespace}:{SA}",
         )
+        # The authorizer learns of the binding through a watch: wait until it applies, so
+        # that Herald's first requests are not Forbidden.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            answer = cp.kubectl(
+                "auth",
+                "can-i",
+                "list",
+                "scheduledposts.herald.dev",
+                "-n",
+                namespace,
+                f"--as=system:serviceaccount:{namespace}:{SA}",
+                check=False,
+            )
+            if answer.stdout.strip() == "yes":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the binding never applied: {answer.stdout} {answer.stderr}")
         cert, key = cp.user_credentials("exec-plugin-minter", ["system:masters"])
         pem = tmp_path / "minter.pem"
         pem.write_bytes(cert + key)
