@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from herald import engine, logs
+from herald import engine, kubeauth, logs
 from herald.config import Settings
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
@@ -52,10 +52,15 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 
 @kopf.on.login(registry=registry)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # The same credentials herald.kube.discover() uses: the pod's ServiceAccount, else
-    # the current kubeconfig context.
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    # The same credentials herald.kube.discover() uses, loaded by the Kubernetes client
+    # library (exec plugins, OIDC, every $KUBECONFIG file). kopf calls this again when the
+    # credentials reach their `expiration` and after a 401; a failed plugin run is retried.
+    try:
+        creds = await kubeauth.load(kubeauth.Source())
+    except kubeauth.LoginError as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    return kubeauth.connection_info(creds)
 
 
 @kopf.on.startup(registry=registry)

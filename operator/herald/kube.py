@@ -1,29 +1,23 @@
 """The Kubernetes adapter: read ScheduledPosts, compare-and-swap their status, post Events.
 
-httpx against the API server, authenticated the way kubectl would be: in a pod with the
-ServiceAccount's projected token (re-read as the kubelet rotates it), elsewhere with the
-current context of $KUBECONFIG or ~/.kube/config. Failures come out as this module's
-exceptions: Conflict (someone else wrote first), NotFound, Forbidden, Unavailable.
+httpx against the API server, logged in the way kubectl would be (`herald.kubeauth`: the
+Kubernetes client library's kubeconfig and in-cluster loading, exec plugins, refreshed
+before expiry). Failures come out as this module's exceptions: Conflict (someone else
+wrote first), NotFound, Forbidden, Unavailable.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import os
 import ssl
-import tempfile
-from collections.abc import Generator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from herald import kubeauth
 from herald.models import GROUP, KIND, PLURAL, VERSION, format_time
 
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -54,102 +48,36 @@ class Invalid(KubeError):
     """
 
 
-class _TokenFile(httpx.Auth):
-    """Bearer token read from a file on every request: projected tokens rotate."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._path.read_text().strip()}"
-        yield request
-
-
 @dataclass
 class Connection:
+    """Where the API server is and how to log in to it (see `herald.kubeauth`)."""
+
     server: str
     tls: ssl.SSLContext | bool
     auth: httpx.Auth | None = None
     headers: dict[str, str] | None = None
+    proxy: str | None = None
+    namespace: str | None = None
+    """The context's default namespace (the ServiceAccount's in a pod), if it sets one."""
 
 
-def _cadata(cluster: dict[str, Any], base: Path) -> ssl.SSLContext | bool:
-    if cluster.get("insecure-skip-tls-verify"):
-        return False
-    ctx = ssl.create_default_context()
-    if cluster.get("certificate-authority-data"):
-        ctx.load_verify_locations(
-            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-        )
-    elif cluster.get("certificate-authority"):
-        ctx.load_verify_locations(cafile=str(base / cluster["certificate-authority"]))
-    return ctx
-
-
-def _load_client_cert(ctx: ssl.SSLContext, user: dict[str, Any], base: Path) -> None:
-    cert, key = user.get("client-certificate-data"), user.get("client-key-data")
-    if cert and key:
-        # ssl wants files; the key lives on disk only for the duration of the call.
-        with tempfile.TemporaryDirectory() as tmp:
-            pem = Path(tmp) / "client.pem"
-            pem.touch(mode=0o600)
-            pem.write_bytes(base64.b64decode(cert) + b"\n" + base64.b64decode(key))
-            ctx.load_cert_chain(str(pem))
-    elif user.get("client-certificate") and user.get("client-key"):
-        ctx.load_cert_chain(str(base / user["client-certificate"]), str(base / user["client-key"]))
-
-
-def from_kubeconfig(path: Path) -> Connection:
-    config = yaml.safe_load(path.read_text()) or {}
-    base = path.parent
-    current = config.get("current-context")
-    if not current:
-        raise KubeError(f"{path}: current-context is not set")
-    by_name = {
-        kind: {item["name"]: item.get(kind[:-1]) or {} for item in config.get(kind) or []}
-        for kind in ("contexts", "clusters", "users")
-    }
+def discover(kubeconfig: str | None = None, context: str | None = None) -> Connection:
+    """Log in as kubectl would: `kubeconfig` (paths, os.pathsep-separated) or $KUBECONFIG
+    (all its files merged), else the pod's ServiceAccount, else ~/.kube/config; `context`
+    instead of the current one. Raises KubeError when there are no usable credentials."""
+    source = kubeauth.Source(kubeconfig=kubeconfig, context=context)
     try:
-        context = by_name["contexts"][current]
-        cluster = by_name["clusters"][context["cluster"]]
-        user = by_name["users"][context["user"]]
-    except KeyError as exc:
-        raise KubeError(f"{path}: context {current!r} refers to a missing {exc}") from exc
-    tls = _cadata(cluster, base)
-    if isinstance(tls, ssl.SSLContext):
-        _load_client_cert(tls, user, base)
-    auth: httpx.Auth | None = None
-    headers: dict[str, str] = {}
-    if user.get("tokenFile"):
-        auth = _TokenFile(base / user["tokenFile"])
-    elif user.get("token"):
-        headers["Authorization"] = f"Bearer {user['token']}"
-    return Connection(server=cluster["server"], tls=tls, auth=auth, headers=headers)
-
-
-def in_cluster() -> Connection | None:
-    host, port = (
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
-        os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
+        creds = kubeauth.load_sync(source)
+        tls = kubeauth.ssl_context(creds)
+    except (kubeauth.LoginError, OSError, ssl.SSLError) as exc:
+        raise KubeError(str(exc)) from exc
+    return Connection(
+        server=creds.server,
+        tls=tls,
+        auth=kubeauth.KubeAuth(source, creds, tls),
+        proxy=creds.proxy,
+        namespace=creds.namespace,
     )
-    if not host or not (SA_DIR / "token").exists():
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-    return Connection(server=f"https://{host}:{port}", tls=ctx, auth=_TokenFile(SA_DIR / "token"))
-
-
-def discover() -> Connection:
-    """In a pod: the ServiceAccount. Elsewhere: $KUBECONFIG's first file, or ~/.kube/config."""
-    conn = in_cluster()
-    if conn is not None:
-        return conn
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    path = Path(paths[0] if paths else "~/.kube/config").expanduser()
-    if not path.exists():
-        raise KubeError(f"no Kubernetes credentials: not in a pod, and {path} does not exist")
-    return from_kubeconfig(path)
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
@@ -192,6 +120,7 @@ class KubeClient:
             verify=conn.tls,
             auth=conn.auth,
             headers=conn.headers,
+            proxy=conn.proxy,
             timeout=timeout,
         )
         self._component = component

@@ -1,0 +1,616 @@
+"""`kubectl herald`: list, inspect, retry, suspend, resume and reschedule ScheduledPosts.
+
+Installed as the console script `kubectl-herald`, which kubectl runs for `kubectl herald …`
+once it is on PATH. It logs in exactly as Herald does (`herald.kube.discover`: the
+Kubernetes client library's kubeconfig loading, `--kubeconfig`/`--context` honoured) and
+defaults to the context's namespace, like kubectl.
+
+The verbs only edit what a user could edit with kubectl (the retry annotation,
+`spec.suspend`, `spec.publishAt`); the operator does the rest. Each edit is a merge patch
+with the resourceVersion it was checked against, so a verb refused or allowed for the
+post's phase is applied to that same version of the post, not a newer one.
+
+Pure functions (formatting, time parsing, which verb fits which phase, the patches) come
+first; the few API calls and the command line follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from herald.kube import Conflict, Connection, KubeError, NotFound, _raise_for, discover
+from herald.models import GROUP, PLURAL, RETRY_ANNOTATION, RFC3339_WITH_OFFSET, VERSION, Phase
+from herald.models import format_time as rfc3339
+
+RESOURCE = f"scheduledpost.{GROUP}"
+MERGE_PATCH = "application/merge-patch+json"
+EVENTS_SHOWN = 10
+ERROR_WIDTH = 60
+
+
+class PluginError(Exception):
+    """A one-line reason the command cannot do what was asked."""
+
+
+# --- formatting (pure) -------------------------------------------------------------------
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's HumanDuration: 45s, 3m20s, 42m, 5h10m, 30h, 3d4h, 120d, 3y20d."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    s = max(s, 0)
+    minutes, hours, days = s // 60, s // 3600, s // 86400
+    if s < 120:
+        return f"{s}s"
+    if minutes < 10:
+        return f"{minutes}m" if s % 60 == 0 else f"{minutes}m{s % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{days}d" if hours % 24 == 0 else f"{days}d{hours % 24}h"
+    if days < 365 * 2:
+        return f"{days}d"
+    if days < 365 * 8:
+        years = days // 365
+        return f"{years}y" if days % 365 == 0 else f"{years}y{days % 365}d"
+    return f"{days // 365}y"
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def relative(at: dt.datetime | None, now: dt.datetime) -> str:
+    """ "in 5m" for the future, "5m ago" for the past."""
+    if at is None:
+        return "-"
+    delta = (at - now).total_seconds()
+    return f"in {human_duration(delta)}" if delta > 0 else f"{human_duration(-delta)} ago"
+
+
+def clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj.get("spec") or {}
+    return spec
+
+
+def phase_of(obj: dict[str, Any]) -> Phase | None:
+    value = _status(obj).get("phase")
+    try:
+        return Phase(value) if value else None
+    except ValueError:
+        return None
+
+
+def when(obj: dict[str, Any], now: dt.datetime) -> str:
+    """The WHEN column: what happens next, or when the last thing happened."""
+    status, spec = _status(obj), _spec(obj)
+    phase = phase_of(obj)
+    if phase is Phase.PUBLISHED:
+        return f"published {relative(parse_time(status.get('publishedAt')), now)}"
+    if phase is Phase.FAILED:
+        return f"failed {relative(parse_time((status.get('lastError') or {}).get('at')), now)}"
+    if phase is Phase.PUBLISHING:
+        return f"publishing since {relative(parse_time(status.get('claimedAt')), now)}"
+    if phase is Phase.SUSPENDED or spec.get("suspend"):
+        return "suspended"
+    if phase is Phase.RETRYING:
+        return f"retry {relative(parse_time(status.get('nextAttemptAt')), now)}"
+    due = parse_time(status.get("nextAttemptAt")) or parse_time(spec.get("publishAt"))
+    if due is not None and due <= now:
+        return "due now"
+    return f"due {relative(due, now)}"
+
+
+def last_error(obj: dict[str, Any], width: int = ERROR_WIDTH) -> str:
+    error = _status(obj).get("lastError") or {}
+    if not error:
+        return ""
+    return clip(f"{error.get('code', '?')}: {error.get('message', '')}", width)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns as kubectl prints them: left-aligned, three spaces apart."""
+    rows = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def list_table(objs: Sequence[dict[str, Any]], now: dt.datetime, all_namespaces: bool) -> str:
+    headers = ["NAME", "PHASE", "WHEN", "ATTEMPTS", "LAST ERROR"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for obj in sorted(objs, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
+        phase = phase_of(obj)
+        row = [
+            obj["metadata"]["name"],
+            phase.value if phase else "-",
+            when(obj, now),
+            str(_status(obj).get("attempt", 0)),
+            last_error(obj),
+        ]
+        if all_namespaces:
+            row.insert(0, obj["metadata"]["namespace"])
+        rows.append(row)
+    return table(headers, rows)
+
+
+def _event_time(event: dict[str, Any]) -> dt.datetime | None:
+    return (
+        parse_time(event.get("lastTimestamp"))
+        or parse_time(event.get("eventTime"))
+        or parse_time(event.get("firstTimestamp"))
+        or parse_time((event.get("metadata") or {}).get("creationTimestamp"))
+    )
+
+
+def _indent(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
+
+
+def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.datetime) -> str:
+    """`kubectl herald describe`: status, attempt history, conditions, recent Events."""
+    meta, spec, status = obj["metadata"], _spec(obj), _status(obj)
+    phase = phase_of(obj)
+    lines: list[tuple[str, str]] = [
+        ("Name", meta["name"]),
+        ("Namespace", meta["namespace"]),
+        ("Phase", phase.value if phase else "- (not yet seen by the operator)"),
+    ]
+    if status.get("message"):
+        lines.append(("Message", status["message"]))
+    channel = spec.get("channel", "linkedin")
+    if spec.get("account"):
+        channel += f" (account {spec['account']})"
+    publish_at = parse_time(spec.get("publishAt"))
+    lines += [
+        ("Channel", channel),
+        ("Target", spec.get("target", "default")),
+        ("Publish at", f"{spec.get('publishAt', '-')} ({relative(publish_at, now)})"),
+        ("Suspend", "true" if spec.get("suspend") else "false"),
+        ("Attempts", str(status.get("attempt", 0))),
+    ]
+    for key, label in (
+        ("nextAttemptAt", "Next attempt"),
+        ("claimedAt", "Claimed at"),
+        ("publishedAt", "Published at"),
+    ):
+        if status.get(key) and not (key == "claimedAt" and phase is not Phase.PUBLISHING):
+            lines.append((label, f"{status[key]} ({relative(parse_time(status[key]), now)})"))
+    if status.get("claimedBy") and phase is Phase.PUBLISHING:
+        lines.append(("Claimed by", status["claimedBy"]))
+    if status.get("externalUrl"):
+        lines.append(("External URL", status["externalUrl"]))
+    error = status.get("lastError")
+    if error:
+        at = relative(parse_time(error.get("at")), now)
+        lines.append(
+            (
+                "Last error",
+                f"{error.get('class')} {error.get('code')} ({at}): {error.get('message')}",
+            )
+        )
+    requested = (meta.get("annotations") or {}).get(RETRY_ANNOTATION)
+    if requested:
+        handled = status.get("lastHandledRetryRequest") == requested
+        lines.append(("Retry requested", f"{requested} ({'handled' if handled else 'pending'})"))
+    width = max(len(k) for k, _ in lines) + 2
+    out = "".join(f"{(k + ':').ljust(width)}{v}\n" for k, v in lines)
+
+    out += "Attempt history:\n"
+    history = status.get("history") or []
+    if history:
+        rows = []
+        for record in history:
+            finished = parse_time(record.get("finishedAt"))
+            claimed = parse_time(record.get("claimedAt"))
+            took = (
+                human_duration((finished - claimed).total_seconds())
+                if finished and claimed
+                else "-"
+            )
+            rows.append(
+                [
+                    str(record.get("attempt", "?")),
+                    record.get("outcome", ""),
+                    relative(finished, now),
+                    took,
+                    record.get("code") or "",
+                    clip(record.get("message") or "", 80),
+                ]
+            )
+        out += _indent(table(["#", "OUTCOME", "FINISHED", "TOOK", "CODE", "MESSAGE"], rows))
+    else:
+        out += "  <none>\n"
+
+    out += "Conditions:\n"
+    conditions = status.get("conditions") or []
+    if conditions:
+        rows = [
+            [
+                c.get("type", ""),
+                c.get("status", ""),
+                c.get("reason", ""),
+                relative(parse_time(c.get("lastTransitionTime")), now),
+                clip(c.get("message", ""), 80),
+            ]
+            for c in conditions
+        ]
+        out += _indent(table(["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], rows))
+    else:
+        out += "  <none>\n"
+
+    out += "Events:\n"
+    ordered = sorted(events, key=lambda e: _event_time(e) or dt.datetime.min.replace(tzinfo=dt.UTC))
+    recent = ordered[-EVENTS_SHOWN:]
+    if recent:
+        rows = []
+        for event in recent:
+            source = event.get("source") or {}
+            rows.append(
+                [
+                    event.get("type", ""),
+                    event.get("reason", ""),
+                    relative(_event_time(event), now),
+                    source.get("component") or event.get("reportingComponent") or "",
+                    clip(event.get("message", ""), 100),
+                ]
+            )
+        out += _indent(table(["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows))
+    else:
+        out += "  <none>\n"
+    return out
+
+
+# --- times (pure) ------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\+(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+AT_HELP = (
+    "an RFC 3339 time with a UTC offset (2026-12-01T09:00:00Z) or +duration (+90s, +2h30m, +1d)"
+)
+
+
+def parse_at(value: str, now: dt.datetime) -> dt.datetime:
+    """`--at`: an RFC 3339 time with its offset, or `+duration` from now."""
+    value = value.strip()
+    match = _DURATION.match(value)
+    if match and any(match.groups()):
+        d, h, m, s = (int(g or 0) for g in match.groups())
+        return now + dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
+    if re.match(RFC3339_WITH_OFFSET, value):
+        try:
+            return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        except ValueError:
+            pass
+    raise PluginError(f"--at {value!r}: expected {AT_HELP}")
+
+
+# --- verbs (pure) ------------------------------------------------------------------------
+
+VERBS = ("retry", "suspend", "resume", "reschedule", "publish-now")
+
+
+def refusal(verb: str, obj: dict[str, Any], now: dt.datetime) -> str | None:
+    """Why `verb` makes no sense for the post as it is, or None when it does."""
+    name = obj["metadata"]["name"]
+    status, spec = _status(obj), _spec(obj)
+    phase = phase_of(obj)
+    suspended = bool(spec.get("suspend"))
+    published = f"it was published {relative(parse_time(status.get('publishedAt')), now)}"
+    in_flight = f"it is being published (attempt {status.get('attempt', 0)} is in flight)"
+    next_attempt = relative(parse_time(status.get("nextAttemptAt")), now)
+
+    def use(other: str) -> str:
+        return f"`kubectl herald {other} {name}`"
+
+    if verb == "retry":
+        if phase in (Phase.FAILED, Phase.RETRYING):
+            return None
+        if phase is Phase.PUBLISHED:
+            why = f"{published}: there is nothing to retry"
+        elif phase is Phase.PUBLISHING:
+            why = f"{in_flight}: a failed attempt is retried automatically"
+        elif phase is Phase.SCHEDULED:
+            why = (
+                f"it has not failed, it is due {next_attempt}; {use('publish-now')} sends it early"
+            )
+        elif phase is Phase.SUSPENDED:
+            why = f"it is suspended; {use('resume')} lets it be dispatched"
+        else:
+            why = "the operator has not accepted it yet"
+        return f"cannot retry {name}: {why} (retry applies to Failed and Retrying posts)"
+    if verb == "suspend":
+        if suspended:
+            return f"{name} is already suspended"
+        if phase in (None, Phase.SCHEDULED, Phase.RETRYING):
+            return None
+        if phase is Phase.PUBLISHED:
+            return f"cannot suspend {name}: {published}"
+        if phase is Phase.PUBLISHING:
+            return f"cannot suspend {name}: {in_flight} and cannot be called back"
+        return f"cannot suspend {name}: it failed, and is not dispatched again unless retried"
+    if verb == "resume":
+        return None if suspended else f"{name} is not suspended (spec.suspend is false)"
+    if verb in ("reschedule", "publish-now"):
+        action = "reschedule" if verb == "reschedule" else "publish now"
+        if phase is Phase.PUBLISHED:
+            return f"cannot {action} {name}: {published}"
+        if phase is Phase.PUBLISHING:
+            return f"cannot {action} {name}: {in_flight}"
+        if phase is Phase.FAILED:
+            return f"cannot {action} {name}: it failed; {use('retry')} tries again now"
+        if verb == "publish-now" and (suspended or phase is Phase.SUSPENDED):
+            return f"cannot publish {name} now: it is suspended; {use('resume')} first"
+        if verb == "publish-now" and phase is Phase.RETRYING:
+            return (
+                f"cannot publish {name} now: it is retrying (next attempt {next_attempt}); "
+                f"{use('retry')} tries again at once"
+            )
+        return None
+    raise PluginError(f"unknown verb {verb!r}")
+
+
+def patch_for(
+    verb: str, obj: dict[str, Any], now: dt.datetime, at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The merge patch for `verb`, conditional on the resourceVersion it was checked on."""
+    meta: dict[str, Any] = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+    body: dict[str, Any] = {"metadata": meta}
+    if verb == "retry":
+        meta["annotations"] = {RETRY_ANNOTATION: rfc3339(now)}
+    elif verb == "suspend":
+        body["spec"] = {"suspend": True}
+    elif verb == "resume":
+        body["spec"] = {"suspend": False}
+    elif verb == "reschedule":
+        if at is None:
+            raise PluginError("reschedule needs --at")
+        body["spec"] = {"publishAt": rfc3339(at)}
+    elif verb == "publish-now":
+        body["spec"] = {"publishAt": rfc3339(now)}
+    else:
+        raise PluginError(f"unknown verb {verb!r}")
+    return body
+
+
+def done_message(verb: str, obj: dict[str, Any], patch: dict[str, Any]) -> str:
+    name = f"{RESOURCE}/{obj['metadata']['name']}"
+    spec = patch.get("spec") or {}
+    return {
+        "retry": f"{name} retry requested",
+        "suspend": f"{name} suspended",
+        "resume": f"{name} resumed",
+        "reschedule": f"{name} rescheduled to {spec.get('publishAt')}",
+        "publish-now": f"{name} publishing now ({spec.get('publishAt')})",
+    }[verb]
+
+
+# --- API calls ---------------------------------------------------------------------------
+
+
+class Api:
+    """The plugin's few requests, on a synchronous httpx client with Herald's login."""
+
+    def __init__(self, conn: Connection, timeout: float = 15.0) -> None:
+        self._http = httpx.Client(
+            base_url=conn.server,
+            verify=conn.tls,
+            auth=conn.auth,
+            headers=conn.headers,
+            proxy=conn.proxy,
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        _raise_for(response, what)
+        result: dict[str, Any] = response.json()
+        return result
+
+    @staticmethod
+    def _path(namespace: str | None, name: str | None = None) -> str:
+        base = f"/apis/{GROUP}/{VERSION}"
+        path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
+        return f"{path}/{name}" if name else path
+
+    def list_posts(self, namespace: str | None, phase: str | None) -> list[dict[str, Any]]:
+        params = {"fieldSelector": f"status.phase={phase}"} if phase else {}
+        body = self._request("GET", self._path(namespace), "list scheduledposts", params=params)
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self._request("GET", self._path(namespace, name), f"get {name}")
+        except NotFound:
+            raise PluginError(
+                f'scheduledpost "{name}" not found in namespace "{namespace}"'
+            ) from None
+
+    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request(
+            "PATCH",
+            self._path(namespace, name),
+            f"patch {name}",
+            json=body,
+            headers={"Content-Type": MERGE_PATCH},
+        )
+
+    def events(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.name={name},involvedObject.uid={uid}"
+        body = self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            f"events of {name}",
+            params={"fieldSelector": selector},
+        )
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    api: Api
+    namespace: str
+    now: Callable[[], dt.datetime]
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS: the flags may come before or after the verb without one erasing the other.
+    common = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    common.add_argument("--kubeconfig", default=s, help="kubeconfig file(s), like kubectl's")
+    common.add_argument("--context", default=s, help="the kubeconfig context to use")
+    common.add_argument(
+        "-n", "--namespace", default=s, help="the namespace (default: the context's)"
+    )
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    main = argparse.ArgumentParser(
+        prog="kubectl herald",
+        parents=[common],
+        description="Inspect and steer Herald's ScheduledPosts.",
+    )
+    sub = main.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    ls = sub.add_parser(
+        "list", parents=[common], help="list posts: phase, when, attempts, last error"
+    )
+    ls.add_argument("-A", "--all-namespaces", action="store_true", help="posts of every namespace")
+    ls.add_argument(
+        "--phase",
+        type=_phase,
+        help="only posts in this phase: " + ", ".join(p.value for p in Phase),
+    )
+    for verb, text in (
+        ("describe", "status, attempt history, conditions and recent Events of a post"),
+        ("retry", "retry a Failed (or Retrying) post from attempt 1, now"),
+        ("suspend", "stop a post from being dispatched (spec.suspend: true)"),
+        ("resume", "let a suspended post be dispatched again (spec.suspend: false)"),
+        ("publish-now", "publish a scheduled post at once (spec.publishAt: now)"),
+    ):
+        sub.add_parser(verb, parents=[common], help=text).add_argument("name")
+    resched = sub.add_parser(
+        "reschedule", parents=[common], help="move a post's publishAt (--at TIME or +DURATION)"
+    )
+    resched.add_argument("name")
+    resched.add_argument("--at", required=True, help=AT_HELP)
+    return main
+
+
+def _phase(value: str) -> str:
+    for phase in Phase:
+        if phase.value.lower() == value.lower():
+            return phase.value
+    raise argparse.ArgumentTypeError(
+        f"unknown phase {value!r}; one of {', '.join(p.value for p in Phase)}"
+    )
+
+
+def run_verb(ctx: Context, verb: str, name: str, at_text: str | None = None) -> str:
+    """Check the verb against the post's phase and apply it to that same version."""
+    for _ in range(5):
+        obj = ctx.api.get(ctx.namespace, name)
+        now = ctx.now()
+        reason = refusal(verb, obj, now)
+        if reason:
+            raise PluginError(reason)
+        at = parse_at(at_text, now) if at_text is not None else None
+        patch = patch_for(verb, obj, now, at)
+        try:
+            ctx.api.patch(ctx.namespace, name, patch)
+        except Conflict:
+            continue  # the post changed since we read it: check again
+        except NotFound:
+            raise PluginError(f'scheduledpost "{name}" was deleted meanwhile') from None
+        return done_message(verb, obj, patch)
+    raise PluginError(f"{name} keeps changing; try again")
+
+
+def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str:
+    if args.verb == "list":
+        items = ctx.api.list_posts(None if all_namespaces else ctx.namespace, args.phase)
+        if not items:
+            where = "" if all_namespaces else f" in {ctx.namespace} namespace"
+            raise _Empty(f"No resources found{where}.")
+        return list_table(items, ctx.now(), all_namespaces)
+    if args.verb == "describe":
+        obj = ctx.api.get(ctx.namespace, args.name)
+        events = ctx.api.events(ctx.namespace, args.name, obj["metadata"]["uid"])
+        return describe(obj, events, ctx.now())
+    return run_verb(ctx, args.verb, args.name, getattr(args, "at", None)) + "\n"
+
+
+class _Empty(Exception):
+    """Nothing to list: kubectl's message on stderr, exit 0."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    all_namespaces = bool(getattr(args, "all_namespaces", False))
+    try:
+        if args.verb == "reschedule":
+            parse_at(args.at, _now())  # a bad --at is reported before any API call
+        conn = discover(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+        namespace = getattr(args, "namespace", None) or conn.namespace or "default"
+        api = Api(conn)
+        try:
+            sys.stdout.write(execute(args, Context(api, namespace, _now), all_namespaces))
+        finally:
+            api.close()
+    except _Empty as exc:
+        sys.stderr.write(f"{exc}\n")
+    except (PluginError, KubeError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
