@@ -111,6 +111,7 @@ def test_the_audit_tells_a_stale_resend_from_a_duplicate() -> None:
         _post("stale", "b", "Published", [{"attempt": 1, "outcome": "Stale"}]),
         _post("twice", "c", "Published", []),
         _post("stuck", "d", "Publishing", []),
+        _post("retried", "f", "Published", [{"attempt": 1, "outcome": "Transient"}]),
         _post("mute", "e", "Failed", []),
     ]
     requests = [
@@ -121,12 +122,15 @@ def test_the_audit_tells_a_stale_resend_from_a_duplicate() -> None:
         _request("c", 1, 1.0, 200),
         _request("c", 1, 2.0, 200),
         _request("d", 1, 1.0, None),
+        _request("f", 1, 1.0, 200),
+        _request("f", 2, 3.0, 200),
     ]
-    result = audit(objs, requests, expected=5)
+    result = audit(objs, requests, expected=6)
     f = result.figures
     assert (f["duplicated_attempts"], f["resent_after_2xx"], f["stale_resends"]) == (1, 1, 1)
+    assert f["retries_after_failed_callback"] == 1
     assert f["unfinished"] == 1
     text = " | ".join(result.violations)
     assert "twice#1x2" in text and "twice attempt 1 sent" in text
     assert "stuck" in text and "mute" in text
-    assert "'fine'" not in text and "'stale'" not in text
+    assert all(f"'{ok}'" not in text for ok in ("fine", "stale", "retried"))

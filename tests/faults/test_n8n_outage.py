@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.faults.conftest import Herald, Report, StartN8n, size
+from tests.support.fake_n8n import OutageMode
 from tests.support.faults import create_posts, metric_sum, scrape
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -37,7 +38,7 @@ def _dispatches(url: str) -> dict[str, float]:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", ["503", "refuse"])
 def test_outage_fails_nothing_and_the_breaker_bounds_requests(
-    herald: Herald, n8n: StartN8n, report: Report, mode: str
+    herald: Herald, n8n: StartN8n, report: Report, mode: OutageMode
 ) -> None:
     posts = size("outage_posts", 300)
     window = size("outage_window_seconds", 60)
@@ -59,7 +60,7 @@ def test_outage_fails_nothing_and_the_breaker_bounds_requests(
     )
     start = t0 + (window - outage) / 2
     end = start + outage
-    fake.outage(start, end, mode)  # type: ignore[arg-type]
+    fake.outage(start, end, mode)
     report.update(
         {
             "mode": mode,

@@ -9,8 +9,9 @@ with a reason"):
   Published condition);
 - n8n saw each (uid, attempt) at most once;
 - nothing was sent for a post after n8n had answered 2xx for it, except a stale
-  recovery's re-send (a later attempt, same Idempotency-Key, after a `Stale` attempt in
-  the post's history), which is counted apart;
+  recovery's re-send (a later attempt, same Idempotency-Key, after the accepted attempt
+  ended `Stale` in the post's history) or the retry of an attempt n8n itself reported
+  failed by callback (it ended `Transient`); both are counted apart;
 - every request carried Idempotency-Key == the post's uid, and every `Published` post
   had a request n8n accepted.
 """
@@ -84,14 +85,21 @@ def create_posts(
 
     def create(item: tuple[str, float, dict[str, Any]]) -> None:
         name, at, spec = item
-        for _ in range(5):
-            response = client.post(url, json=post_body(namespace, name, iso(at), **spec))
+        problem = "no attempt"
+        for _ in range(10):
+            try:
+                response = client.post(url, json=post_body(namespace, name, iso(at), **spec))
+            except httpx.TransportError as exc:  # the API server restarting
+                problem = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.5)
+                continue
             if response.status_code == 201:
                 return
+            problem = f"{response.status_code} {response.text}"
             if response.status_code < 500 and response.status_code != 429:
                 break
             time.sleep(0.5)
-        raise AssertionError(f"create {name}: {response.status_code} {response.text}")
+        raise AssertionError(f"create {name}: {problem}")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(create, list(posts)))
@@ -116,7 +124,7 @@ def phase(obj: dict[str, Any]) -> str:
 
 
 def wait_terminal(
-    client: httpx.Client, namespace: str, expected: int, timeout: float, poll: float = 1.0
+    client: httpx.Client, namespace: str, expected: int, timeout: float, poll: float = 1.5
 ) -> tuple[list[dict[str, Any]], float]:
     """Poll until `expected` posts are all Published or Failed, or `timeout` passes.
 
@@ -234,27 +242,28 @@ def audit(
         per_uid[_request_key(r)[0]].append(r)
     resent: list[str] = []
     stale_resends = 0
+    failure_retries = 0
     for uid, rs in per_uid.items():
         rs.sort(key=lambda r: r.at)
-        first_ok = next((r for r in rs if r.accepted), None)
-        if first_ok is None:
-            continue
         history = (by_uid[uid].get("status") or {}).get("history") or []
-        stale_attempts = {h.get("attempt") for h in history if h.get("outcome") == "Stale"}
-        ok_attempt = _request_key(first_ok)[1]
+        ended = {h.get("attempt"): h.get("outcome") for h in history}
+        last_ok: Received | None = None
         for r in rs:
-            if r is first_ok or r.at < first_ok.at:
-                continue
-            attempt = _request_key(r)[1]
-            legit = any(ok_attempt <= a < attempt for a in stale_attempts if isinstance(a, int))
-            if legit and r.idempotency_key == uid:
-                stale_resends += 1
-            else:
-                name = by_uid[uid]["metadata"]["name"]
-                resent.append(
-                    f"{name} attempt {attempt} sent {r.at - first_ok.at:.2f}s after n8n "
-                    f"accepted attempt {ok_attempt}"
-                )
+            if last_ok is not None:
+                ok_attempt, attempt = _request_key(last_ok)[1], _request_key(r)[1]
+                outcome = ended.get(ok_attempt)
+                if attempt > ok_attempt and r.idempotency_key == uid and outcome == "Stale":
+                    stale_resends += 1
+                elif attempt > ok_attempt and outcome == "Transient":
+                    failure_retries += 1  # n8n's own callback said the attempt failed
+                else:
+                    name = by_uid[uid]["metadata"]["name"]
+                    resent.append(
+                        f"{name} attempt {attempt} sent {r.at - last_ok.at:.2f}s after n8n "
+                        f"accepted attempt {ok_attempt} (which ended {outcome or 'unrecorded'})"
+                    )
+            if r.accepted:
+                last_ok = r
     published_unsent = sorted(
         o["metadata"]["name"]
         for o in objs
@@ -282,6 +291,7 @@ def audit(
         "duplicate_requests": sum(n - 1 for n in duplicates.values()),
         "resent_after_2xx": len(resent),
         "stale_resends": stale_resends,
+        "retries_after_failed_callback": failure_retries,
         "lateness_p50_s": rounded(percentile(late, 50)),
         "lateness_p99_s": rounded(percentile(late, 99)),
         "lateness_max_s": rounded(max(late) if late else None),
