@@ -33,6 +33,7 @@ from tests.support.faults import (
     create_canary,
     list_posts,
     wait_terminal,
+    write_details,
 )
 from tests.support.herald_proc import HeraldProcess, start_callback_server, start_operator
 
@@ -206,7 +207,9 @@ class Herald:
         while not fake.callbacks_settled() and time.monotonic() < deadline:
             time.sleep(0.2)
         objs = list_posts(self.client, self.namespace)
-        result = audit(objs, fake.snapshot(), expected=expected)
+        requests = fake.snapshot()
+        result = audit(objs, requests, expected=expected)
+        write_details(self.tmp / "posts.json", objs, requests, result)
         report.update(result.figures)
         report["settle_seconds"] = round(waited, 1)
         report["violations"] = result.violations

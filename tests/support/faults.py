@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -316,3 +317,30 @@ def audit(
     if published_unsent:
         v.append(f"Published without an accepted request: {published_unsent[:examples]}")
     return result
+
+
+def write_details(
+    path: Path, objs: list[dict[str, Any]], requests: list[Received], result: Audit
+) -> None:
+    """Per post: phase, attempts, lateness and every request n8n saw (times relative
+    to publishAt), for digging into a scenario's figures after the fact."""
+    by_uid: dict[str, list[Received]] = defaultdict(list)
+    for r in requests:
+        by_uid[_request_key(r)[0]].append(r)
+    out = {}
+    for obj in sorted(objs, key=lambda o: o["spec"].get("publishAt", "")):
+        status = obj.get("status") or {}
+        due = parse_time(obj["spec"]["publishAt"])
+        name = obj["metadata"]["name"]
+        out[name] = {
+            "phase": status.get("phase"),
+            "attempt": status.get("attempt"),
+            "claimedBy": status.get("claimedBy"),
+            "lastError": (status.get("lastError") or {}).get("code"),
+            "lateness_s": rounded(result.lateness.get(name)),
+            "requests": [
+                [_request_key(r)[1], round(r.at - due, 3), r.answered, r.abandoned]
+                for r in sorted(by_uid[obj["metadata"]["uid"]], key=lambda r: r.at)
+            ],
+        }
+    path.write_text(json.dumps(out, indent=1))
