@@ -185,6 +185,14 @@ class Herald:
         proc.wait_for_log("watch is live", timeout=timeout)
         return Operator(identity, proc, f"http://127.0.0.1:{settings['metrics_port']}/metrics")
 
+    def log_counts(self, needles: dict[str, str]) -> dict[str, int]:
+        """{figure: how many lines of all this test's Herald logs contain the needle}."""
+        logs = [p.log() for p in self.processes]
+        return {
+            key: sum(line.count(needle) for log in logs for line in log.splitlines())
+            for key, needle in needles.items()
+        }
+
     def stop_all(self) -> None:
         for proc in self.processes:
             proc.stop()
