@@ -352,6 +352,51 @@ class ControlPlane:
             time.sleep(0.1)
         raise TimeoutError(f"kube-apiserver not ready: {last}\n{self.log_tail()}")
 
+    # --- fault injection: the API server goes away and comes back ------------------
+
+    def _apiserver_proc(self) -> subprocess.Popen[bytes] | None:
+        for proc in self._procs:
+            argv = proc.args if isinstance(proc.args, list) else [proc.args]
+            if Path(str(argv[0])).name == "kube-apiserver":
+                return proc
+        return None
+
+    def stop_apiserver(self, *, kill: bool = False, timeout: float = 15.0) -> None:
+        """Stop kube-apiserver (SIGTERM, or SIGKILL with `kill`); etcd keeps running.
+
+        Clients see refused connections until `start_apiserver()`."""
+        proc = self._apiserver_proc()
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._procs.remove(proc)
+        # Keep the first run's log: _spawn() truncates the file it writes.
+        log = self.workdir / "kube-apiserver.log"
+        if log.exists():
+            n = len(list(self.workdir.glob("kube-apiserver.*.log"))) + 1
+            log.rename(self.workdir / f"kube-apiserver.{n}.log")
+
+    def start_apiserver(self, timeout: float = 90.0) -> float:
+        """Start kube-apiserver again, same port, certificates, flags and etcd; returns
+        the seconds it took to become ready."""
+        if self._apiserver_proc() is not None:
+            raise RuntimeError("kube-apiserver is already running")
+        started = time.monotonic()
+        self._start_apiserver(self.workdir / "certs")
+        self._wait_ready(started + timeout)
+        return time.monotonic() - started
+
+    @property
+    def apiserver_running(self) -> bool:
+        proc = self._apiserver_proc()
+        return proc is not None and proc.poll() is None
+
     def log_tail(self, lines: int = 30) -> str:
         out = []
         for name in ("etcd", "kube-apiserver"):

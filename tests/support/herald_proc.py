@@ -72,6 +72,25 @@ class HeraldProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-3000:]}")
 
+    def log_size(self) -> int:
+        """A mark for wait_for_new_log(): the log is appended to across restarts."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def wait_for_new_log(self, needle: str, since: int, timeout: float = 30.0) -> None:
+        """Like wait_for_log, but only counting what was logged after the mark `since`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_path.read_bytes()[since:].decode(errors="replace"):
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"herald {self.command} exited:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-3000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
