@@ -85,6 +85,7 @@ def test_window1_status_write_denied_at_first_is_retried_after_the_grant(
             f"scheduledposts/status was granted (status={status}); operator log tail:\n"
             + op.log()[-1500:]
         )
+        print(f"window 1: Scheduled {waited:.1f}s after the grant")
         assert waited <= 10.5, f"accepted only {waited:.1f}s after the grant"
     finally:
         if op is not None:
@@ -117,6 +118,7 @@ def test_window2_rejected_status_write_does_not_loop_hot(
     time.sleep(10.0)
     rejected = status_patches(admin_client, "422") - before
     assert fake_n8n.for_post("unclaimable") == [], "an unclaimed post was sent"
+    print(f"window 2: {rejected:.0f} rejected status PATCHes in 10 s")
     assert rejected <= 10, (
         f"hot loop: {rejected:.0f} rejected (422) PATCHes of scheduledposts/status in 10 s "
         f"({rejected / 10:.0f}/s) for one post whose status can never be written"
@@ -156,6 +158,7 @@ def test_window4a_request_deadline_covers_a_trickled_response(posts: Posts, hera
             f"no deadline: the operator {outcome} (target timeout 2 s, response trickled "
             f"over {len(TRICKLED_BODY) * 0.5:.1f}s); status={status}"
         )
+        print(f"window 4a: {outcome}")
         assert gave_up <= 3.0, f"the 2 s deadline fired only after {gave_up:.1f}s"
         assert status["phase"] == "Retrying", status
         assert status["history"][-1]["outcome"] == "Transient", status["history"]
@@ -185,6 +188,7 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
         first.proc.kill()
         raise AssertionError("the operator did not exit within 40 s of SIGTERM") from None
     exited = time.time() - signalled
+    answer_due = request.at + 2.0 - signalled  # when n8n's 2xx was due, after SIGTERM
     after_exit = posts.status("in-flight")
     recorded = bool(after_exit.get("dispatchedAt")) or after_exit.get("phase") == "Published"
 
@@ -198,8 +202,10 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
     uid = posts.get("in-flight")["metadata"]["uid"]
     sends = Counter(r.headers.get("webhook-id") for r in fake_n8n.for_post("in-flight"))
     resent = {k: n for k, n in sends.items() if n > 1}
+    print(f"window 4c: exited {exited:.1f}s after SIGTERM; sends {dict(sends)}")
     assert recorded and not resent, (
-        f"SIGTERM 0.5 s into a 2 s request: process exited {exited:.1f}s later (code {code}); "
+        f"SIGTERM 0.5 s into a 2 s request: process exited {exited:.1f}s later (code {code}), "
+        f"n8n's answer was due {answer_due:.1f}s after SIGTERM; "
         f"acknowledgement recorded before exit: {recorded} "
         f"(phase={after_exit.get('phase')}, dispatchedAt={after_exit.get('dispatchedAt')}); "
         f"sends per webhook-id: {dict(sends)} (first was {signing.message_id(uid, 1)})"
@@ -335,6 +341,8 @@ def test_window12_short_outage_delays_posts_by_seconds_not_minutes(
             break
         time.sleep(1.0)
     late = {n: p for n, p in phases.items() if p != "Published"}
+    if not late:
+        print(f"window 12: all Published {time.time() - back:.1f}s after n8n was back")
     requests_after = sum(
         1 for r in fake_n8n.requests if r.body.get("name") in names and r.at >= back
     )
