@@ -283,7 +283,7 @@ def test_window9_status_fields_of_a_newer_version_survive(
     # The CRD first, as a rolling update applies it before replacing the replicas. (An
     # operator already watching when the CRD changes stops seeing events for a while:
     # kopf re-establishes its watch; that is not the window under test.)
-    with extra_status_field(control_plane, admin_client, "futureField"):
+    with extra_status_field(control_plane, "futureField"):
         herald(fake_n8n.url)
         posts.create("skewed", in_seconds(3600))
         posts.wait_phase("skewed", "Scheduled")

@@ -268,9 +268,7 @@ class RestrictedUser:
 
 
 @contextlib.contextmanager
-def extra_status_field(
-    cp: ControlPlane, client: httpx.Client, field: str, timeout: float = 20.0
-) -> Iterator[None]:
+def extra_status_field(cp: ControlPlane, field: str, timeout: float = 20.0) -> Iterator[None]:
     """Add optional string field `status.<field>` to the CRD for the block's duration.
 
     Waits until the API server keeps the field on a write (the structural schema is
