@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -104,6 +105,8 @@ def test_window2_rejected_status_write_does_not_loop_hot(
     server for nothing. The rate of those 422s must stay bounded, and a Warning Event
     with reason StatusWriteRejected must say what was rejected.
     """
+    # The API server's counters are per session: only increases from here on count.
+    baseline = status_patches(admin_client, "422")
     herald(fake_n8n.url, identity="x" * 250)
     posts.create("unclaimable", in_seconds(1))
     posts.wait(
@@ -111,10 +114,10 @@ def test_window2_rejected_status_write_does_not_loop_hot(
     )
     # Let the claim come due and the first rejections happen, then measure ten seconds.
     deadline = time.monotonic() + 15
-    while status_patches(admin_client, "422") == 0 and time.monotonic() < deadline:
+    while status_patches(admin_client, "422") == baseline and time.monotonic() < deadline:
         time.sleep(0.2)
     before = status_patches(admin_client, "422")
-    assert before > 0, "no status write was rejected: the test proves nothing"
+    assert before > baseline, "no status write was rejected: the test proves nothing"
     time.sleep(10.0)
     rejected = status_patches(admin_client, "422") - before
     assert fake_n8n.for_post("unclaimable") == [], "an unclaimed post was sent"
@@ -184,7 +187,7 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
     signalled = time.time()
     try:
         code = first.proc.wait(timeout=40)
-    except Exception:
+    except subprocess.TimeoutExpired:
         first.proc.kill()
         raise AssertionError("the operator did not exit within 40 s of SIGTERM") from None
     exited = time.time() - signalled
