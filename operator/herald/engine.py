@@ -331,8 +331,14 @@ def idempotency_key(uid: str, retry_epoch: int) -> str:
 
 
 def epoch_attempts(status: ScheduledPostStatus) -> int:
-    """Attempts since the last manual retry: what the retry policy counts."""
-    return max(status.attempt - status.retry_base_attempt, 0)
+    """Attempts since the last manual retry that count against the retry policy: an
+    attempt orphaned by a dead operator and sent again is not the post's failure."""
+    orphaned = sum(
+        1
+        for r in status.history or []
+        if r.outcome == "Orphaned" and r.attempt > status.retry_base_attempt
+    )
+    return max(status.attempt - status.retry_base_attempt - orphaned, 0)
 
 
 def claim_offset(uid: str, me: str, ahead: float) -> float:
@@ -743,10 +749,13 @@ def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
 # --- outcomes --------------------------------------------------------------------------
 
 
-def _published(post: Post, now: dt.datetime, info: Published, how: str) -> Decision:
+def _published(
+    post: Post, now: dt.datetime, info: Published, how: str, attempt: int | None = None
+) -> Decision:
+    """`attempt`: the attempt n8n published, when an earlier one than the current."""
     status = post.status
     url = f" at {info.external_url}" if info.external_url else ""
-    msg = f"Published on attempt {status.attempt}{url}"
+    msg = f"Published on attempt {attempt or status.attempt}{url}"
     new = _update(
         status,
         phase=Phase.PUBLISHED,
@@ -755,7 +764,12 @@ def _published(post: Post, now: dt.datetime, info: Published, how: str) -> Decis
         external_url=info.external_url,
         next_attempt_at=None,
         message=msg,
-        history=_with_history(status, now, "Published", None),
+        history=_with_history(status, now, "Published", None)
+        if attempt is None
+        else [
+            *(status.history or []),
+            AttemptRecord(attempt=attempt, finished_at=now, outcome="Published"),
+        ][-HISTORY_LIMIT:],
         conditions=_published_condition(post, status, ConditionStatus.TRUE, how, msg, now),
     )
     return Decision(new, (Event("Normal", "Published", msg, routine=True),))
@@ -849,15 +863,14 @@ def dispatch_result(
 def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> CallbackDecision:
     """n8n reports how attempt `cb.attempt` ended."""
     status = post.status
-    earlier = cb.attempt < status.attempt and any(
-        r.attempt == cb.attempt for r in status.history or []
-    )
+    ended = any(r.attempt == cb.attempt for r in status.history or [])
+    earlier = ended and (cb.attempt < status.attempt or status.phase is Phase.SCHEDULED)
     if cb.published is not None and earlier:
-        # An earlier attempt (orphaned, or given up on as stale) did reach n8n, which
-        # published it: believe n8n rather than publish twice.
+        # An earlier attempt (orphaned, given up on as stale, or before a manual retry)
+        # did reach n8n, which published it: believe n8n rather than publish twice.
         if status.phase is Phase.PUBLISHED:
             return CallbackDecision(CallbackResult.DUPLICATE)
-        decision = _published(post, now, cb.published, "CallbackReceived")
+        decision = _published(post, now, cb.published, "CallbackReceived", cb.attempt)
         return CallbackDecision(
             CallbackResult.APPLIED, Decision(decision.status, decision.events, spec_dependent=False)
         )

@@ -5,10 +5,16 @@ the decision must change (every other field must stay as it was), the events (ty
 reason) it must emit and the action. `now` is fixed; jitter is off in the tables so that
 retry times are exact. Every status a transition returns must survive the round trip
 through the JSON the API server stores.
+
+Posts are claimed ahead of their send time, by `claim_offset(uid, me, 30 s)`: a fixed
+number of seconds in [10, 30] for the post and instance the tables use (AHEAD). Rows that
+must claim put the send time at most 10 s ahead of `now`, rows that must not at least
+31 s ahead, so they hold whatever the offset; only wake_at's exact times use AHEAD.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import statistics
 import types
@@ -26,6 +32,7 @@ from herald.engine import (
     Decision,
     Defaults,
     Failure,
+    Guard,
     Policy,
     Post,
     Published,
@@ -63,7 +70,10 @@ DEFAULTS = Defaults(
     stale_after_seconds=600,
     jitter_ratio=0.0,
     claim_timeout_seconds=30.0,
+    claim_ahead_seconds=30.0,
 )
+# How long before its send time ME claims the post UID (tested on its own below).
+AHEAD = engine.claim_offset(UID, ME, DEFAULTS.claim_ahead_seconds)
 
 UNKNOWN, TRUE, FALSE = ConditionStatus.UNKNOWN, ConditionStatus.TRUE, ConditionStatus.FALSE
 SCHEDULED_MSG = "Publishes at 2030-01-15T10:00:00Z via target default"
@@ -127,12 +137,16 @@ def scheduled(**fields: Any) -> ScheduledPostStatus:
 
 
 def publishing(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
+    """Claimed by ME, whose send time (nextAttemptAt) came a second ago."""
     base: dict[str, Any] = {
         "attempt": attempt,
+        "next_attempt_at": at(-1),
         "claimed_at": at(-1),
         "claimed_by": ME,
+        "claimed_generation": 1,
         "observed_generation": 1,
-        "message": f"Dispatching attempt {attempt} to target default",
+        "message": f"Claimed attempt {attempt}: dispatching to target default at "
+        "2030-01-15T08:59:59Z",
         "conditions": [cond("Published", UNKNOWN, "Pending")],
         "history": [rec(n, "Transient", "HTTP503") for n in range(1, attempt)] or None,
     }
@@ -145,6 +159,7 @@ def retrying(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
         "next_attempt_at": at(100),
         "claimed_at": EARLIER,
         "claimed_by": ME,
+        "claimed_generation": 1,
         "observed_generation": 1,
         "last_error": error(ErrorClass.TRANSIENT, "HTTP503"),
         "message": "retrying",
@@ -159,6 +174,7 @@ def failed(attempt: int = 3, **fields: Any) -> ScheduledPostStatus:
         "attempt": attempt,
         "claimed_at": EARLIER,
         "claimed_by": ME,
+        "claimed_generation": 1,
         "dispatched_at": EARLIER,
         "observed_generation": 1,
         "last_error": error(ErrorClass.PERMANENT, "HTTP400"),
@@ -175,6 +191,7 @@ def published(attempt: int = 1, **fields: Any) -> ScheduledPostStatus:
         "attempt": attempt,
         "claimed_at": EARLIER,
         "claimed_by": ME,
+        "claimed_generation": 1,
         "dispatched_at": EARLIER,
         "published_at": EARLIER,
         "external_id": "urn:li:share:1",
@@ -271,9 +288,10 @@ def check(
     events: list[tuple[str, str]],
     action: Action = Action.NONE,
 ) -> None:
-    """`changes=None`: the decision is NOTHING. Otherwise exactly `changes` differ."""
+    """`changes=None`: no status to write, only `action` (NOTHING for Action.NONE).
+    Otherwise exactly `changes` differ."""
     if changes is None:
-        assert decision == NOTHING
+        assert decision == Decision(action=action)
         assert events == []
         return
     assert decision.status is not None
@@ -486,7 +504,7 @@ SPEC_CHANGED = [
         id="suspended-edit-while-still-suspended",
     ),
     pytest.param(
-        post(publishing(), generation=2, publish_at=at(7200)),
+        post(publishing(dispatched_at=at(-1)), generation=2, publish_at=at(7200)),
         {
             "observed_generation": 2,
             "conditions": {
@@ -495,10 +513,10 @@ SPEC_CHANGED = [
             },
         },
         [("Warning", "ChangedAfterDispatch")],
-        id="publishing-edit-has-no-effect",
+        id="publishing-dispatched-edit-has-no-effect",
     ),
     pytest.param(
-        post(publishing(), generation=2, suspend=True),
+        post(publishing(dispatched_at=at(-1)), generation=2, suspend=True),
         {
             "observed_generation": 2,
             "conditions": {
@@ -507,7 +525,13 @@ SPEC_CHANGED = [
             },
         },
         [("Warning", "ChangedAfterDispatch")],
-        id="publishing-suspend-has-no-effect",
+        id="publishing-dispatched-suspend-has-no-effect",
+    ),
+    pytest.param(
+        post(publishing(), generation=2, publish_at=at(7200)),
+        None,
+        [],
+        id="publishing-unsent-edit-left-to-the-holder",
     ),
     pytest.param(
         post(published(), generation=2, content=Content(text="edited")),
@@ -549,6 +573,147 @@ def test_plan_spec_changes(
     check(engine.plan(p, NOW, DEFAULTS), p.status, changes, events)
 
 
+# --- plan: spec changes while a claim is not sent yet (plan asked by `me`) -----------------
+
+RELEASED = {
+    "phase": Phase.SCHEDULED,
+    "attempt": 0,
+    "claimed_at": None,
+    "claimed_by": None,
+    "claimed_generation": None,
+    "observed_generation": 2,
+    "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+}
+RELEASED_MSG = "Spec changed before the post was sent: attempt {} released unsent; "
+
+PLAN_CLAIMED = [
+    pytest.param(
+        post(publishing(), generation=2, publish_at=at(7200)),
+        ME,
+        {
+            **RELEASED,
+            "next_attempt_at": at(7200),
+            "message": RELEASED_MSG.format(1)
+            + "Publishes at 2030-01-15T11:00:00Z via target default",
+        },
+        [("Normal", "Rescheduled")],
+        id="holder-releases-attempt-1-to-scheduled-at-the-new-time",
+    ),
+    pytest.param(
+        post(publishing(next_attempt_at=at(20)), generation=2, content=Content(text="fixed")),
+        ME,
+        {
+            **RELEASED,
+            "next_attempt_at": PUBLISH_AT,
+            "message": RELEASED_MSG.format(1) + SCHEDULED_MSG,
+        },
+        [("Normal", "Rescheduled")],
+        id="holder-releases-claimed-ahead-text-edit-replans-from-publishAt",
+    ),
+    pytest.param(
+        post(
+            publishing(attempt=2, next_attempt_at=at(100)),
+            generation=2,
+            content=Content(text="fixed"),
+            publish_at=at(-50),
+        ),
+        ME,
+        {
+            **RELEASED,
+            "phase": Phase.RETRYING,
+            "attempt": 1,
+            "next_attempt_at": at(100),
+            "message": RELEASED_MSG.format(2)
+            + "Attempt 2 at 2030-01-15T09:01:40Z via target default",
+        },
+        [("Normal", "Rescheduled")],
+        id="holder-releases-attempt-2-to-retrying-keeping-the-backoff",
+    ),
+    pytest.param(
+        post(
+            publishing(attempt=4, retry_epoch=1, retry_base_attempt=3),
+            generation=2,
+            publish_at=at(-3600),
+        ),
+        ME,
+        {
+            **RELEASED,
+            "attempt": 3,
+            "next_attempt_at": NOW,
+            "message": RELEASED_MSG.format(4)
+            + "Publishes at 2030-01-15T09:00:00Z via target default",
+        },
+        [("Normal", "Rescheduled")],
+        id="holder-releases-first-attempt-after-manual-retry-to-scheduled-now",
+    ),
+    pytest.param(
+        post(publishing(), generation=2, suspend=True),
+        ME,
+        {
+            **RELEASED,
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "conditions": {"Published": ("Unknown", "Pending")},
+            "message": RELEASED_MSG.format(1) + "Suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        id="holder-releases-to-suspended",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER), generation=2, publish_at=at(7200)),
+        ME,
+        None,
+        [],
+        id="claimed-by-other-identity-nothing",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART), generation=2, publish_at=at(7200)),
+        ME,
+        None,
+        [],
+        id="claimed-by-my-previous-incarnation-nothing",
+    ),
+    pytest.param(
+        post(publishing(), generation=2, publish_at=at(7200)),
+        None,
+        None,
+        [],
+        id="asked-by-no-instance-nothing",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-1)), generation=2, publish_at=at(7200)),
+        ME,
+        {
+            "observed_generation": 2,
+            "conditions": {
+                "Published": ("Unknown", "Pending"),
+                "SpecApplied": ("False", "ChangedAfterDispatch"),
+            },
+        },
+        [("Warning", "ChangedAfterDispatch")],
+        id="holder-of-a-dispatched-claim-cannot-release-it",
+    ),
+    pytest.param(
+        post(publishing()),
+        ME,
+        None,
+        [],
+        id="holder-without-spec-change-nothing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "me", "changes", "events"), PLAN_CLAIMED)
+def test_plan_spec_change_of_an_unsent_claim(
+    p: Post, me: str | None, changes: dict[str, Any] | None, events: list[tuple[str, str]]
+) -> None:
+    decision = engine.plan(p, NOW, DEFAULTS, me)
+    check(decision, p.status, changes, events)
+    if me is not None and decision != NOTHING:
+        # act() plans first: the holder releases instead of sending the old spec.
+        assert engine.act(p, NOW, DEFAULTS, me) == decision
+
+
 def test_changed_after_dispatch_message_and_condition() -> None:
     decision = engine.plan(post(published(), generation=5), NOW, DEFAULTS)
     assert decision.status is not None
@@ -573,42 +738,69 @@ def test_replan_leaves_published_condition_time_alone() -> None:
 
 # --- plan: the retry annotation ----------------------------------------------------------
 
-RETRY_RESET = {
-    "phase": Phase.SCHEDULED,
-    "attempt": 0,
-    "next_attempt_at": NOW,
-    "claimed_at": None,
-    "claimed_by": None,
-    "dispatched_at": None,
-    "last_handled_retry_request": "r1",
-    "message": "Retry requested (r1): attempts reset, dispatching now",
-    "conditions": {"Published": ("Unknown", "RetryRequested")},
-}
+
+def retry_reset(base: int, epoch: int = 1, request: str = "r1") -> dict[str, Any]:
+    """A manual retry: attempt numbers keep counting from `base`, the epoch moves on."""
+    return {
+        "phase": Phase.SCHEDULED,
+        "retry_epoch": epoch,
+        "retry_base_attempt": base,
+        "next_attempt_at": NOW,
+        "claimed_at": None,
+        "claimed_by": None,
+        "claimed_generation": None,
+        "dispatched_at": None,
+        "last_handled_retry_request": request,
+        "message": f"Retry requested ({request}): attempts reset, dispatching now",
+        "conditions": {"Published": ("Unknown", "RetryRequested")},
+    }
+
 
 RETRY = [
     pytest.param(
         post(failed(), retry_request="r1"),
-        RETRY_RESET,
+        retry_reset(base=3),
         [("Normal", "RetryRequested")],
-        id="failed-retry-resets",
+        id="failed-retry-keeps-attempt-and-starts-epoch-1",
     ),
     pytest.param(
         post(retrying(attempt=2), retry_request="r1"),
-        RETRY_RESET,
+        retry_reset(base=2),
         [("Normal", "RetryRequested")],
-        id="retrying-retry-resets",
+        id="retrying-retry-starts-epoch-1-now",
     ),
     pytest.param(
         post(failed(last_handled_retry_request="r0"), retry_request="r1"),
-        RETRY_RESET,
+        retry_reset(base=3),
         [("Normal", "RetryRequested")],
         id="failed-new-retry-value-resets-again",
     ),
     pytest.param(
+        post(
+            failed(attempt=6, retry_epoch=1, retry_base_attempt=3, last_handled_retry_request="r1"),
+            retry_request="r2",
+        ),
+        retry_reset(base=6, epoch=2, request="r2"),
+        [("Normal", "RetryRequested")],
+        id="second-manual-retry-starts-epoch-2-at-the-current-attempt",
+    ),
+    pytest.param(
         post(failed(), generation=3, retry_request="r1", content=Content(text="fixed")),
-        {**RETRY_RESET, "observed_generation": 3},
+        {**retry_reset(base=3), "observed_generation": 3},
         [("Normal", "RetryRequested")],
         id="failed-retry-with-edit-observes-generation",
+    ),
+    pytest.param(
+        post(failed(), retry_request="r1", suspend=True),
+        {
+            **retry_reset(base=3),
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "message": "Retry requested (r1): attempts reset; suspended by spec.suspend",
+            "conditions": {"Published": ("False", "PermanentFailure")},
+        },
+        [("Normal", "RetryRequested")],
+        id="failed-retry-while-suspended-suspends",
     ),
     pytest.param(
         post(scheduled(), retry_request="r1"),
@@ -688,7 +880,7 @@ def test_long_retry_annotation_still_gives_a_valid_status(p: Post) -> None:
     assert engine.plan(post(decision.status, retry_request="r" * 300), NOW, DEFAULTS) == NOTHING
 
 
-def test_retry_of_failed_post_then_act_dispatches_attempt_1() -> None:
+def test_retry_of_failed_post_then_act_claims_the_next_attempt_number() -> None:
     first = engine.plan(post(failed(), retry_request="r1"), NOW, DEFAULTS)
     assert first.status is not None
     again = post(first.status, retry_request="r1")
@@ -696,7 +888,83 @@ def test_retry_of_failed_post_then_act_dispatches_attempt_1() -> None:
     claim = engine.act(again, NOW, DEFAULTS, ME)
     assert claim.action is Action.DISPATCH
     assert claim.status is not None
-    assert (claim.status.phase, claim.status.attempt) == (Phase.PUBLISHING, 1)
+    # Attempt numbers are never reused: attempt 3's token and webhook-id stay spent.
+    assert (claim.status.phase, claim.status.attempt) == (Phase.PUBLISHING, 4)
+    assert (claim.status.retry_epoch, claim.status.retry_base_attempt) == (1, 3)
+    assert engine.epoch_attempts(claim.status) == 1
+
+
+def test_manual_retry_gets_a_full_set_of_attempts_and_a_new_idempotency_key() -> None:
+    """Three attempts failed (max_attempts=3); after the retry, attempts 4, 5 and 6 are
+    the new epoch's 1st, 2nd and 3rd, and the 3rd failure exhausts them again."""
+    retried = engine.plan(post(failed(), retry_request="r1"), NOW, DEFAULTS).status
+    assert retried is not None
+    assert engine.idempotency_key(UID, retried.retry_epoch) == f"{UID}.1"
+    assert engine.idempotency_key(UID, 0) == UID
+    p = post(retried, retry_request="r1")
+    seen: list[tuple[int, Phase | None, str | None]] = []
+    for _ in range(3):
+        claim = engine.act(p, NOW, DEFAULTS, ME)
+        assert claim.action is Action.DISPATCH, seen
+        assert claim.status is not None
+        p = post(claim.status, retry_request="r1")
+        result = engine.dispatch_result(p, NOW, TRANSIENT, DEFAULTS, ME).status
+        assert result is not None
+        seen.append((result.attempt, result.phase, result.message))
+        # Jump to the retry time so the next act() claims.
+        p = post(result.model_copy(update={"next_attempt_at": NOW}), retry_request="r1")
+    assert [(a, ph) for a, ph, _ in seen] == [
+        (4, Phase.RETRYING),
+        (5, Phase.RETRYING),
+        (6, Phase.FAILED),
+    ]
+    assert seen[0][2] == Has("Attempt 4 failed (HTTP503)", "attempt 2 of 3 at 2030-01-15T09:01:00Z")
+    assert seen[1][2] == Has("Attempt 5 failed (HTTP503)", "attempt 3 of 3 at 2030-01-15T09:02:00Z")
+    assert seen[2][2] == "Attempt 3 of 3 failed (HTTP503): n8n answered 503: busy; no attempts left"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "base", "expected"),
+    [
+        pytest.param(0, 0, 0, id="new-post"),
+        pytest.param(3, 0, 3, id="no-manual-retry"),
+        pytest.param(3, 3, 0, id="just-retried"),
+        pytest.param(5, 3, 2, id="two-since-retry"),
+        pytest.param(2, 3, 0, id="below-base-never-negative"),
+    ],
+)
+def test_epoch_attempts(attempt: int, base: int, expected: int) -> None:
+    st = status(Phase.RETRYING, attempt=attempt, retry_base_attempt=base)
+    assert engine.epoch_attempts(st) == expected
+
+
+@pytest.mark.parametrize(
+    ("history", "base", "expected"),
+    [
+        pytest.param([rec(1, "Orphaned")], 0, 2, id="an-orphan-is-not-the-posts-failure"),
+        pytest.param(
+            [rec(1, "Orphaned"), rec(2, "Orphaned")], 0, 1, id="two-orphans-of-three-attempts"
+        ),
+        pytest.param([rec(1, "Orphaned")], 1, 2, id="orphan-before-the-manual-retry-counts-0"),
+    ],
+)
+def test_orphaned_attempts_do_not_use_the_retry_budget(
+    history: list[Any], base: int, expected: int
+) -> None:
+    st = status(Phase.RETRYING, attempt=3, retry_base_attempt=base, history=history)
+    assert engine.epoch_attempts(st) == expected
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [
+        pytest.param(0, UID, id="first-publication-is-the-uid"),
+        pytest.param(1, f"{UID}.1", id="after-one-retry"),
+        pytest.param(12, f"{UID}.12", id="after-twelve"),
+    ],
+)
+def test_idempotency_key(epoch: int, expected: str) -> None:
+    assert engine.idempotency_key(UID, epoch) == expected
 
 
 def test_retry_of_failed_suspended_post_does_not_dispatch() -> None:
@@ -722,27 +990,64 @@ def test_retry_of_failed_suspended_post_does_not_dispatch() -> None:
 
 # --- act -------------------------------------------------------------------------------
 
-CLAIM_1 = {
-    "phase": Phase.PUBLISHING,
-    "attempt": 1,
-    "claimed_at": NOW,
-    "claimed_by": ME,
-    "dispatched_at": None,
-    "next_attempt_at": None,
-    "message": "Dispatching attempt 1 to target default",
-}
+
+def claimed(attempt: int, send: dt.datetime = NOW) -> dict[str, Any]:
+    """ME claims `attempt` now, to send it at `send`."""
+    return {
+        "phase": Phase.PUBLISHING,
+        "attempt": attempt,
+        "claimed_at": NOW,
+        "claimed_by": ME,
+        "claimed_generation": 1,
+        "dispatched_at": None,
+        "next_attempt_at": send,
+        "message": f"Claimed attempt {attempt}: dispatching to target default at "
+        + send.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+CLAIM_1 = claimed(1)
 DEADLINE_MSG = (
     "First dispatch possible 61s after the scheduled time, past startingDeadlineSeconds=60: "
     "not publishing late"
 )
+ORPHAN = "Claim by herald-1/cccc was orphaned: attempt 1 released unsent; "
+
+
+def reclaimed(old: int, by: str = OTHER, send: dt.datetime = NOW) -> dict[str, Any]:
+    """ME takes over the orphaned claim of attempt `old` (a `publishing(old)` post) and
+    re-dispatches it as attempt old + 1, recording the orphan in the history."""
+    return {
+        "attempt": old + 1,
+        "claimed_at": NOW,
+        "claimed_by": ME,
+        "next_attempt_at": send,
+        "history": [
+            *(
+                (n, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=n))
+                for n in range(1, old)
+            ),
+            (old, "Orphaned", None, NOW),
+        ],
+        "message": f"Re-dispatching as attempt {old + 1}: claim of attempt {old} by {by} "
+        "was orphaned",
+    }
+
 
 ACT = [
     pytest.param(
-        post(scheduled(next_attempt_at=at(1))),
+        post(scheduled(next_attempt_at=at(31))),
         None,
         [],
         Action.NONE,
-        id="scheduled-not-yet-due",
+        id="scheduled-not-yet-in-the-claim-window",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(10))),
+        claimed(1, send=at(10)),
+        [],
+        Action.DISPATCH,
+        id="scheduled-claimed-ahead-keeps-its-send-time",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=NOW)),
@@ -756,21 +1061,44 @@ ACT = [
         CLAIM_1,
         [],
         Action.DISPATCH,
-        id="scheduled-overdue-without-deadline-claims",
+        id="scheduled-overdue-without-deadline-claims-to-send-now",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW, observed_generation=3), generation=3),
+        {**CLAIM_1, "claimed_generation": 3},
+        [],
+        Action.DISPATCH,
+        id="claim-records-the-generation-it-sends",
     ),
     pytest.param(
         post(retrying(attempt=2, next_attempt_at=at(-5))),
-        {**CLAIM_1, "attempt": 3, "message": "Dispatching attempt 3 to target default"},
+        claimed(3),
         [],
         Action.DISPATCH,
         id="retrying-due-claims-next-attempt",
     ),
     pytest.param(
-        post(retrying(attempt=1, next_attempt_at=at(1))),
+        post(retrying(attempt=2, next_attempt_at=at(5))),
+        claimed(3, send=at(5)),
+        [],
+        Action.DISPATCH,
+        id="retrying-claimed-ahead",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, next_attempt_at=at(31))),
         None,
         [],
         Action.NONE,
-        id="retrying-not-yet-due",
+        id="retrying-not-yet-in-the-claim-window",
+    ),
+    pytest.param(
+        post(
+            retrying(attempt=4, retry_epoch=1, retry_base_attempt=3, next_attempt_at=NOW),
+        ),
+        claimed(5),
+        [],
+        Action.DISPATCH,
+        id="after-manual-retry-attempt-numbers-keep-counting",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=at(-61)), starting_deadline_seconds=60),
@@ -807,11 +1135,28 @@ ACT = [
         id="deadline-0-on-time-claims",
     ),
     pytest.param(
+        post(scheduled(next_attempt_at=at(10)), starting_deadline_seconds=0),
+        claimed(1, send=at(10)),
+        [],
+        Action.DISPATCH,
+        id="deadline-0-claimed-ahead-claims",
+    ),
+    pytest.param(
         post(retrying(attempt=1, next_attempt_at=at(-86400)), starting_deadline_seconds=60),
-        {**CLAIM_1, "attempt": 2, "message": "Dispatching attempt 2 to target default"},
+        claimed(2),
         [],
         Action.DISPATCH,
         id="deadline-not-applied-to-retries",
+    ),
+    pytest.param(
+        post(
+            scheduled(attempt=3, retry_epoch=1, retry_base_attempt=3, next_attempt_at=at(-120)),
+            starting_deadline_seconds=60,
+        ),
+        claimed(4),
+        [],
+        Action.DISPATCH,
+        id="deadline-not-applied-after-manual-retry",
     ),
     pytest.param(
         post(publishing(dispatched_at=at(-600))),
@@ -881,6 +1226,7 @@ ACT = [
         ),
         {
             "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
             "dispatched_at": None,
             "last_error": ("Stale", "CallbackTimeout", NOW),
             "history": [(1, "Stale", "CallbackTimeout", NOW)],
@@ -891,51 +1237,175 @@ ACT = [
         id="stale-while-suspended-suspends",
     ),
     pytest.param(
-        post(publishing(claimed_by=OTHER, claimed_at=at(-29))),
+        post(publishing(claimed_by=OTHER, claimed_at=at(-29), next_attempt_at=at(-29))),
         None,
         [],
         Action.NONE,
         id="orphan-of-other-identity-before-claim-timeout",
     ),
     pytest.param(
-        post(publishing(claimed_by=OTHER, claimed_at=at(-30))),
-        {
-            "claimed_at": NOW,
-            "claimed_by": ME,
-            "message": "Re-dispatching attempt 1: claim by herald-1/cccc was orphaned",
-        },
+        post(publishing(claimed_by=OTHER, claimed_at=at(-60), next_attempt_at=at(-29))),
+        None,
+        [],
+        Action.NONE,
+        id="orphan-claimed-ahead-timeout-counts-from-the-send-time",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30))),
+        reclaimed(1),
         [("Warning", "Reclaimed")],
         Action.DISPATCH,
         id="orphan-of-other-identity-after-claim-timeout",
     ),
     pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-30), next_attempt_at=at(-40))),
+        reclaimed(1),
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-claimed-late-timeout-counts-from-the-claim",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                claimed_by=OTHER,
+                claimed_at=at(-40),
+                next_attempt_at=at(-30),
+                claimed_generation=None,
+                observed_generation=2,
+            ),
+            generation=2,
+        ),
+        reclaimed(1),
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-without-claimedGeneration-is-reclaimed",
+    ),
+    pytest.param(
         post(publishing(attempt=2, claimed_by=ME_BEFORE_RESTART, claimed_at=at(-1))),
-        {
-            "claimed_at": NOW,
-            "claimed_by": ME,
-            "message": "Re-dispatching attempt 2: claim by herald-0/bbbb was orphaned",
-        },
+        reclaimed(2, by=ME_BEFORE_RESTART),
         [("Warning", "Reclaimed")],
         Action.DISPATCH,
         id="orphan-of-my-previous-incarnation-at-once",
     ),
     pytest.param(
-        post(publishing(claimed_by=ME, claimed_at=at(-1))),
+        post(
+            publishing(
+                attempt=4,
+                retry_epoch=1,
+                retry_base_attempt=3,
+                claimed_by=OTHER,
+                claimed_at=at(-40),
+                next_attempt_at=at(-30),
+            )
+        ),
+        reclaimed(4),  # retry_epoch and retry_base_attempt unchanged: same idempotency key
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-after-a-manual-retry-keeps-the-epoch",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                claimed_by=OTHER,
+                claimed_at=at(-40),
+                next_attempt_at=at(-30),
+                conditions=[cond("Published", UNKNOWN, "Pending")],
+            ),
+            generation=2,
+            content=Content(text="fixed"),
+        ),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": PUBLISH_AT,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "observed_generation": 2,
+            "history": [(1, "Cancelled", None, NOW)],
+            "message": ORPHAN + "Attempt 2 at 2030-01-15T10:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        Action.NONE,
+        id="orphan-claimed-for-an-older-generation-is-released-spent",
+    ),
+    pytest.param(
+        post(
+            publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30)),
+            generation=2,
+            publish_at=at(-3600),
+        ),
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": NOW,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "observed_generation": 2,
+            "history": [(1, "Cancelled", None, NOW)],
+            "message": ORPHAN + "Attempt 2 at 2030-01-15T09:00:00Z via target default",
+            "conditions": {"Published": ("Unknown", "Pending"), "SpecApplied": ("True", "Planned")},
+        },
+        [("Normal", "Rescheduled")],
+        Action.NONE,
+        id="orphan-released-spent-past-publishAt-retries-now",
+    ),
+    pytest.param(
+        post(
+            publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30)),
+            generation=2,
+            suspend=True,
+        ),
+        {
+            "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "observed_generation": 2,
+            "history": [(1, "Cancelled", None, NOW)],
+            "message": ORPHAN + "Suspended by spec.suspend",
+        },
+        [("Normal", "Suspended")],
+        Action.NONE,
+        id="orphan-released-spent-into-suspend",
+    ),
+    pytest.param(
+        post(
+            publishing(claimed_by=OTHER, claimed_at=at(-29), next_attempt_at=at(-29)), generation=2
+        ),
         None,
         [],
         Action.NONE,
-        id="my-own-claim-in-flight",
+        id="orphan-for-older-generation-before-claim-timeout-nothing",
     ),
     pytest.param(
-        post(publishing(claimed_by=ME, claimed_at=at(-30))),
-        {
-            "claimed_at": NOW,
-            "claimed_by": ME,
-            "message": "Re-dispatching attempt 1: claim by herald-0/aaaa was orphaned",
-        },
-        [("Warning", "Reclaimed")],
-        Action.DISPATCH,
-        id="my-own-claim-after-claim-timeout",
+        post(publishing(claimed_by=ME, claimed_at=at(-1))),
+        None,
+        [],
+        Action.SEND,
+        id="my-own-claim-at-its-send-time-sends",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-20), next_attempt_at=at(1))),
+        None,
+        [],
+        Action.NONE,
+        id="my-own-claim-before-its-send-time-nothing",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-300), next_attempt_at=at(-100))),
+        None,
+        [],
+        Action.SEND,
+        id="my-own-claim-long-after-send-time-is-sent-not-reclaimed",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, next_attempt_at=None)),
+        None,
+        [],
+        Action.SEND,
+        id="my-own-claim-without-nextAttemptAt-sends-at-once",
     ),
     pytest.param(
         post(published()),
@@ -984,7 +1454,7 @@ ACT = [
     ),
     pytest.param(
         post(retrying(next_attempt_at=at(-10)), retry_request="r1"),
-        RETRY_RESET,
+        retry_reset(base=1),
         [("Normal", "RetryRequested")],
         Action.NONE,
         id="due-but-retry-requested-plans-instead",
@@ -1011,27 +1481,85 @@ def test_act(
 ) -> None:
     decision = engine.act(p, NOW, DEFAULTS, ME)
     check(decision, p.status, changes, events, action)
-    planned = engine.plan(p, NOW, DEFAULTS)
+    planned = engine.plan(p, NOW, DEFAULTS, ME)
     if planned is not NOTHING:
         assert decision == planned
 
 
-def test_reclaim_keeps_attempt_and_history() -> None:
-    before = publishing(attempt=2, claimed_by=OTHER, claimed_at=at(-3600))
+def test_reclaim_takes_a_new_attempt_records_the_orphan_and_keeps_the_key() -> None:
+    before = publishing(
+        attempt=2,
+        retry_epoch=1,
+        retry_base_attempt=1,
+        claimed_by=OTHER,
+        claimed_at=at(-3600),
+        next_attempt_at=at(-3600),
+    )
     decision = engine.act(post(before), NOW, DEFAULTS, ME)
     assert decision.status is not None
-    assert decision.status.attempt == 2
-    assert decision.status.history == before.history
-    assert decision.events[0].message == (
-        "Re-dispatching attempt 2: claim by herald-1/cccc was orphaned"
+    # A new number: (uid, attempt) never names two sends, the orphan's may have gone out.
+    assert decision.status.attempt == 3
+    assert decision.status.history == [
+        *(before.history or []),
+        AttemptRecord(attempt=2, claimed_at=at(-3600), finished_at=NOW, outcome="Orphaned"),
+    ]
+    # What the orphan's holder claimed is what is sent again (same generation, same key).
+    assert decision.status.claimed_generation == 1
+    assert (decision.status.retry_epoch, decision.status.retry_base_attempt) == (1, 1)
+    assert engine.idempotency_key(UID, decision.status.retry_epoch) == engine.idempotency_key(
+        UID, before.retry_epoch
+    )
+    assert (
+        decision.events[0].message
+        == decision.status.message
+        == ("Re-dispatching as attempt 3: claim of attempt 2 by herald-1/cccc was orphaned")
     )
 
 
-def test_orphan_without_claimed_at_is_taken_over_at_once() -> None:
-    decision = engine.act(post(publishing(claimed_at=None, claimed_by=OTHER)), NOW, DEFAULTS, ME)
+def test_orphan_without_claimed_at_or_send_time_is_taken_over_at_once() -> None:
+    legacy = publishing(claimed_at=None, claimed_by=OTHER, next_attempt_at=None)
+    wake = engine.wake_at(post(legacy), DEFAULTS, ME)
+    assert wake is not None
+    assert wake < NOW
+    decision = engine.act(post(legacy), NOW, DEFAULTS, ME)
     assert decision.action is Action.DISPATCH
     assert decision.status is not None
-    assert (decision.status.claimed_by, decision.status.attempt) == (ME, 1)
+    assert (decision.status.claimed_by, decision.status.attempt) == (ME, 2)
+
+
+def test_orphan_of_my_previous_incarnation_claimed_ahead_is_not_sent_early() -> None:
+    """My previous container claimed the post 20 s ahead of its send time and died. The
+    new incarnation takes the claim over at once (wake_at is the claim time), but the
+    post must still go out at its send time, not 20 s before it."""
+    ahead = publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-5), next_attempt_at=at(20))
+    assert engine.wake_at(post(ahead), DEFAULTS, ME) == at(-5)
+    decision = engine.act(post(ahead), NOW, DEFAULTS, ME)
+    assert decision.action is Action.DISPATCH
+    assert decision.status is not None
+    assert decision.status.claimed_by == ME
+    assert decision.status.next_attempt_at == at(20), "re-claimed orphan sent before its time"
+    taken = post(decision.status)
+    assert engine.act(taken, NOW, DEFAULTS, ME) == NOTHING
+    assert engine.act(taken, at(20), DEFAULTS, ME) == Decision(action=Action.SEND)
+
+
+def test_orphan_released_spent_message_and_history() -> None:
+    before = publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30))
+    decision = engine.act(post(before, generation=2), NOW, DEFAULTS, ME)
+    assert decision.status is not None
+    assert decision.status.history == [
+        AttemptRecord(attempt=1, claimed_at=at(-40), finished_at=NOW, outcome="Cancelled")
+    ]
+    assert decision.events[0].message == decision.status.message
+    # The attempt number stays spent: the next claim is attempt 2.
+    again = engine.act(
+        post(decision.status.model_copy(update={"next_attempt_at": NOW}), generation=2),
+        NOW,
+        DEFAULTS,
+        ME,
+    )
+    assert again.status is not None
+    assert (again.status.attempt, again.status.claimed_generation) == (2, 2)
 
 
 def test_missed_deadline_last_error_and_event() -> None:
@@ -1046,11 +1574,434 @@ def test_missed_deadline_last_error_and_event() -> None:
     assert decision.status.attempt == 0
 
 
+# --- act: unknown targets -----------------------------------------------------------------
+
+ONLY_DEFAULT = dataclasses.replace(DEFAULTS, targets=frozenset({"default", "eu-west"}))
+UNKNOWN_TARGET_MSG = (
+    "spec.target 'us-east' is not configured in the operator (configured: default, eu-west)"
+)
+UNKNOWN_TARGET = {
+    "phase": Phase.FAILED,
+    "next_attempt_at": None,
+    "last_error": ("Permanent", "UnknownTarget", NOW),
+    "message": UNKNOWN_TARGET_MSG,
+    "conditions": {"Published": ("False", "UnknownTarget")},
+}
+
+TARGETS = [
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW), target="us-east"),
+        ONLY_DEFAULT,
+        UNKNOWN_TARGET,
+        [("Warning", "UnknownTarget")],
+        Action.NONE,
+        id="unknown-target-fails-at-claim-time",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(10)), target="us-east"),
+        ONLY_DEFAULT,
+        UNKNOWN_TARGET,
+        [("Warning", "UnknownTarget")],
+        Action.NONE,
+        id="unknown-target-fails-when-claimed-ahead",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(31)), target="us-east"),
+        ONLY_DEFAULT,
+        None,
+        [],
+        Action.NONE,
+        id="unknown-target-not-yet-due-nothing",
+    ),
+    pytest.param(
+        post(retrying(attempt=2, next_attempt_at=NOW), target="us-east"),
+        ONLY_DEFAULT,
+        UNKNOWN_TARGET,
+        [("Warning", "UnknownTarget")],
+        Action.NONE,
+        id="unknown-target-on-a-retry-fails",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW), target="us-east"),
+        dataclasses.replace(DEFAULTS, targets=frozenset()),
+        {
+            **UNKNOWN_TARGET,
+            "message": "spec.target 'us-east' is not configured in the operator (configured: none)",
+        },
+        [("Warning", "UnknownTarget")],
+        Action.NONE,
+        id="no-target-configured-names-none",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=at(-61)), target="us-east", starting_deadline_seconds=60),
+        ONLY_DEFAULT,
+        {
+            "phase": Phase.FAILED,
+            "next_attempt_at": None,
+            "last_error": ("Deadline", "MissedDeadline", NOW),
+            "message": DEADLINE_MSG,
+            "conditions": {"Published": ("False", "MissedDeadline")},
+        },
+        [("Warning", "MissedDeadline")],
+        Action.NONE,
+        id="missed-deadline-reported-before-unknown-target",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW), target="eu-west"),
+        ONLY_DEFAULT,
+        {
+            **CLAIM_1,
+            "message": "Claimed attempt 1: dispatching to target eu-west at 2030-01-15T09:00:00Z",
+        },
+        [],
+        Action.DISPATCH,
+        id="configured-target-claims",
+    ),
+    pytest.param(
+        post(scheduled(next_attempt_at=NOW), target="us-east"),
+        DEFAULTS,
+        {
+            **CLAIM_1,
+            "message": "Claimed attempt 1: dispatching to target us-east at 2030-01-15T09:00:00Z",
+        },
+        [],
+        Action.DISPATCH,
+        id="targets-not-checked-when-not-given",
+    ),
+    pytest.param(
+        post(
+            publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30)),
+            target="us-east",
+        ),
+        ONLY_DEFAULT,
+        reclaimed(1),
+        [("Warning", "Reclaimed")],
+        Action.DISPATCH,
+        id="orphan-reclaim-is-not-checked-the-adapter-fails-it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "defaults", "changes", "events", "action"), TARGETS)
+def test_act_checks_the_target_at_claim_time(
+    p: Post,
+    defaults: Defaults,
+    changes: dict[str, Any] | None,
+    events: list[tuple[str, str]],
+    action: Action,
+) -> None:
+    check(engine.act(p, NOW, defaults, ME), p.status, changes, events, action)
+
+
+def test_unknown_target_last_error_and_event() -> None:
+    decision = engine.act(
+        post(scheduled(next_attempt_at=NOW), target="us-east"), NOW, ONLY_DEFAULT, ME
+    )
+    assert decision.status is not None
+    assert decision.status.last_error == LastError(
+        class_=ErrorClass.PERMANENT, code="UnknownTarget", message=UNKNOWN_TARGET_MSG, at=NOW
+    )
+    assert [(e.message, e.routine) for e in decision.events] == [(UNKNOWN_TARGET_MSG, False)]
+    assert decision.status.attempt == 0
+
+
+# --- act: deleting finished posts (TTL) ----------------------------------------------------
+
+DAY = 86400
+
+
+def ttl(published: int | None = None, failed: int | None = None) -> Defaults:
+    return dataclasses.replace(DEFAULTS, ttl_after_published=published, ttl_after_failed=failed)
+
+
+# (post, defaults, wake_at, act's action). published() ended at EARLIER (publishedAt),
+# failed() at EARLIER (its Published condition's lastTransitionTime): a day before NOW.
+TTL = [
+    pytest.param(post(published()), DEFAULTS, None, Action.NONE, id="published-kept-by-default"),
+    pytest.param(post(failed()), DEFAULTS, None, Action.NONE, id="failed-kept-by-default"),
+    pytest.param(
+        post(published(), ttl_seconds_after_finished=3600),
+        DEFAULTS,
+        EARLIER + dt.timedelta(seconds=3600),
+        Action.DELETE,
+        id="published-spec-ttl-passed-deletes",
+    ),
+    pytest.param(
+        post(published(), ttl_seconds_after_finished=DAY),
+        DEFAULTS,
+        NOW,
+        Action.DELETE,
+        id="published-spec-ttl-exactly-now-deletes",
+    ),
+    pytest.param(
+        post(published(), ttl_seconds_after_finished=DAY + 1),
+        DEFAULTS,
+        at(1),
+        Action.NONE,
+        id="published-spec-ttl-not-yet",
+    ),
+    pytest.param(
+        post(published(published_at=NOW), ttl_seconds_after_finished=0),
+        DEFAULTS,
+        NOW,
+        Action.DELETE,
+        id="published-spec-ttl-zero-deletes-at-once",
+    ),
+    pytest.param(
+        post(published()),
+        ttl(published=60),
+        EARLIER + dt.timedelta(seconds=60),
+        Action.DELETE,
+        id="published-default-ttl-deletes",
+    ),
+    pytest.param(
+        post(published()),
+        ttl(failed=60),
+        None,
+        Action.NONE,
+        id="published-not-deleted-by-the-failed-ttl",
+    ),
+    pytest.param(
+        post(published(), ttl_seconds_after_finished=2 * DAY),
+        ttl(published=60),
+        EARLIER + dt.timedelta(days=2),
+        Action.NONE,
+        id="spec-ttl-overrides-the-default",
+    ),
+    pytest.param(
+        post(failed()),
+        ttl(failed=3600),
+        EARLIER + dt.timedelta(seconds=3600),
+        Action.DELETE,
+        id="failed-default-ttl-counts-from-the-condition",
+    ),
+    pytest.param(
+        post(failed()),
+        ttl(published=60),
+        None,
+        Action.NONE,
+        id="failed-not-deleted-by-the-published-ttl",
+    ),
+    pytest.param(
+        post(failed(conditions=[cond("Published", FALSE, "PermanentFailure", since=at(-10))])),
+        ttl(failed=60),
+        at(50),
+        Action.NONE,
+        id="failed-recently-not-yet",
+    ),
+    pytest.param(
+        post(failed(conditions=None)),
+        ttl(failed=60),
+        EARLIER + dt.timedelta(seconds=60),
+        Action.DELETE,
+        id="failed-without-condition-counts-from-last-error",
+    ),
+    pytest.param(
+        post(failed(conditions=None, last_error=None)),
+        ttl(failed=60),
+        None,
+        Action.NONE,
+        id="failed-without-an-end-time-kept",
+    ),
+    pytest.param(
+        post(failed(), ttl_seconds_after_finished=3600),
+        DEFAULTS,
+        EARLIER + dt.timedelta(seconds=3600),
+        Action.DELETE,
+        id="failed-spec-ttl-deletes",
+    ),
+    pytest.param(
+        post(suspended(), ttl_seconds_after_finished=0),
+        ttl(published=0, failed=0),
+        None,
+        Action.NONE,
+        id="suspended-never-deleted",
+    ),
+    pytest.param(
+        post(scheduled(), ttl_seconds_after_finished=0),
+        ttl(published=0, failed=0),
+        PUBLISH_AT - dt.timedelta(seconds=AHEAD),
+        Action.NONE,
+        id="scheduled-never-deleted",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-10)), ttl_seconds_after_finished=0),
+        ttl(published=0, failed=0),
+        at(590),
+        Action.NONE,
+        id="publishing-never-deleted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "defaults", "wake", "action"), TTL)
+def test_ttl_after_finished(
+    p: Post, defaults: Defaults, wake: dt.datetime | None, action: Action
+) -> None:
+    assert engine.wake_at(p, defaults, ME) == wake
+    assert engine.act(p, NOW, defaults, ME) == Decision(action=action)
+
+
+def test_ttl_waits_for_a_pending_retry_request() -> None:
+    """A Failed post whose TTL passed but that someone asked to retry is retried, not
+    deleted: act() plans first."""
+    p = post(failed(), retry_request="r1", ttl_seconds_after_finished=0)
+    decision = engine.act(p, NOW, DEFAULTS, ME)
+    assert decision.action is Action.NONE
+    assert decision.status is not None
+    assert decision.status.phase is Phase.SCHEDULED
+
+
+# --- defer_claim -----------------------------------------------------------------------------
+
+DEFER = [
+    pytest.param(
+        post(publishing(next_attempt_at=at(5))),
+        at(60),
+        {
+            "phase": Phase.SCHEDULED,
+            "attempt": 0,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "next_attempt_at": at(60),
+            "message": "Attempt 1 not sent: circuit open; dispatching at 2030-01-15T09:01:00Z",
+        },
+        id="attempt-1-back-to-scheduled-at-until",
+    ),
+    pytest.param(
+        post(publishing(next_attempt_at=at(5))),
+        None,
+        {
+            "phase": Phase.SCHEDULED,
+            "attempt": 0,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "message": "Attempt 1 not sent: circuit open; dispatching at 2030-01-15T09:00:05Z",
+        },
+        id="without-until-keeps-the-send-time",
+    ),
+    pytest.param(
+        post(publishing(attempt=3, next_attempt_at=at(5))),
+        at(60),
+        {
+            "phase": Phase.RETRYING,
+            "attempt": 2,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "next_attempt_at": at(60),
+            "message": "Attempt 3 not sent: circuit open; dispatching at 2030-01-15T09:01:00Z",
+        },
+        id="retry-attempt-back-to-retrying",
+    ),
+    pytest.param(
+        post(publishing(attempt=4, retry_epoch=1, retry_base_attempt=3)),
+        None,
+        {
+            "phase": Phase.SCHEDULED,
+            "attempt": 3,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "message": "Attempt 4 not sent: circuit open; dispatching at 2030-01-15T08:59:59Z",
+        },
+        id="first-attempt-after-manual-retry-back-to-scheduled",
+    ),
+    pytest.param(
+        post(publishing(next_attempt_at=None, claimed_at=at(-3))),
+        None,
+        {
+            "phase": Phase.SCHEDULED,
+            "attempt": 0,
+            "claimed_at": None,
+            "claimed_by": None,
+            "claimed_generation": None,
+            "next_attempt_at": at(-3),
+            "message": "Attempt 1 not sent: circuit open; dispatching at 2030-01-15T08:59:57Z",
+        },
+        id="legacy-claim-without-send-time-uses-the-claim-time",
+    ),
+]
+
+
+@pytest.mark.parametrize(("p", "until", "changes"), DEFER)
+def test_defer_claim(p: Post, until: dt.datetime | None, changes: dict[str, Any]) -> None:
+    decision = engine.defer_claim(p, NOW, until, "circuit open")
+    check(decision, p.status, changes, [])
+    assert decision.spec_dependent is False
+    assert decision.guard is Guard.WHOLE
+
+
+def test_deferred_claim_is_claimed_again_under_the_same_number() -> None:
+    deferred = engine.defer_claim(post(publishing(attempt=2)), NOW, at(60), "circuit open")
+    assert deferred.status is not None
+    assert engine.act(post(deferred.status), NOW, DEFAULTS, ME) == NOTHING
+    again = engine.act(post(deferred.status), at(60), DEFAULTS, ME)
+    assert again.status is not None
+    assert (again.status.attempt, again.status.next_attempt_at) == (2, at(60))
+
+
+# --- claim_offset ------------------------------------------------------------------------------
+
+
+def test_claim_offset_lies_in_the_last_two_thirds_of_the_window_and_spreads() -> None:
+    offsets = [engine.claim_offset(f"uid-{i}", ME, 30.0) for i in range(2000)]
+    assert all(10.0 <= o <= 30.0 for o in offsets)
+    assert min(offsets) < 10.5
+    assert max(offsets) > 29.5
+    assert abs(statistics.mean(offsets) - 20.0) < 0.5
+
+
+def test_claim_offset_belongs_to_the_identity_not_the_incarnation() -> None:
+    assert engine.claim_offset(UID, ME, 30.0) == engine.claim_offset(UID, ME_BEFORE_RESTART, 30.0)
+    differ = sum(
+        engine.claim_offset(f"uid-{i}", "herald-0/x", 30.0)
+        != engine.claim_offset(f"uid-{i}", "herald-1/x", 30.0)
+        for i in range(200)
+    )
+    assert differ == 200
+    assert engine.claim_offset(UID, ME, 30.0) == AHEAD  # deterministic
+
+
+def test_claim_offset_zero_window_claims_at_the_send_time() -> None:
+    assert engine.claim_offset(UID, ME, 0.0) == 0.0
+    no_ahead = dataclasses.replace(DEFAULTS, claim_ahead_seconds=0.0)
+    assert engine.wake_at(post(scheduled()), no_ahead, ME) == PUBLISH_AT
+    assert engine.act(post(scheduled(next_attempt_at=at(1))), NOW, no_ahead, ME) == NOTHING
+
+
+def test_replicas_claim_at_different_moments() -> None:
+    """Two replicas wake for the same post at different times; the later one finds it
+    claimed and waits for the claim timeout instead of racing."""
+    p = post(scheduled())
+    mine = engine.wake_at(p, DEFAULTS, ME)
+    theirs = engine.wake_at(p, DEFAULTS, OTHER)
+    assert mine is not None
+    assert theirs is not None
+    assert mine != theirs
+    claim = engine.act(p, mine, DEFAULTS, ME).status
+    assert claim is not None
+    assert claim.next_attempt_at == PUBLISH_AT
+    assert engine.act(post(claim), theirs, DEFAULTS, OTHER) == NOTHING
+    assert engine.wake_at(post(claim), DEFAULTS, OTHER) == PUBLISH_AT + dt.timedelta(seconds=30)
+
+
 # --- wake_at ---------------------------------------------------------------------------
 
 WAKE = [
-    pytest.param(post(scheduled()), PUBLISH_AT, id="scheduled-at-nextAttemptAt"),
-    pytest.param(post(retrying(next_attempt_at=at(90))), at(90), id="retrying-at-nextAttemptAt"),
+    pytest.param(
+        post(scheduled()),
+        PUBLISH_AT - dt.timedelta(seconds=AHEAD),
+        id="scheduled-claim-ahead-of-nextAttemptAt",
+    ),
+    pytest.param(
+        post(retrying(next_attempt_at=at(90))),
+        at(90 - AHEAD),
+        id="retrying-claim-ahead-of-nextAttemptAt",
+    ),
+    pytest.param(post(scheduled(next_attempt_at=None)), None, id="scheduled-without-time-never"),
     pytest.param(post(publishing(dispatched_at=at(-10))), at(590), id="dispatched-at-stale-time"),
     pytest.param(
         post(publishing(dispatched_at=at(-10)), stale_after_seconds=30),
@@ -1058,22 +2009,57 @@ WAKE = [
         id="dispatched-at-spec-stale-time",
     ),
     pytest.param(
-        post(publishing(claimed_by=OTHER, claimed_at=at(-10))),
+        post(publishing(claimed_by=OTHER, claimed_at=at(-10), next_attempt_at=at(-10))),
         at(20),
         id="claimed-by-other-at-claim-timeout",
     ),
     pytest.param(
-        post(publishing(claimed_by=ME, claimed_at=at(-10))),
+        post(publishing(claimed_by=OTHER, claimed_at=at(-10), next_attempt_at=at(20))),
+        at(50),
+        id="claimed-ahead-by-other-at-claim-timeout-after-the-send-time",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-10), next_attempt_at=at(-100))),
         at(20),
-        id="claimed-by-me-at-claim-timeout",
+        id="claimed-late-by-other-at-claim-timeout-after-the-claim",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=OTHER, claimed_at=at(-10), next_attempt_at=None)),
+        at(20),
+        id="legacy-claim-by-other-without-send-time",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-10), next_attempt_at=at(20))),
+        at(20),
+        id="claimed-by-me-at-the-send-time",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME, claimed_at=at(-10), next_attempt_at=None)),
+        at(-10),
+        id="claimed-by-me-without-send-time-at-once",
     ),
     pytest.param(
         post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-10))),
         at(-10),
         id="claimed-by-my-previous-incarnation-at-once",
     ),
-    pytest.param(post(published()), None, id="published-never"),
-    pytest.param(post(failed()), None, id="failed-never"),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=None, next_attempt_at=at(5))),
+        at(5),
+        id="claimed-by-my-previous-incarnation-without-claim-time-at-send-time",
+    ),
+    pytest.param(post(published()), None, id="published-without-ttl-never"),
+    pytest.param(post(failed()), None, id="failed-without-ttl-never"),
+    pytest.param(
+        post(published(), ttl_seconds_after_finished=60),
+        EARLIER + dt.timedelta(seconds=60),
+        id="published-with-ttl-at-publishedAt-plus-ttl",
+    ),
+    pytest.param(
+        post(failed(), ttl_seconds_after_finished=60),
+        EARLIER + dt.timedelta(seconds=60),
+        id="failed-with-ttl-at-failure-plus-ttl",
+    ),
     pytest.param(post(suspended(next_attempt_at=at(5))), None, id="suspended-never"),
     pytest.param(post(), None, id="new-never"),
 ]
@@ -1094,18 +2080,51 @@ DISPATCH_RESULT = [
     pytest.param(
         post(publishing()),
         Accepted(),
-        {
-            "dispatched_at": NOW,
-            "message": "Attempt 1 accepted by n8n; waiting for its callback",
-        },
-        [("Normal", "Dispatched")],
-        id="accepted-records-dispatchedAt",
+        {"dispatched_at": NOW},
+        [],
+        id="accepted-records-only-dispatchedAt",
+    ),
+    pytest.param(
+        post(published(dispatched_at=None)),
+        Accepted(),
+        {"dispatched_at": NOW},
+        [],
+        id="accepted-recorded-after-the-published-callback",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, claimed_by=ME, dispatched_at=None)),
+        Accepted(),
+        {"dispatched_at": NOW},
+        [],
+        id="accepted-recorded-after-a-failure-callback",
+    ),
+    pytest.param(
+        post(publishing(dispatched_at=at(-1))),
+        Accepted(),
+        None,
+        [],
+        id="accepted-already-recorded-nothing",
+    ),
+    pytest.param(
+        post(published()),
+        Accepted(),
+        None,
+        [],
+        id="accepted-after-published-already-recorded-nothing",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART)),
+        Accepted(),
+        None,
+        [],
+        id="accepted-for-my-previous-incarnation-nothing",
     ),
     pytest.param(
         post(publishing()),
         Accepted(published=SYNC),
         {
             "phase": Phase.PUBLISHED,
+            "next_attempt_at": None,
             "published_at": NOW,
             "external_id": "urn:li:share:7",
             "external_url": "https://social.example/7",
@@ -1121,6 +2140,7 @@ DISPATCH_RESULT = [
         Accepted(published=Published()),
         {
             "phase": Phase.PUBLISHED,
+            "next_attempt_at": None,
             "published_at": NOW,
             "message": "Published on attempt 1",
             "history": [(1, "Published", None, NOW)],
@@ -1201,6 +2221,7 @@ DISPATCH_RESULT = [
         TRANSIENT,
         {
             "phase": Phase.SUSPENDED,
+            "next_attempt_at": None,
             "last_error": ("Transient", "HTTP503", NOW),
             "history": [(1, "Transient", "HTTP503", NOW)],
             "message": "Attempt 1 failed (HTTP503); suspended by spec.suspend",
@@ -1213,6 +2234,7 @@ DISPATCH_RESULT = [
         TRANSIENT,
         {
             "phase": Phase.FAILED,
+            "next_attempt_at": None,
             "last_error": ("Transient", "HTTP503", NOW),
             "history": [
                 (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
@@ -1230,6 +2252,7 @@ DISPATCH_RESULT = [
         PERMANENT,
         {
             "phase": Phase.FAILED,
+            "next_attempt_at": None,
             "last_error": ("Permanent", "HTTP400", NOW),
             "history": [(1, "Permanent", "HTTP400", NOW)],
             "message": "Attempt 1 failed permanently (HTTP400): n8n answered 400: bad text",
@@ -1239,11 +2262,58 @@ DISPATCH_RESULT = [
         id="permanent-fails-at-once",
     ),
     pytest.param(
+        post(publishing(attempt=5, retry_epoch=1, retry_base_attempt=3)),
+        TRANSIENT,
+        {
+            "phase": Phase.RETRYING,
+            "next_attempt_at": at(120),
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [
+                (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
+                (2, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=2)),
+                (3, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=3)),
+                (4, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=4)),
+                (5, "Transient", "HTTP503", NOW),
+            ],
+            "message": "Attempt 5 failed (HTTP503): n8n answered 503: busy; attempt 3 of 3 at "
+            "2030-01-15T09:02:00Z",
+        },
+        [("Warning", "RetryScheduled")],
+        id="after-manual-retry-the-policy-counts-the-epoch",
+    ),
+    pytest.param(
+        post(publishing(attempt=6, retry_epoch=1, retry_base_attempt=3)),
+        TRANSIENT,
+        {
+            "phase": Phase.FAILED,
+            "next_attempt_at": None,
+            "last_error": ("Transient", "HTTP503", NOW),
+            "history": [
+                *[
+                    (n, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=n))
+                    for n in range(1, 6)
+                ],
+                (6, "Transient", "HTTP503", NOW),
+            ],
+            "message": "Attempt 3 of 3 failed (HTTP503): n8n answered 503: busy; no attempts left",
+            "conditions": {"Published": ("False", "RetriesExhausted")},
+        },
+        [("Warning", "Failed")],
+        id="after-manual-retry-exhausted-after-the-epochs-attempts",
+    ),
+    pytest.param(
         post(publishing(claimed_by=OTHER)),
         Accepted(),
         None,
         [],
         id="claimed-by-someone-else-nothing",
+    ),
+    pytest.param(
+        post(published(dispatched_at=None)),
+        TRANSIENT,
+        None,
+        [],
+        id="failure-after-published-callback-nothing",
     ),
     pytest.param(
         post(publishing(claimed_by=ME_BEFORE_RESTART)),
@@ -1360,6 +2430,7 @@ CALLBACK = [
         CallbackResult.APPLIED,
         {
             "phase": Phase.FAILED,
+            "next_attempt_at": None,
             "last_error": ("Permanent", "Rejected", NOW),
             "history": [(1, "Permanent", "Rejected", NOW)],
             "message": "Attempt 1 failed permanently (Rejected): text refused",
@@ -1379,10 +2450,95 @@ CALLBACK = [
     pytest.param(
         post(publishing(attempt=2)),
         CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "message": "Published on attempt 1 at https://social.example/7",
+            "history": [
+                (1, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=1)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-for-earlier-attempt-in-history-applied",
+    ),
+    pytest.param(
+        post(publishing(attempt=2, history=[rec(1, "Orphaned")])),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "message": "Published on attempt 1 at https://social.example/7",
+            "history": [
+                (1, "Orphaned", None, EARLIER + dt.timedelta(seconds=1)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-for-orphaned-attempt-while-redispatch-publishing-applied",
+    ),
+    pytest.param(
+        post(
+            failed(
+                attempt=2,
+                history=[rec(1, "Orphaned"), rec(2, "Permanent", "HTTP400")],
+            )
+        ),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "message": "Published on attempt 1 at https://social.example/7",
+            "history": [
+                (1, "Orphaned", None, EARLIER + dt.timedelta(seconds=1)),
+                (2, "Permanent", "HTTP400", EARLIER + dt.timedelta(seconds=2)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-for-orphaned-attempt-after-redispatch-failed-applied",
+    ),
+    pytest.param(
+        post(published(attempt=2, history=[rec(1, "Orphaned"), rec(2, "Published")])),
+        CB_PUBLISHED,
+        CallbackResult.DUPLICATE,
+        None,
+        [],
+        id="published-for-orphaned-attempt-after-published-duplicate",
+    ),
+    pytest.param(
+        post(publishing(attempt=2, history=None)),
+        CB_PUBLISHED,
         CallbackResult.CONFLICT,
         None,
         [],
-        id="published-for-older-attempt-conflict",
+        id="published-for-earlier-attempt-not-in-history-conflict",
+    ),
+    pytest.param(
+        post(
+            publishing(attempt=12, history=[rec(n, "Transient", "HTTP503") for n in range(2, 12)])
+        ),
+        CB_PUBLISHED,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="published-for-attempt-dropped-from-history-conflict",
+    ),
+    pytest.param(
+        post(publishing(attempt=2, history=[rec(1, "Orphaned")])),
+        CB_TRANSIENT,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="failed-for-earlier-attempt-conflict",
+    ),
+    pytest.param(
+        post(publishing(attempt=2, history=[rec(1, "Orphaned")])),
+        CB_PERMANENT,
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="failed-permanently-for-orphaned-attempt-conflict",
     ),
     pytest.param(
         post(publishing(attempt=1)),
@@ -1419,6 +2575,68 @@ CALLBACK = [
         },
         [("Normal", "Published")],
         id="published-after-failure-of-same-attempt-applied",
+    ),
+    pytest.param(
+        post(retrying(attempt=1, history=[rec(1, "Cancelled")], last_error=None)),
+        CB_PUBLISHED,
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "history": [
+                (1, "Cancelled", None, EARLIER + dt.timedelta(seconds=1)),
+                (1, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-after-orphan-release-of-same-attempt-applied",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                attempt=4,
+                retry_epoch=1,
+                retry_base_attempt=3,
+                history=[rec(3, "Permanent", "HTTP400")],
+            )
+        ),
+        Callback(4, published=SYNC),
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "message": "Published on attempt 4 at https://social.example/7",
+            "history": [
+                (3, "Permanent", "HTTP400", EARLIER + dt.timedelta(seconds=3)),
+                (4, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-after-manual-retry-applied",
+    ),
+    pytest.param(
+        post(publishing(attempt=4, retry_epoch=1, retry_base_attempt=3)),
+        Callback(3, published=SYNC),
+        CallbackResult.APPLIED,
+        {
+            **PUBLISHED_BY_CALLBACK,
+            "message": "Published on attempt 3 at https://social.example/7",
+            "history": [
+                *(
+                    (n, "Transient", "HTTP503", EARLIER + dt.timedelta(seconds=n))
+                    for n in (1, 2, 3)
+                ),
+                (3, "Published", None, NOW),
+            ],
+        },
+        [("Normal", "Published")],
+        id="published-for-the-attempt-before-the-manual-retry-applied",
+    ),
+    pytest.param(
+        post(publishing(attempt=4, retry_epoch=1, retry_base_attempt=3)),
+        Callback(3, failure=CB_TRANSIENT.failure),
+        CallbackResult.CONFLICT,
+        None,
+        [],
+        id="failed-for-the-attempt-before-the-manual-retry-conflict",
     ),
     pytest.param(
         post(retrying(attempt=1)),
@@ -1479,10 +2697,34 @@ def test_callback(
 
 
 def test_callback_conflict_reasons() -> None:
-    wrong = engine.callback(post(publishing(attempt=2)), NOW, CB_PUBLISHED, DEFAULTS)
+    wrong = engine.callback(post(publishing(attempt=2)), NOW, CB_TRANSIENT, DEFAULTS)
     assert wrong.reason == "callback for attempt 1, but the post is on attempt 2"
+    unknown = engine.callback(
+        post(publishing(attempt=2, history=None)), NOW, CB_PUBLISHED, DEFAULTS
+    )
+    assert unknown.reason == "callback for attempt 1, but the post is on attempt 2"
     after = engine.callback(post(published()), NOW, CB_PERMANENT, DEFAULTS)
     assert after.reason == "cannot record a failure for a post in phase Published"
+
+
+def test_orphaned_attempt_published_after_the_reclaim() -> None:
+    """The orphan's holder did send attempt 1 and n8n published it; meanwhile ME re-sent
+    it as attempt 2 (same Idempotency-Key, so n8n drops it). n8n's callback for attempt 1
+    publishes the post; a later callback for attempt 2 is a duplicate."""
+    orphan = publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30))
+    taken = engine.act(post(orphan), NOW, DEFAULTS, ME)
+    assert taken.status is not None
+    assert taken.status.attempt == 2
+    late = engine.callback(post(taken.status), at(5), CB_PUBLISHED, DEFAULTS)
+    assert late.result is CallbackResult.APPLIED
+    assert late.decision.status is not None
+    assert late.decision.status.phase is Phase.PUBLISHED
+    assert [(r.attempt, r.outcome) for r in late.decision.status.history or []] == [
+        (1, "Orphaned"),
+        (1, "Published"),  # credited to the attempt n8n published
+    ]
+    again = engine.callback(post(late.decision.status), at(6), Callback(2, SYNC), DEFAULTS)
+    assert again.result is CallbackResult.DUPLICATE
 
 
 def test_published_callback_moves_condition_from_false_to_true() -> None:
@@ -1493,6 +2735,187 @@ def test_published_callback_moves_condition_from_false_to_true() -> None:
     assert (condition.status, condition.reason) == (TRUE, "CallbackReceived")
     assert condition.last_transition_time == NOW
     assert condition.observed_generation == 3
+
+
+# --- what each write's compare-and-swap tests -----------------------------------------------
+
+GUARDS = [
+    pytest.param(
+        lambda: engine.plan(post(), NOW, DEFAULTS),
+        Guard.WHOLE,
+        True,
+        id="accept",
+    ),
+    pytest.param(
+        lambda: engine.plan(post(scheduled(), generation=2, publish_at=at(60)), NOW, DEFAULTS),
+        Guard.WHOLE,
+        True,
+        id="spec-change",
+    ),
+    pytest.param(
+        lambda: engine.plan(post(publishing(), generation=2), NOW, DEFAULTS, ME),
+        Guard.WHOLE,
+        True,
+        id="release-by-the-holder",
+    ),
+    pytest.param(
+        lambda: engine.plan(post(failed(), retry_request="r1"), NOW, DEFAULTS),
+        Guard.WHOLE,
+        True,
+        id="manual-retry",
+    ),
+    pytest.param(
+        lambda: engine.act(post(scheduled(next_attempt_at=NOW)), NOW, DEFAULTS, ME),
+        Guard.WHOLE,
+        True,
+        id="claim",
+    ),
+    pytest.param(
+        lambda: engine.act(post(scheduled(next_attempt_at=NOW), target="x"), NOW, ONLY_DEFAULT, ME),
+        Guard.WHOLE,
+        True,
+        id="unknown-target",
+    ),
+    pytest.param(
+        lambda: engine.act(post(publishing(dispatched_at=at(-600))), NOW, DEFAULTS, ME),
+        Guard.WHOLE,
+        True,
+        id="stale-recovery",
+    ),
+    pytest.param(
+        lambda: engine.defer_claim(post(publishing()), NOW, None, "shutting down"),
+        Guard.WHOLE,
+        False,
+        id="defer-claim",
+    ),
+    pytest.param(
+        lambda: engine.dispatch_result(post(publishing()), NOW, Accepted(), DEFAULTS, ME),
+        Guard.CLAIM,
+        False,
+        id="dispatch-acknowledged",
+    ),
+    pytest.param(
+        lambda: engine.dispatch_result(post(publishing()), NOW, Accepted(SYNC), DEFAULTS, ME),
+        Guard.WHOLE,
+        True,
+        id="dispatch-published-synchronously",
+    ),
+    pytest.param(
+        lambda: engine.dispatch_result(post(publishing()), NOW, TRANSIENT, DEFAULTS, ME),
+        Guard.WHOLE,
+        False,
+        id="dispatch-failed",
+    ),
+    pytest.param(
+        lambda: engine.callback(post(publishing()), NOW, CB_PUBLISHED, DEFAULTS).decision,
+        Guard.ATTEMPT,
+        False,
+        id="callback-published-on-publishing",
+    ),
+    pytest.param(
+        lambda: engine.callback(post(publishing()), NOW, CB_TRANSIENT, DEFAULTS).decision,
+        Guard.ATTEMPT,
+        False,
+        id="callback-failed-on-publishing",
+    ),
+    pytest.param(
+        lambda: (
+            engine.callback(
+                post(retrying(attempt=1, history=[rec(1, "Stale", "CallbackTimeout")])),
+                NOW,
+                CB_PUBLISHED,
+                DEFAULTS,
+            ).decision
+        ),
+        Guard.WHOLE,
+        False,
+        id="callback-published-after-the-operator-gave-up",
+    ),
+    pytest.param(
+        lambda: (
+            engine.callback(
+                post(publishing(attempt=2, history=[rec(1, "Orphaned")])),
+                NOW,
+                CB_PUBLISHED,
+                DEFAULTS,
+            ).decision
+        ),
+        Guard.WHOLE,
+        False,
+        id="callback-published-for-an-earlier-attempt",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "guard", "spec_dependent"), GUARDS)
+def test_write_guards(make: Any, guard: Guard, spec_dependent: bool) -> None:
+    decision = make()
+    assert decision.status is not None
+    assert (decision.guard, decision.spec_dependent) == (guard, spec_dependent)
+
+
+# --- routine events ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(
+            lambda: engine.plan(post(), NOW, DEFAULTS), [("Scheduled", True)], id="scheduled"
+        ),
+        pytest.param(
+            lambda: engine.dispatch_result(post(publishing()), NOW, Accepted(SYNC), DEFAULTS, ME),
+            [("Published", True)],
+            id="published-synchronously",
+        ),
+        pytest.param(
+            lambda: engine.callback(post(publishing()), NOW, CB_PUBLISHED, DEFAULTS).decision,
+            [("Published", True)],
+            id="published-by-callback",
+        ),
+        pytest.param(
+            lambda: engine.plan(post(scheduled(), generation=2, publish_at=at(60)), NOW, DEFAULTS),
+            [("Rescheduled", False)],
+            id="rescheduled-by-the-user",
+        ),
+        pytest.param(
+            lambda: engine.plan(post(scheduled(), generation=2, suspend=True), NOW, DEFAULTS),
+            [("Suspended", False)],
+            id="suspended-by-the-user",
+        ),
+        pytest.param(
+            lambda: engine.plan(post(failed(), retry_request="r1"), NOW, DEFAULTS),
+            [("RetryRequested", False)],
+            id="retry-requested",
+        ),
+        pytest.param(
+            lambda: engine.dispatch_result(post(publishing()), NOW, TRANSIENT, DEFAULTS, ME),
+            [("RetryScheduled", False)],
+            id="retry-scheduled",
+        ),
+        pytest.param(
+            lambda: engine.dispatch_result(post(publishing()), NOW, PERMANENT, DEFAULTS, ME),
+            [("Failed", False)],
+            id="failed",
+        ),
+        pytest.param(
+            lambda: engine.act(
+                post(publishing(claimed_by=OTHER, claimed_at=at(-60), next_attempt_at=at(-60))),
+                NOW,
+                DEFAULTS,
+                ME,
+            ),
+            [("Reclaimed", False)],
+            id="reclaimed",
+        ),
+    ],
+)
+def test_only_steps_every_post_takes_are_routine_events(
+    make: Any, expected: list[tuple[str, bool]]
+) -> None:
+    decision = make()
+    assert [(e.reason, e.routine) for e in decision.events] == expected
+    assert all(e.type == "Normal" for e in decision.events if e.routine)
 
 
 # --- backoff, jitter, retry delay --------------------------------------------------------
@@ -1789,30 +3212,42 @@ def test_from_object_reads_the_annotation_and_defaults_generation() -> None:
     assert p.status == ScheduledPostStatus()
 
 
-def test_life_of_a_post_transient_then_published() -> None:
+def test_life_of_a_post_transient_then_published_then_deleted() -> None:
+    defaults = dataclasses.replace(DEFAULTS, ttl_after_published=3600)
     p = post()
-    st = engine.plan(p, at(-7200), DEFAULTS).status
+    st = engine.plan(p, at(-7200), defaults).status
     assert st is not None
     p = engine.from_object(_as_object(p, st))
-    assert engine.act(p, at(3599), DEFAULTS, ME) == NOTHING
-    claim = engine.act(p, PUBLISH_AT, DEFAULTS, ME)
+    claim_at = PUBLISH_AT - dt.timedelta(seconds=AHEAD)
+    assert engine.wake_at(p, defaults, ME) == claim_at
+    assert engine.act(p, claim_at - dt.timedelta(milliseconds=1), defaults, ME) == NOTHING
+    # Claimed ahead: the claim is written, the request waits for the send time.
+    claim = engine.act(p, claim_at, defaults, ME)
     assert claim.action is Action.DISPATCH
     assert claim.status is not None
+    assert (claim.status.attempt, claim.status.next_attempt_at) == (1, PUBLISH_AT)
     p = engine.from_object(_as_object(p, claim.status))
-    failure = engine.dispatch_result(p, PUBLISH_AT, TRANSIENT, DEFAULTS, ME).status
+    assert engine.act(p, claim_at, defaults, ME) == NOTHING
+    assert engine.wake_at(p, defaults, ME) == PUBLISH_AT
+    assert engine.act(p, PUBLISH_AT, defaults, ME) == Decision(action=Action.SEND)
+    failure = engine.dispatch_result(p, PUBLISH_AT, TRANSIENT, defaults, ME).status
     assert failure is not None
     assert failure.next_attempt_at == PUBLISH_AT + dt.timedelta(seconds=60)
     p = engine.from_object(_as_object(p, failure))
-    second = engine.act(p, PUBLISH_AT + dt.timedelta(seconds=60), DEFAULTS, ME).status
+    retry_at = PUBLISH_AT + dt.timedelta(seconds=60)
+    second = engine.act(p, retry_at - dt.timedelta(seconds=AHEAD), defaults, ME).status
     assert second is not None
-    assert (second.phase, second.attempt) == (Phase.PUBLISHING, 2)
-    p = engine.from_object(_as_object(p, second))
-    acked = engine.dispatch_result(
-        p, PUBLISH_AT + dt.timedelta(seconds=61), Accepted(), DEFAULTS, ME
+    assert (second.phase, second.attempt, second.next_attempt_at) == (
+        Phase.PUBLISHING,
+        2,
+        retry_at,
     )
+    p = engine.from_object(_as_object(p, second))
+    assert engine.act(p, retry_at, defaults, ME) == Decision(action=Action.SEND)
+    acked = engine.dispatch_result(p, retry_at + dt.timedelta(seconds=1), Accepted(), defaults, ME)
     assert acked.status is not None
     p = engine.from_object(_as_object(p, acked.status))
-    done = engine.callback(p, PUBLISH_AT + dt.timedelta(seconds=70), Callback(2, SYNC), DEFAULTS)
+    done = engine.callback(p, PUBLISH_AT + dt.timedelta(seconds=70), Callback(2, SYNC), defaults)
     assert done.result is CallbackResult.APPLIED
     assert done.decision.status is not None
     final = done.decision.status
@@ -1822,5 +3257,28 @@ def test_life_of_a_post_transient_then_published() -> None:
         (2, "Published"),
     ]
     p = engine.from_object(_as_object(p, final))
-    assert engine.plan(p, NOW, DEFAULTS) == NOTHING
+    assert engine.plan(p, NOW, defaults) == NOTHING
+    gone_at = PUBLISH_AT + dt.timedelta(seconds=70 + 3600)
+    assert engine.wake_at(p, defaults, ME) == gone_at
+    assert engine.act(p, gone_at - dt.timedelta(seconds=1), defaults, ME) == NOTHING
+    assert engine.act(p, gone_at, defaults, ME) == Decision(action=Action.DELETE)
     assert engine.wake_at(p, DEFAULTS, ME) is None
+
+
+def test_life_of_a_post_released_by_an_edit_before_it_was_sent() -> None:
+    """The holder claimed ahead; the user moves publishAt before the send time; the
+    holder releases the claim (attempt number handed back) and claims again later."""
+    p = post(scheduled(next_attempt_at=at(10)))
+    claim = engine.act(p, NOW, DEFAULTS, ME).status
+    assert claim is not None
+    edited = engine.from_object(_as_object(post(claim, generation=2, publish_at=at(600)), claim))
+    assert engine.act(edited, NOW, DEFAULTS, OTHER) == NOTHING  # not theirs to release
+    released = engine.act(edited, at(1), DEFAULTS, ME)
+    assert released.action is Action.NONE
+    assert released.status is not None
+    assert (released.status.phase, released.status.attempt) == (Phase.SCHEDULED, 0)
+    assert released.status.next_attempt_at == at(600)
+    p = engine.from_object(_as_object(edited, released.status))
+    again = engine.act(p, at(600), DEFAULTS, ME)
+    assert again.status is not None
+    assert (again.status.attempt, again.status.claimed_generation) == (1, 2)

@@ -152,6 +152,9 @@ target's timeoutSeconds) and records their outcome before it exits. */}}
 {{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $longest 15) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be at least the longest targets.<name>.timeoutSeconds (%v) + 15, so the operator can finish in-flight requests and record them after SIGTERM" .Values.terminationGracePeriodSeconds $longest) }}
 {{- end }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf (float64 .Values.config.shutdownGraceSeconds) 5) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownGraceSeconds (%v) by at least 5" .Values.terminationGracePeriodSeconds .Values.config.shutdownGraceSeconds) }}
+{{- end }}
 {{- range $name := keys .Values.secret.targetAuthValues }}
 {{- if not (and (hasKey $.Values.targets $name) (get $.Values.targets $name).authHeaderName) }}
 {{- fail (printf "secret.targetAuthValues.%s: no target %q with an authHeaderName" $name $name) }}
