@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from herald import engine, logs
 from herald.clock import utcnow
-from herald.config import Settings
+from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import Conflict, KubeClient, KubeError, NotFound, discover
 from herald.metrics import Metrics
@@ -60,7 +60,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config: Settings = memo["settings"]
+    # `herald run` hands its settings over in the memo; kopf's in-process KopfRunner (the
+    # tests) cannot pass a memo, so there they come from the environment, as they would.
+    config: Settings = memo["settings"] if "settings" in memo else load()
     # Herald is safe active-active (every status write is a compare-and-swap), so kopf's
     # peering, which would freeze all but one replica, is not used.
     settings.peering.standalone = True

@@ -253,6 +253,53 @@ def test_health_ready_metrics_openapi(posts: Posts, sidecar: Sidecar) -> None:
     assert doc["openapi"].startswith("3.") and "/v1/callbacks" in doc["paths"]
 
 
+def test_metrics_answer_openmetrics_when_asked_and_plain_text_otherwise(
+    posts: Posts, sidecar: Sidecar
+) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "scraped")
+    assert callback(base, posts, obj).json() == {"result": "applied"}
+
+    plain = httpx.get(f"{base}/metrics", timeout=10)
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'herald_callbacks_total{result="applied"} 1.0' in plain.text
+    assert "# EOF" not in plain.text
+
+    om = httpx.get(
+        f"{base}/metrics",
+        timeout=10,
+        headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    )
+    assert om.status_code == 200
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert om.text.endswith("# EOF\n")
+    # OpenMetrics names the counter family without _total and keeps the sample's name.
+    assert "# TYPE herald_callbacks counter" in om.text
+    assert 'herald_callbacks_total{result="applied"} 1.0' in om.text
+    assert "herald_callback_duration_seconds_count 1.0" in om.text
+
+    # What Prometheus itself sends: OpenMetrics preferred, text as the fallback.
+    prom = httpx.get(
+        f"{base}/metrics",
+        timeout=10,
+        headers={
+            "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+            "text/plain;version=0.0.4;q=0.3,*/*;q=0.1",
+            "Accept-Encoding": "gzip",
+        },
+    )
+    assert prom.headers["content-type"].startswith("application/openmetrics-text")
+    assert prom.headers.get("content-encoding") == "gzip"
+    assert prom.text.endswith("# EOF\n")  # httpx has decompressed it
+
+    only_some = httpx.get(
+        f"{base}/metrics", params={"name[]": "herald_callbacks_total"}, timeout=10
+    )
+    assert "herald_callbacks_total" in only_some.text
+    assert "herald_callback_duration_seconds" not in only_some.text
+
+
 def test_readyz_fails_when_the_api_server_is_unreachable(
     sidecar: Sidecar, tmp_path: Any, control_plane: ControlPlane
 ) -> None:
