@@ -1,7 +1,8 @@
 """The callback sidecar: n8n reports an attempt's outcome, the post's status follows.
 
-`POST /v1/callbacks` authenticates the per-attempt token, validates the body, reads the
-post, asks the same state machine as the operator (`engine.callback`) and writes the
+`POST /v1/callbacks` validates the body (namespace and name must be Kubernetes names,
+so nothing else reaches the API server's URL), authenticates the per-attempt token, reads
+the post, asks the same state machine as the operator (`engine.callback`) and writes the
 result with a compare-and-swap, re-reading and re-deciding when it loses. Every answer
 is JSON with a machine-readable `code`; nothing about the server's insides leaks out.
 Also serves /healthz, /readyz, /metrics and /openapi.json.
