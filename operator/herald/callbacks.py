@@ -1,7 +1,8 @@
 """The callback sidecar: n8n reports an attempt's outcome, the post's status follows.
 
-`POST /v1/callbacks` authenticates the per-attempt token, validates the body, reads the
-post, asks the same state machine as the operator (`engine.callback`) and writes the
+`POST /v1/callbacks` validates the body (namespace and name must be Kubernetes names,
+so nothing else reaches the API server's URL), authenticates the per-attempt token, reads
+the post, asks the same state machine as the operator (`engine.callback`) and writes the
 result with a compare-and-swap, re-reading and re-deciding when it loses. Every answer
 is JSON with a machine-readable `code`; nothing about the server's insides leaks out.
 Also serves /healthz, /readyz, /metrics and /openapi.json.
@@ -9,15 +10,13 @@ Also serves /healthz, /readyz, /metrics and /openapi.json.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Literal
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald import engine, logs, signing
@@ -39,6 +38,10 @@ from herald.writer import Writer
 log = logging.getLogger("herald.callbacks")
 CALLBACK_PATH = "/v1/callbacks"
 MAX_CAS_ROUNDS = 8
+# Kubernetes' own name rules (apimachinery's IsDNS1123Label / IsDNS1123Subdomain). A name
+# that breaks them cannot exist, and would otherwise end up in the API server's URL path.
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class CallbackError(BaseModel):
@@ -56,8 +59,21 @@ class CallbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    namespace: str = Field(min_length=1, max_length=63)
-    name: str = Field(min_length=1, max_length=253)
+    # Validated first (pydantic checks fields in order), before the token or the API
+    # server sees them. pydantic's regex engine anchors `$` at the very end, so a
+    # trailing newline does not slip through as it would with Python's `re`.
+    namespace: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS1123_LABEL,
+        description="The post's namespace (a DNS-1123 label).",
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS1123_SUBDOMAIN,
+        description="The post's name (a DNS-1123 subdomain).",
+    )
     uid: str = Field(min_length=1, max_length=64)
     attempt: int = Field(ge=1, le=1000)
     status: Literal["published", "failed"]
@@ -188,7 +204,9 @@ class CallbackServer:
         app.router.add_post(CALLBACK_PATH, self.handle_callback)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_endpoint)
+        # prometheus-client's own handler: content negotiation (OpenMetrics when the
+        # scraper asks for it), `name[]` filtering and gzip.
+        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         app.router.add_get("/openapi.json", self.openapi_endpoint)
         app.on_cleanup.append(self._close)
         return app
@@ -226,23 +244,16 @@ class CallbackServer:
             return web.json_response({"status": "ready"})
         return error(503, "unavailable", "the Kubernetes API server is unreachable")
 
-    async def metrics_endpoint(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
-
     async def openapi_endpoint(self, _: web.Request) -> web.Response:
         return web.Response(body=self.openapi_doc, content_type="application/json")
 
     # --- the callback ------------------------------------------------------------------
 
     async def handle_callback(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        response = await self._callback(request)
+        with self.metrics.callback_duration.time():
+            response = await self._callback(request)
         result = getattr(response, "herald_result", None) or "invalid"
         self.metrics.callbacks.labels(result).inc()
-        self.metrics.callback_duration.observe(time.perf_counter() - started)
         return response
 
     async def _callback(self, request: web.Request) -> web.Response:
@@ -282,13 +293,13 @@ class CallbackServer:
                 ),
             )
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return answer("invalid", error(400, "invalid_json", "the body is not valid JSON"))
-        try:
-            body = CallbackBody.model_validate(data)
+            # pydantic parses the JSON itself, with a nesting limit: a deeply nested body
+            # is an invalid body, not a RecursionError.
+            body = CallbackBody.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = exc.errors(include_url=False, include_input=False)[0]
+            if first["type"] == "json_invalid":
+                return answer("invalid", error(400, "invalid_json", "the body is not valid JSON"))
             field = ".".join(str(p) for p in first["loc"]) or "(body)"
             return answer(
                 "invalid", error(400, "invalid_body", f"{field}: {first['msg']}", field=field)
@@ -321,6 +332,9 @@ class CallbackServer:
         return answer(result, web.json_response({"result": result}))
 
     def _authorized(self, token: str, body: CallbackBody) -> bool:
+        if not signing.printable_ascii(token):
+            # Header bytes that are not ASCII arrive surrogate-escaped; no token has them.
+            return False
         if signing.verify_callback_token(
             self.key, token, body.namespace, body.name, body.uid, body.attempt
         ):

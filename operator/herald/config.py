@@ -31,6 +31,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from herald import signing
 from herald.engine import Defaults
 
 
@@ -119,7 +120,9 @@ class Settings(BaseSettings):
         "http://herald-callback.herald.svc:8080. Dispatches carry <callback_url>/v1/callbacks.",
     )
     signing_key: SecretStr | None = Field(
-        default=None, description="Key for the webhook-signature header of dispatches."
+        default=None,
+        description="Standard Webhooks key for the webhook-signature header of dispatches: "
+        "whsec_<base64>. A plain string is deprecated (its bytes are the raw key).",
     )
     signing_key_file: Path | None = None
     callback_key: SecretStr | None = Field(
@@ -256,6 +259,10 @@ class Settings(BaseSettings):
         key = _read_secret(self.signing_key, self.signing_key_file, "signing_key")
         if not key:
             raise ConfigError("signing_key (or signing_key_file) is required")
+        try:
+            signing.check_signing_key(key)
+        except signing.SigningKeyError as exc:
+            raise ConfigError(f"signing_key: {exc}") from None
         return key
 
     def callback_key_bytes(self) -> bytes:

@@ -21,7 +21,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from herald import engine, kubeauth, logs
-from herald.config import Settings
+from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
 from herald.metrics import Metrics
@@ -65,7 +65,9 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.startup(registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config: Settings = memo["settings"]
+    # `herald run` hands its settings over in the memo; kopf's in-process KopfRunner (the
+    # tests) cannot pass a memo, so there they come from the environment, as they would.
+    config: Settings = memo["settings"] if "settings" in memo else load()
     # Herald is safe active-active (every status write is a compare-and-swap), so kopf's
     # peering, which would freeze all but one replica, is not used.
     settings.peering.standalone = True

@@ -137,9 +137,7 @@ class N8nClient:
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key or body["id"],
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signing.webhook_signature(self._key, msg_id, timestamp, raw),
+            **signing.webhook_headers(self._key, msg_id, timestamp, raw),
             "User-Agent": "herald-operator",
         }
         auth = self._auth.get(target)

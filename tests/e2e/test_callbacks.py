@@ -253,6 +253,53 @@ def test_health_ready_metrics_openapi(posts: Posts, sidecar: Sidecar) -> None:
     assert doc["openapi"].startswith("3.") and "/v1/callbacks" in doc["paths"]
 
 
+def test_metrics_answer_openmetrics_when_asked_and_plain_text_otherwise(
+    posts: Posts, sidecar: Sidecar
+) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "scraped")
+    assert callback(base, posts, obj).json() == {"result": "applied"}
+
+    plain = httpx.get(f"{base}/metrics", timeout=10)
+    assert plain.status_code == 200
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert 'herald_callbacks_total{result="applied"} 1.0' in plain.text
+    assert "# EOF" not in plain.text
+
+    om = httpx.get(
+        f"{base}/metrics",
+        timeout=10,
+        headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"},
+    )
+    assert om.status_code == 200
+    assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert om.text.endswith("# EOF\n")
+    # OpenMetrics names the counter family without _total and keeps the sample's name.
+    assert "# TYPE herald_callbacks counter" in om.text
+    assert 'herald_callbacks_total{result="applied"} 1.0' in om.text
+    assert "herald_callback_duration_seconds_count 1.0" in om.text
+
+    # What Prometheus itself sends: OpenMetrics preferred, text as the fallback.
+    prom = httpx.get(
+        f"{base}/metrics",
+        timeout=10,
+        headers={
+            "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+            "text/plain;version=0.0.4;q=0.3,*/*;q=0.1",
+            "Accept-Encoding": "gzip",
+        },
+    )
+    assert prom.headers["content-type"].startswith("application/openmetrics-text")
+    assert prom.headers.get("content-encoding") == "gzip"
+    assert prom.text.endswith("# EOF\n")  # httpx has decompressed it
+
+    only_some = httpx.get(
+        f"{base}/metrics", params={"name[]": "herald_callbacks_total"}, timeout=10
+    )
+    assert "herald_callbacks_total" in only_some.text
+    assert "herald_callback_duration_seconds" not in only_some.text
+
+
 def test_readyz_fails_when_the_api_server_is_unreachable(
     sidecar: Sidecar, tmp_path: Any, control_plane: ControlPlane
 ) -> None:
@@ -414,3 +461,156 @@ def test_fuzzed_requests_never_5xx_and_never_change_status(posts: Posts, sidecar
     assert total >= 1000, sent
     assert posts.get("fuzzed")["metadata"]["resourceVersion"] == rv, "a request changed the post"
     print(f"fuzz: {total} requests, by status {dict(sent)}")
+
+
+# --- hostile input: every malformed request is a 4xx JSON error, never a 500 ----------
+
+
+def no_unexpected_errors(proc: HeraldProcess) -> None:
+    assert "unexpected error" not in proc.log(), proc.log()[-3000:]
+
+
+def assert_json_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    return body
+
+
+def test_non_ascii_bearer_token_is_401_not_500(posts: Posts, sidecar: Sidecar) -> None:
+    """Header bytes that are not ASCII (not even UTF-8) reach the token check as
+    surrogate-escaped text; comparing them must reject the token, not crash."""
+    proc, base = sidecar()
+    obj = publishing(posts, "latin")
+    meta = obj["metadata"]
+    body = json.dumps(
+        {
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "attempt": 1,
+            "status": "published",
+        }
+    ).encode()
+    for raw_token in (b"v1.\xff\xfe\xfd", "v1.é".encode(), b"\xc3\x28", "ключ".encode()):
+        r = httpx.post(
+            f"{base}/v1/callbacks",
+            content=body,
+            timeout=10,
+            headers=[
+                (b"Content-Type", b"application/json"),
+                (b"Authorization", b"Bearer " + raw_token),
+            ],
+        )
+        assert_json_error(r, 401, "unauthorized")
+    no_unexpected_errors(proc)
+    assert posts.get("latin")["metadata"]["resourceVersion"] == meta["resourceVersion"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"[" * 30000 + b"]" * 30000, id="nested-arrays"),
+        pytest.param(b'{"a":' * 10000 + b"1" + b"}" * 10000, id="nested-objects"),
+        pytest.param(
+            b'{"namespace":"a","name":"b","uid":"c","attempt":1,"status":"published","error":'
+            + b'{"message":' * 4000
+            + b'"x"'
+            + b"}" * 4001,
+            id="nested-inside-a-valid-body",
+        ),
+        pytest.param(b'{"name":"\xff\xfe"}', id="not-utf8"),
+        pytest.param(b'{"name":"\\ud800"}', id="lone-surrogate"),
+    ],
+)
+def test_hostile_json_without_a_valid_token_is_400_not_500(sidecar: Sidecar, raw: bytes) -> None:
+    proc, base = sidecar()
+    assert len(raw) < 65536  # under the default body limit: it reaches the parser
+    r = httpx.post(
+        f"{base}/v1/callbacks",
+        content=raw,
+        timeout=10,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer v1.forged"},
+    )
+    assert_json_error(r, 400, "invalid_json")
+    no_unexpected_errors(proc)
+
+
+@pytest.mark.parametrize(
+    ("bad_namespace", "name", "field"),
+    [
+        pytest.param(None, "x/..", "name", id="slash-dotdot"),
+        pytest.param(None, ".", "name", id="dot"),
+        pytest.param(None, "..", "name", id="dotdot"),
+        pytest.param(None, "a\r\nX-Injected: 1", "name", id="crlf"),
+        pytest.param(None, "a\n", "name", id="trailing-newline"),
+        pytest.param(None, "Upper", "name", id="uppercase"),
+        pytest.param(None, "a?watch=true", "name", id="query"),
+        pytest.param(None, "a#b", "name", id="fragment"),
+        pytest.param(None, "%2e%2e", "name", id="percent-encoded"),
+        pytest.param(None, "-a", "name", id="leading-dash"),
+        pytest.param(None, "a" * 254, "name", id="too-long"),
+        pytest.param("..", "ok", "namespace", id="namespace-dotdot"),
+        pytest.param("a.b", "ok", "namespace", id="namespace-with-dot"),
+        pytest.param("ns/x", "ok", "namespace", id="namespace-slash"),
+        pytest.param("a\r\n", "ok", "namespace", id="namespace-crlf"),
+        pytest.param("a" * 64, "ok", "namespace", id="namespace-too-long"),
+    ],
+)
+def test_names_that_are_not_kubernetes_names_are_400_even_with_a_valid_token(
+    posts: Posts, sidecar: Sidecar, bad_namespace: str | None, name: str, field: str
+) -> None:
+    proc, base = sidecar()
+    ns = bad_namespace if bad_namespace is not None else posts.namespace
+    uid = "0b1f6a52-0000-4000-8000-000000000000"
+    tok = signing.callback_token(CALLBACK_KEY.encode(), ns, name, uid, 1)
+    r = httpx.post(
+        f"{base}/v1/callbacks",
+        json={"namespace": ns, "name": name, "uid": uid, "attempt": 1, "status": "published"},
+        timeout=10,
+        headers={"Authorization": f"Bearer {tok}"},
+    )
+    body = assert_json_error(r, 400, "invalid_body")
+    assert body["field"] == field, body
+    no_unexpected_errors(proc)
+
+
+def test_fuzzed_names_with_valid_tokens_never_5xx(posts: Posts, sidecar: Sidecar) -> None:
+    """An attacker holding a valid token for whatever names it likes: every answer is a
+    4xx JSON error (400 for a name Kubernetes would refuse, 404 for one that is absent)."""
+    proc, base = sidecar()
+    sent: Counter[int] = Counter()
+    names = st.one_of(
+        st.text(max_size=20),
+        st.text(alphabet="abc-./\r\n%?#\\ \t\x00é", max_size=12),
+        st.from_regex(r"[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", fullmatch=True),
+    )
+
+    @settings(
+        max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(namespace=st.one_of(names, st.just(posts.namespace)), name=names)
+    def attack(namespace: str, name: str) -> None:
+        uid = "0b1f6a52-0000-4000-8000-000000000000"
+        tok = signing.callback_token(CALLBACK_KEY.encode(), namespace, name, uid, 1)
+        r = httpx.post(
+            f"{base}/v1/callbacks",
+            json={
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+                "attempt": 1,
+                "status": "published",
+            },
+            timeout=10,
+            headers={"Authorization": f"Bearer {tok}"},
+        )
+        sent[r.status_code] += 1
+        assert r.status_code in (400, 404), (namespace, name, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json")
+
+    attack()
+    no_unexpected_errors(proc)
+    assert sent[400] and sent[404], sent
+    print(f"name fuzz: {sum(sent.values())} requests, by status {dict(sent)}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,7 +15,8 @@ from pathlib import Path
 
 from tests.support.controlplane import free_port
 
-SIGNING_KEY = "test-signing-key-0123456789abcdef"
+# The form the chart generates: whsec_ + base64 of 32 random bytes (fresh per test run).
+SIGNING_KEY = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 CALLBACK_KEY = "test-callback-key-0123456789abcdef"
 
 

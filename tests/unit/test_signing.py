@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import itertools
+import logging
+import secrets
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from herald import signing
+from herald.config import ConfigError, Settings
 
-SECRET = b"a-plain-signing-key"
+# The normal form, as the chart generates it: whsec_ + base64 of 32 random bytes.
+RAW_KEY = bytes(range(32))
+SECRET = b"whsec_" + base64.b64encode(RAW_KEY)
+PLAIN = b"a-plain-signing-key"
 MSG_ID = "msg_0b1f6a52_1"
 TS = 1_893_488_400
 BODY = b'{"attempt":1,"content":{"text":"hello \xc3\xa9"},"id":"0b1f6a52"}'
@@ -25,8 +33,78 @@ def independent_signature(key: bytes, msg_id: str, ts: int, body: bytes) -> str:
 
 def test_signature_matches_an_independent_hmac() -> None:
     assert signing.webhook_signature(SECRET, MSG_ID, TS, BODY) == independent_signature(
-        SECRET, MSG_ID, TS, BODY
+        RAW_KEY, MSG_ID, TS, BODY
     )
+
+
+def test_the_official_library_verifies_a_fresh_signature() -> None:
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    key = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    headers = signing.webhook_headers(key.encode(), MSG_ID, now, BODY)
+    # The receiver's side, exactly as the library's README shows it.
+    assert Webhook(key).verify(BODY, headers) == {
+        "attempt": 1,
+        "content": {"text": "hello \u00e9"},
+        "id": "0b1f6a52",
+    }
+    with pytest.raises(WebhookVerificationError):
+        Webhook(key).verify(BODY + b" ", headers)
+
+
+def test_a_plain_key_is_the_whsec_key_of_its_bytes() -> None:
+    """The documented conversion: a deprecated plain key signs as whsec_ + base64(key)."""
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    headers = signing.webhook_headers(PLAIN, MSG_ID, now, BODY)
+    converted = signing.whsec_form(PLAIN)
+    assert converted == "whsec_" + base64.b64encode(PLAIN).decode()
+    Webhook(converted).verify(BODY, headers)
+    Webhook(PLAIN).verify(BODY, headers)  # the library's bytes form: the raw key
+    assert headers == signing.webhook_headers(converted.encode(), MSG_ID, now, BODY)
+    # Handing the plain string to a library as if it were base64 is what fails:
+    with pytest.raises((WebhookVerificationError, ValueError)):
+        Webhook(PLAIN.decode()).verify(BODY, headers)
+    assert signing.whsec_form(SECRET) == SECRET.decode()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"whsec_", id="prefix-only"),
+        pytest.param(b"whsec_not base64!", id="not-base64"),
+        pytest.param(b"whsec_\xc3\xa9\xc3\xa9", id="non-ascii"),
+    ],
+)
+def test_unusable_keys_are_refused(key: bytes) -> None:
+    with pytest.raises(signing.SigningKeyError) as caught:
+        signing.check_signing_key(key)
+    message = str(caught.value)
+    assert message and (not key[6:] or key[6:].decode(errors="replace") not in message)
+
+
+def test_unpadded_whsec_keys_are_accepted_as_the_library_does() -> None:
+    padded = b"whsec_" + base64.b64encode(b"0123456789abcdefghij")
+    assert padded.endswith(b"=")
+    unpadded = padded.rstrip(b"=")
+    assert signing.webhook_signature(unpadded, MSG_ID, TS, BODY) == signing.webhook_signature(
+        padded, MSG_ID, TS, BODY
+    )
+
+
+def test_plain_key_warns_at_startup_and_whsec_does_not(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="herald.signing"):
+        assert Settings(signing_key=SECRET.decode()).signing_key_bytes() == SECRET
+        assert not caplog.records
+        assert Settings(signing_key=PLAIN.decode()).signing_key_bytes() == PLAIN
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "deprecated" in record.getMessage() and "whsec_" in record.getMessage()
+    assert PLAIN.decode() not in record.getMessage()
+
+
+def test_a_bad_whsec_key_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="signing_key: a whsec_ signing key must be"):
+        Settings(signing_key="whsec_%%%").signing_key_bytes()
 
 
 def test_signature_matches_a_known_vector() -> None:
@@ -45,13 +123,14 @@ def test_signature_matches_a_known_vector() -> None:
 
 
 def test_whsec_secret_is_base64_decoded() -> None:
-    raw = bytes(range(32))
-    whsec = b"whsec_" + base64.b64encode(raw)
-    assert signing.webhook_signature(whsec, MSG_ID, TS, BODY) == independent_signature(
-        raw, MSG_ID, TS, BODY
+    assert signing.webhook_signature(SECRET, MSG_ID, TS, BODY) == independent_signature(
+        RAW_KEY, MSG_ID, TS, BODY
     )
-    assert signing.webhook_signature(whsec, MSG_ID, TS, BODY) != independent_signature(
-        whsec, MSG_ID, TS, BODY
+    assert signing.webhook_signature(SECRET, MSG_ID, TS, BODY) != independent_signature(
+        SECRET, MSG_ID, TS, BODY
+    )
+    assert signing.webhook_signature(PLAIN, MSG_ID, TS, BODY) == independent_signature(
+        PLAIN, MSG_ID, TS, BODY
     )
 
 
@@ -95,6 +174,8 @@ def test_verify_rejects_tampering(secret: bytes, msg_id: str, ts: int, body: byt
         pytest.param("", id="empty"),
         pytest.param("v1,", id="no-digest"),
         pytest.param("v1,AAAA", id="garbage-digest"),
+        pytest.param("v1,\udcff", id="surrogate"),
+        pytest.param("v1,é", id="non-ascii"),
     ],
 )
 def test_verify_rejects_malformed_headers(header: str) -> None:
@@ -170,6 +251,8 @@ def test_token_from_another_key_is_rejected() -> None:
         pytest.param("v1.", id="prefix-only"),
         pytest.param("Bearer x", id="garbage"),
         pytest.param("v1.é", id="non-ascii"),
+        pytest.param("v1.\udcff\udcfe", id="surrogate-escaped-header-bytes"),
+        pytest.param("v1.\x00", id="control-character"),
     ],
 )
 def test_malformed_tokens_are_rejected(token: str) -> None:
