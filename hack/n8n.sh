@@ -51,22 +51,30 @@ install_n8n() {
   "overrides": { "xlsx": "npm:xlsx@0.18.5" }
 }
 JSON
-    # Node from the cache first on PATH so install scripts (sqlite3's
-    # node-gyp fallback) build against it; its own headers avoid a download.
+    # Install scripts are skipped: several (kafka, sentry profilers, oracledb, a browser
+    # agent) download prebuilt binaries from hosts outside the package registries, or
+    # build from source what n8n never loads here. Only the native modules n8n needs are
+    # built afterwards: sqlite3 (its database; compiled, ~2 min) and isolated-vm (its
+    # expression sandbox; ships prebuilds). Node from the cache comes first on PATH so
+    # node-gyp builds against it, with its own headers (no header download).
     (
       cd "$work"
-      PATH="$NODE_DIR/bin:$PATH" npm_config_nodedir="$NODE_DIR" \
-        npm install --no-audit --no-fund --loglevel=error >"$work/npm-install.log" 2>&1
+      export PATH="$NODE_DIR/bin:$PATH" npm_config_nodedir="$NODE_DIR"
+      npm install --ignore-scripts --no-audit --no-fund --loglevel=error >"$work/npm-install.log" 2>&1
+      npm rebuild sqlite3 isolated-vm --foreground-scripts >>"$work/npm-install.log" 2>&1
+      "$NODE_DIR/bin/node" -e 'require("sqlite3"); require("isolated-vm")'
     ) || { log "npm install failed; see $work/npm-install.log"; tail -n 30 "$work/npm-install.log" >&2; exit 1; }
     rm -rf "$N8N_DIR" && mv "$work" "$N8N_DIR"
     touch "$marker"
     log "n8n installed in $((SECONDS - started)) s ($(du -sh "$N8N_DIR" | cut -f1))"
   fi
+  # The wrapper finds the cache relative to itself, so a moved or shared .tools works.
   cat >"$TOOLS/bin/n8n" <<SH
 #!/usr/bin/env bash
 # Runs the cached n8n $N8N_VERSION with the cached Node.js $N8N_NODE_VERSION.
-export PATH="$NODE_DIR/bin:\$PATH"
-exec "$NODE_DIR/bin/node" "$N8N_DIR/node_modules/n8n/bin/n8n" "\$@"
+tools="\$(cd "\$(dirname "\$(readlink -f "\${BASH_SOURCE[0]}")")/.." && pwd)"
+export PATH="\$tools/node-$N8N_NODE_VERSION/bin:\$PATH"
+exec "\$tools/node-$N8N_NODE_VERSION/bin/node" "\$tools/n8n-$N8N_VERSION/node_modules/n8n/bin/n8n" "\$@"
 SH
   chmod +x "$TOOLS/bin/n8n"
 }

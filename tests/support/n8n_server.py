@@ -154,10 +154,14 @@ class N8nServer:
             creds = self.workdir / "credentials.json"
             creds.write_text(json.dumps(credentials))
             self.cli("import:credentials", f"--input={creds}")
+        # One import for all of them (each CLI call boots n8n: seconds), then publish.
+        folder = self.workdir / "workflows"
+        folder.mkdir(exist_ok=True)
         for path in workflows:
-            self.cli("import:workflow", f"--input={path}")
-            wid = json.loads(path.read_text())["id"]
-            self.cli("publish:workflow", f"--id={wid}")
+            (folder / path.name).write_bytes(path.read_bytes())
+        self.cli("import:workflow", "--separate", f"--input={folder}")
+        for path in workflows:
+            self.cli("publish:workflow", f"--id={json.loads(path.read_text())['id']}")
         return self
 
     def start(self, probe_path: str | None = None, timeout: float = 180.0) -> N8nServer:
