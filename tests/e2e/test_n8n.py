@@ -120,9 +120,9 @@ def test_post_goes_through_n8n_to_linkedin_once(
     created = creates[0]
     assert status["externalId"] == created.urn
     assert status["externalUrl"] == f"https://www.linkedin.com/feed/update/{created.urn}/"
-    assert created.headers["Authorization"] == "Bearer test-access-token"
-    assert created.headers["X-Restli-Protocol-Version"] == "2.0.0"
-    assert created.headers["LinkedIn-Version"].isdigit()
+    assert created.headers["authorization"] == "Bearer test-access-token"
+    assert created.headers["x-restli-protocol-version"] == "2.0.0"
+    assert created.headers["linkedin-version"].isdigit()
     body = created.body
     assert body["author"] == AUTHOR
     assert body["commentary"] == little_text(text)

@@ -161,7 +161,9 @@ class FakeLinkedIn:
 
             def _read(self) -> Request:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = Request(time.time(), self.command, self.path, dict(self.headers), raw)
+                # Header names lower-cased: HTTP says their case means nothing.
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = Request(time.time(), self.command, self.path, headers, raw)
                 fake._record(request)
                 return request
 
