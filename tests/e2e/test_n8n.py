@@ -207,8 +207,11 @@ def test_redispatch_after_a_lost_callback_does_not_post_twice(
             staleAfterSeconds=12,
             retry={"maxAttempts": 3, "backoffSeconds": 1},
         )
-        status = posts.wait_phase("lost-callback", "Published", 90)
-        records = relay.records()
+        try:
+            status = posts.wait_phase("lost-callback", "Published", 90)
+        finally:
+            records = relay.records()
+            print(f"callbacks: {records}\ncreates: {fresh.creates()}")
     assert status["attempt"] == 2
     (created,) = fresh.creates()
     assert len(fresh.post_requests()) == 1

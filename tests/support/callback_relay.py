@@ -63,8 +63,8 @@ class CallbackRelay:
             data=raw,
             method="POST",
             headers={
-                "Content-Type": headers.get("Content-Type", "application/json"),
-                "Authorization": headers.get("Authorization", ""),
+                "Content-Type": headers.get("content-type", "application/json"),
+                "Authorization": headers.get("authorization", ""),
             },
         )
         try:
@@ -90,7 +90,9 @@ class CallbackRelay:
                     status, answer = 503, b'{"code":"unavailable","message":"dropped by relay"}'
                     dropped = True
                 else:
-                    status, answer = relay._forward(self.path, raw, dict(self.headers))
+                    # Header names lower-cased: n8n sends them so, HTTP ignores case.
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    status, answer = relay._forward(self.path, raw, headers)
                     dropped = False
                 with relay._lock:
                     relay.seen.append(Relayed(body, status, dropped))
