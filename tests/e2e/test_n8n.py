@@ -187,10 +187,15 @@ def test_linkedin_401_fails_the_post_for_good(
     assert "LinkedIn answered HTTP 401" in status["lastError"]["message"]
     assert "Invalid access token" in status["lastError"]["message"]
     assert fresh.creates() == []
-    requests_then = len(fresh.post_requests())
+    tried = [(r.path, r.headers.get("authorization")) for r in fresh.requests]
+    assert tried == [
+        ("/rest/posts", "Bearer test-access-token"),
+        ("/oauth/v2/accessToken", None),
+        ("/rest/posts", "Bearer refreshed-token"),
+    ]
     time.sleep(3)  # longer than the backoff: a retry would have happened by now
     assert posts.status("denied")["attempt"] == 1
-    assert len(fresh.post_requests()) == requests_then
+    assert len(fresh.requests) == len(tried)
 
 
 def test_redispatch_after_a_lost_callback_does_not_post_twice(
