@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 N8N ?= standin
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 up: tools venv $(if $(filter real,$(N8N)),n8n) ## Start Herald locally: control plane, CRD, operator, sidecar, n8n (N8N=real for a real one), a sample post
 	$(PY) hack/up.py --n8n $(N8N)
