@@ -6,15 +6,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help up test lint unit e2e tools venv crd bench clean
+.PHONY: help up test lint unit e2e tools n8n venv crd bench clean
+
+# `make up N8N=real` runs a real n8n with n8n/publish-echo.json instead of the stand-in.
+N8N ?= standin
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-up: tools venv ## Start Herald locally: control plane, CRD, operator, sidecar, a stand-in n8n, a sample post
-	$(PY) hack/up.py
+up: tools venv $(if $(filter real,$(N8N)),n8n) ## Start Herald locally: control plane, CRD, operator, sidecar, n8n (N8N=real for a real one), a sample post
+	$(PY) hack/up.py --n8n $(N8N)
 
-test: tools venv lint ## Everything CI runs: lint, type checks, unit and end-to-end tests
+test: tools n8n venv lint ## Everything CI runs: lint, type checks, unit and end-to-end tests (real n8n included)
 	$(PY) -m pytest
 
 lint: venv ## ruff, ruff format --check, mypy --strict, and the CRD is current
@@ -27,6 +30,9 @@ unit: venv ## Only the tests that need no control plane
 
 tools: ## Build/install kube-apiserver, etcd, kubectl, helm into .tools/ (cached by version)
 	bash hack/tools.sh all
+
+n8n: ## Install the pinned n8n and the Node.js it needs into .tools/ (cached by version)
+	bash hack/n8n.sh install
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml

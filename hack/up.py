@@ -1,25 +1,34 @@
-"""Start Herald locally: control plane, CRD, callback sidecar, operator, a stand-in n8n.
+"""Start Herald locally: control plane, CRD, callback sidecar, operator, and an n8n.
 
-    make up                 # runs until Ctrl-C
-    python hack/up.py --smoke   # exits 0 once the demo post is Published (used by tests)
+    make up                          # stand-in n8n; runs until Ctrl-C
+    make up N8N=real                 # a real n8n running n8n/publish-echo.json
+    python hack/up.py --smoke        # exits 0 once the demo post is Published (tests)
 
 Everything listens on 127.0.0.1. The stand-in n8n accepts each webhook and calls the
-sidecar back with "published", as a real n8n workflow from n8n/ would after posting.
-Point Herald at a real n8n instead with HERALD_N8N_URL=https://n8n.example/webhook/herald.
+sidecar back with "published" and a `demo:` id: nothing is posted anywhere, and the
+status says so (no URL). `--n8n real` runs the real n8n from `hack/n8n.sh install` with
+the echo workflow, which verifies Herald's signature and calls back the same way.
+Point Herald at an n8n of your own with HERALD_N8N_URL=https://n8n.example/webhook/herald
+(and HERALD_SIGNING_KEY=<its key>). Signing keys are generated per run, `whsec_<base64>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,6 +40,43 @@ from tests.support.herald_proc import (  # noqa: E402
     start_callback_server,
     start_operator,
 )
+from tests.support.n8n_server import ECHO, N8nServer  # noqa: E402
+
+
+class DemoN8n(FakeN8n):
+    """The stand-in n8n: calls back "published" with an id that says nothing was posted."""
+
+    def _send_callback(self, body: dict[str, Any]) -> None:
+        cb = body["callback"]
+        data = json.dumps(
+            {
+                "namespace": body["namespace"],
+                "name": body["name"],
+                "uid": body["id"],
+                "attempt": body["attempt"],
+                "status": "published",
+                # A demo: no LinkedIn URL for a post that went nowhere.
+                "externalId": f"demo:{body['id']}:{body['attempt']}",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            cb["url"],
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {cb['token']}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                self.callback_results.append((response.status, response.read().decode()))
+        except urllib.error.HTTPError as exc:
+            self.callback_results.append((exc.code, exc.read().decode()))
+        except OSError as exc:
+            self.callback_results.append((0, str(exc)))
+
+
+def whsec() -> str:
+    """A fresh Standard Webhooks key: `whsec_` and the base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _port_or_free(port: int) -> int:
@@ -48,14 +94,25 @@ def main() -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="exit 0 once the demo post is Published (exit 1 after 60 s)",
+        help="exit 0 once the demo post is Published (exit 1 after the smoke timeout)",
+    )
+    parser.add_argument(
+        "--n8n",
+        choices=["standin", "real"],
+        default=os.environ.get("N8N") or "standin",
+        help="standin: a built-in stand-in n8n (default); real: a real n8n running "
+        "n8n/publish-echo.json (install it with `make n8n`)",
     )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="herald-dev-"))
     cp = ControlPlane(workdir=workdir / "control-plane")
     n8n_url = os.environ.get("HERALD_N8N_URL")
-    fake = None if n8n_url else FakeN8n(auto_callback=True).start()
+    signing_key = os.environ.get("HERALD_SIGNING_KEY") if n8n_url else None
+    signing_key = signing_key or whsec()
+    keys = {"signing_key": signing_key, "callback_key": whsec()}
+    fake: FakeN8n | None = None
+    real: N8nServer | None = None
     procs: list[HeraldProcess] = []
     stopping = False
 
@@ -66,14 +123,23 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         cp.start()
-        print(f"control plane up in {cp.started_in:.1f}s: {cp.server}")
+        print(f"control plane up in {cp.started_in:.1f}s: {cp.server}", flush=True)
         cp.kubectl("apply", "-f", str(REPO / "crds" / "scheduledposts.herald.dev.yaml"))
         cp.kubectl("wait", "--for=condition=Established", "crd/scheduledposts.herald.dev")
+        if n8n_url:
+            url = n8n_url
+        elif args.n8n == "real":
+            real = N8nServer(workdir / "n8n", env_extra={"HERALD_SIGNING_KEY": signing_key})
+            real.setup([ECHO]).start(probe_path="herald-echo")
+            url = real.webhook_url("herald-echo")
+            print(f"n8n up in {real.started_in:.1f}s: {real.base_url} (workflow: {ECHO.name})")
+        else:
+            fake = DemoN8n(auto_callback=True).start()
+            url = fake.url
         sidecar, callback_base = start_callback_server(
-            cp.kubeconfig, workdir / "callback-server.log", log_level="INFO"
+            cp.kubeconfig, workdir / "callback-server.log", log_level="INFO", **keys
         )
         procs.append(sidecar)
-        url = n8n_url or (fake.url if fake else "")
         metrics_port, health_port = _port_or_free(9090), _port_or_free(8081)
         operator = start_operator(
             cp.kubeconfig,
@@ -83,6 +149,7 @@ def main() -> int:
             metrics_port=metrics_port,
             health_port=health_port,
             identity="herald-dev",
+            **keys,
         )
         procs.append(operator)
         publish_at = (
@@ -100,9 +167,13 @@ def main() -> int:
             },
         }
         cp.kubectl("apply", "-f", "-", input=json.dumps(demo))
+        where = {
+            "standin": "a stand-in n8n: nothing is posted anywhere",
+            "real": f"n8n at {real.base_url if real else ''}: the echo workflow posts nowhere",
+        }
         print(
             f"""
-Herald is running (logs in {workdir}).
+Herald is running against {n8n_url or where[args.n8n]} (logs in {workdir}).
   export KUBECONFIG={cp.kubeconfig} PATH={tools_bin()}:$PATH
   kubectl get scheduledposts -o wide -w       # hello-herald publishes at {publish_at}
   kubectl apply -f manifests/samples/          # more posts
@@ -117,24 +188,44 @@ Ctrl-C stops everything.
         while not stopping:
             time.sleep(0.5)
             if args.smoke:
-                phase = cp.kubectl(
-                    "get", "sp", "hello-herald", "-o", "jsonpath={.status.phase}"
-                ).stdout
-                if phase == "Published":
-                    print("smoke: hello-herald is Published")
+                status = json.loads(
+                    cp.kubectl("get", "sp", "hello-herald", "-o", "jsonpath={.status}").stdout
+                    or "{}"
+                )
+                if status.get("phase") == "Published":
+                    print(
+                        "smoke: hello-herald is Published: "
+                        f"externalId={status.get('externalId')} "
+                        f"externalUrl={status.get('externalUrl')}"
+                    )
                     return 0
                 if time.monotonic() > deadline:
-                    print(f"smoke: still {phase!r} after 60 s\n{operator.log()[-2000:]}")
+                    print(f"smoke: still {status} after 60 s\n{operator.log()[-2000:]}")
                     return 1
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in reversed(procs):
-            proc.stop()
-        if fake is not None:
-            fake.stop()
-        cp.stop()
+        shutdown(procs, fake, real, cp)
     return 0
+
+
+def shutdown(
+    procs: list[HeraldProcess], fake: FakeN8n | None, real: N8nServer | None, cp: ControlPlane
+) -> None:
+    """Stop everything at once, then the control plane (kube-apiserver before etcd)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    for proc in procs:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.proc.send_signal(signal.SIGTERM)
+    if real is not None and real.proc is not None and real.proc.poll() is None:
+        os.killpg(real.proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.stop(timeout=4)
+    if real is not None:
+        real.stop(timeout=4)
+    if fake is not None:
+        fake.stop()
+    cp.stop()
 
 
 if __name__ == "__main__":

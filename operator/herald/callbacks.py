@@ -192,7 +192,9 @@ class CallbackServer:
         self.defaults = settings.defaults()
         self.key = settings.callback_key_bytes()
         self.shared_secret = settings.shared_secret_bytes()
-        self.writer = Writer(kube, metrics, f"{settings.identity}/callback")
+        self.writer = Writer(
+            kube, metrics, f"{settings.identity}/callback", routine_events=settings.routine_events
+        )
         self.openapi_doc = resources.files("herald").joinpath("openapi.json").read_bytes()
 
     # --- app -------------------------------------------------------------------------

@@ -177,7 +177,8 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
     (status.dispatchedAt, or Published) before the process exits; and a replacement
     operator (another identity) must not send n8n the same (uid, attempt) again.
     """
-    first = herald(fake_n8n.url, identity="leaving")
+    # The request's deadline (5 s) comfortably covers n8n's 2 s answer.
+    first = herald(fake_n8n.url, identity="leaving", targets__default__timeout_seconds=5)
     fake_n8n.script("in-flight", Reply(200, {"status": "accepted"}, delay=2.0))
     posts.create("in-flight", in_seconds(1))
     (request,) = fake_n8n.wait_for("in-flight", 1, timeout=15)

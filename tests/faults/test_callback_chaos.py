@@ -50,8 +50,10 @@ def test_duplicated_and_reordered_callbacks(herald: Herald, n8n: StartN8n, repor
         callback_spread=SPREAD,
         seed=7,
     )
-    herald.sidecar()
-    herald.operator(fake.url, "herald-0")
+    # Published Events are routine (off by default): turned on, they show that each
+    # outcome was applied exactly once.
+    herald.sidecar(routine_events="true")
+    herald.operator(fake.url, "herald-0", routine_events="true")
     t0 = time.time() + 5.0
     retry = {"backoffSeconds": 1, "maxBackoffSeconds": 2}
     plan = [(f"once-{i:03d}", t0 + i * 0.1, {}) for i in range(once)]

@@ -172,10 +172,11 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
+        # One at a time, newest first: kube-apiserver stops at once while etcd is still
+        # there, but waits out its etcd retries when both are signalled together.
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self._procs):
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
