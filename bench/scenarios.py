@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 from tests.support.controlplane import REPO, ControlPlane, free_port
-from tests.support.herald_proc import HeraldProcess, start_callback_server, start_operator
+from tests.support.herald_proc import HeraldProcess, herald_env, start_operator
 
 from bench.common import (
     API,
@@ -65,27 +66,41 @@ class Sizes:
     tenants_a: int = 5000
     tenants_b: int = 1
     replicas_posts: int = 2000
-    lead: float | None = None  # seconds between creating posts and their due time
+    # Posts due "at once" are created this long before they are due, so that the operator
+    # has taken them all in (written their first status) by then: lead_base + n / intake_rate
+    # seconds, unless `lead` is given. The "before" operator takes in ~15 posts/s on the
+    # shared 2-core machine; the figures say (known_before_due_s < 0) when it was too short.
+    lead: float | None = None
+    lead_base: float = 6.0
+    intake_rate: float = 10.0
     timeout: float = 600.0  # per wait
 
 
 QUICK = Sizes(
-    ceiling_seconds=3.0,
-    ceiling_posts=30,
-    precision_posts=40,
-    precision_spread=8.0,
-    seed_interval=8.0,
-    burst_posts=100,
-    idle_posts=300,
-    idle_window=5.0,
-    history_finished=600,
-    history_live=30,
-    tenants_a=150,
-    replicas_posts=100,
+    ceiling_seconds=2.0,
+    ceiling_posts=15,
+    precision_posts=24,
+    precision_spread=5.0,
+    seed_interval=5.0,
+    burst_posts=40,
+    idle_posts=100,
+    idle_window=3.0,
+    history_finished=200,
+    history_live=10,
+    tenants_a=40,
+    replicas_posts=40,
+    lead_base=3.0,
+    intake_rate=15.0,
     timeout=90.0,
 )
 
 Result = dict[str, Any]
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress, so a long full run shows where it is."""
+    print(f"  [{time.monotonic() - _T0:7.1f}s] {message}", flush=True)
 
 
 @dataclass
@@ -108,11 +123,35 @@ class Bench:
         await self.api.create_namespace(name)
         return name
 
-    async def sidecar(self) -> str:
+    async def herald(self, namespaces: list[str], replicas: int = 1) -> tuple[str, list[str]]:
+        """Start the callback sidecar and `replicas` operators side by side; return the
+        sidecar's base URL and the operators' /metrics URLs once all are up."""
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = herald_env(
+            self.cp.kubeconfig,
+            "http://127.0.0.1:1/unused",
+            callback_port=port,
+            callback_host="127.0.0.1",
+        )
         log = self.workdir / f"sidecar-{len(self.procs)}.log"
-        proc, base = await asyncio.to_thread(start_callback_server, self.cp.kubeconfig, log)
-        self.procs.append(proc)
-        return base
+        side = HeraldProcess("callback-server", env, log).start()
+        self.procs.append(side)
+        operators = await asyncio.gather(
+            *(self.operator(namespaces, base, f"bench-replica-{r}") for r in range(replicas))
+        )
+
+        def healthy() -> bool:
+            if side.proc is not None and side.proc.poll() is not None:
+                raise RuntimeError(f"callback-server exited:\n{side.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        await wait_until(lambda: asyncio.to_thread(healthy), 60, 0.1, "callback-server up")
+        return base, [url for _, url in operators]
 
     async def operator(
         self, namespaces: list[str], callback: str, identity: str = "bench-operator"
@@ -143,7 +182,7 @@ class Bench:
         """Time to create `posts` and let the operator take them in before they are due."""
         if self.sizes.lead is not None:
             return self.sizes.lead
-        return 6.0 + posts * 0.02
+        return self.sizes.lead_base + posts / self.sizes.intake_rate
 
     def timeout(self, extra: float = 0.0) -> float:
         return self.sizes.timeout + extra
@@ -204,8 +243,10 @@ async def _all_due_together(
     before = await bench.api.request_counts()
     due_at = time.time() + bench.lead(total)
     created_in = 0.0
+    say(f"creating {total} posts due in {due_at - time.time():.0f}s")
     for namespace, count in groups:
         created_in += await _create_due_at(bench, namespace, count, lambda _i: due_at)
+    say(f"created in {created_in:.1f}s; waiting for the operator to take them in")
     known_at = None
     try:
         for namespace, count in groups:
@@ -219,6 +260,7 @@ async def _all_due_together(
     except TimeoutError:
         pass
     published_before = _published(publish_urls)
+    say(f"known {'%.1fs before due' % (due_at - known_at) if known_at else 'NOT before due'}")
 
     async def all_at_n8n() -> bool:
         for namespace, count in groups:
@@ -227,6 +269,7 @@ async def _all_due_together(
         return True
 
     await wait_until(all_at_n8n, bench.timeout(bench.lead(total)), 0.2, "all posts at n8n")
+    say(f"all at n8n {time.time() - due_at:.1f}s after due")
     await wait_until(
         lambda: _published(publish_urls) - published_before >= total or None,
         bench.timeout(),
@@ -234,6 +277,7 @@ async def _all_due_together(
         "all posts Published",
     )
     published_at = time.time()
+    say(f"all Published {published_at - due_at:.1f}s after due")
     await asyncio.sleep(1.0)  # let the last Events land
     after = await bench.api.request_counts()
     arrivals = {
@@ -363,14 +407,15 @@ async def ceiling(bench: Bench) -> Result:
         uids[body["metadata"]["name"]] = (await bench.api.create_post(body))["metadata"]["uid"]
     names = sorted(uids)
     raw = await _hammer(bench, ns, names, uids, "aiohttp")
+    say(f"raw: {raw['writes_per_s']} status writes/s")
     with_httpx = await _hammer(bench, ns, names, uids, "httpx")
+    say(f"httpx: {with_httpx['writes_per_s']} status writes/s")
 
     # Writes per published post: the real processes publish a small batch.
     ns2 = await bench.namespace("wpp")
-    side = await bench.sidecar()
-    _, metrics = await bench.operator([ns2], side)
+    side, metrics = await bench.herald([ns2])
     got = await _all_due_together(
-        bench, [(ns2, sizes.ceiling_posts)], [metrics], [metrics, side + "/metrics"]
+        bench, [(ns2, sizes.ceiling_posts)], metrics, [*metrics, side + "/metrics"]
     )
     await bench.stop_all()
     wpp = got["writes_per_post"]
@@ -396,6 +441,7 @@ async def _spread_run(bench: Bench, ns: str, *, wait_extra: float) -> tuple[list
     sizes = bench.sizes
     n, spread = sizes.precision_posts, sizes.precision_spread
     start = time.time() + bench.lead(n)
+    say(f"creating {n} posts due over {spread:.0f}s from {start - time.time():.0f}s on")
     created = await _create_due_at(bench, ns, n, lambda i: start + spread * i / n)
     await wait_until(
         lambda: _wait_count(bench, ns, n),
@@ -415,10 +461,10 @@ async def precision(bench: Bench) -> Result:
     """Posts spread over a minute: lateness at n8n; the seed's poller on the same load."""
     sizes = bench.sizes
     ns = await bench.namespace("precision")
-    side = await bench.sidecar()
-    await bench.operator([ns], side)
+    await bench.herald([ns])
     herald, created = await _spread_run(bench, ns, wait_extra=60)
     await bench.stop_all()
+    say("Herald done; now the seed's poller")
 
     ns_seed = await bench.namespace("seed")
     with (bench.workdir / "seed-poller.log").open("ab") as log:
@@ -467,11 +513,7 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
     """N posts due in the same second: how long until n8n has them and they are Published."""
     n = bench.sizes.replicas_posts if replicas > 1 else bench.sizes.burst_posts
     ns = await bench.namespace("burst" if replicas == 1 else "replicas")
-    side = await bench.sidecar()
-    metrics = []
-    for r in range(replicas):
-        _, url = await bench.operator([ns], side, identity=f"bench-replica-{r}")
-        metrics.append(url)
+    side, metrics = await bench.herald([ns], replicas)
     publish_urls = [*metrics, side + "/metrics"]
     got = await _all_due_together(bench, [(ns, n)], metrics, publish_urls)
     conflicts = _conflicts(publish_urls)
@@ -504,10 +546,9 @@ async def tenants(bench: Bench) -> Result:
     """A big tenant's burst must not delay a small tenant's post due at the same time."""
     sizes = bench.sizes
     a, b = await bench.namespace("tenant-a"), await bench.namespace("tenant-b")
-    side = await bench.sidecar()
-    _, metrics = await bench.operator([a, b], side)
+    side, metrics = await bench.herald([a, b])
     got = await _all_due_together(
-        bench, [(a, sizes.tenants_a), (b, sizes.tenants_b)], [metrics], [metrics, side + "/metrics"]
+        bench, [(a, sizes.tenants_a), (b, sizes.tenants_b)], metrics, [*metrics, side + "/metrics"]
     )
     await bench.stop_all()
     late_a = _lateness(got["arrivals"][a])
@@ -532,6 +573,7 @@ async def idle(bench: Bench) -> Result:
     ns = await bench.namespace("idle")
     far = time.time() + FAR
     created = await _create_due_at(bench, ns, n, lambda _i: far)
+    say(f"{n} posts created in {created:.1f}s; starting the operator")
     started = time.monotonic()
     proc, metrics = await bench.operator([ns], "http://127.0.0.1:1")
     assert proc.proc is not None
@@ -540,6 +582,7 @@ async def idle(bench: Bench) -> Result:
         lambda: _known(bench, metrics, ns, n), bench.timeout(n * 0.05), 0.5, "all posts known"
     )
     rss_known = rss_mib(pid)
+    say(f"all known {known - started:.1f}s after start; measuring idle CPU")
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(sizes.idle_window)
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
@@ -561,14 +604,14 @@ async def history(bench: Bench) -> Result:
     sizes = bench.sizes
     ns = await bench.namespace("history")
     # A real Published status, made by the real processes, is the template for the rest.
-    side = await bench.sidecar()
-    await bench.operator([ns], side)
+    await bench.herald([ns])
     await bench.api.create_post(post_body(ns, "template", time.time()))
     await wait_until(
         lambda: _status_phase(bench, ns, "template", "Published"), 60, 0.2, "template Published"
     )
     template = (await bench.api.get_post(ns, "template"))["status"]
     await bench.stop_all()
+    say(f"creating {sizes.history_finished} Published + {sizes.history_live} live posts")
 
     f, live = sizes.history_finished, sizes.history_live
     far = time.time() + FAR
@@ -579,6 +622,7 @@ async def history(bench: Bench) -> Result:
     )
     live_in = await _create_due_at(bench, ns, live, lambda _i: far, prefix="live")
     setup = time.monotonic() - t0
+    say(f"setup {setup:.1f}s ({f / finished_in:.0f} finished posts/s); starting the operator")
     before = await bench.api.request_counts()
     started = time.monotonic()
     proc, metrics = await bench.operator([ns], "http://127.0.0.1:1")
@@ -595,6 +639,7 @@ async def history(bench: Bench) -> Result:
         lambda: _known(bench, metrics, ns, total), bench.timeout(total * 0.01), 0.5, "all known"
     )
     rss_known = rss_mib(pid)
+    say(f"live known {live_known - started:.1f}s, all {all_known - started:.1f}s after start")
     cpu0, c0 = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(min(10.0, sizes.idle_window))
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - c0)
