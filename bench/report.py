@@ -178,19 +178,15 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         f"{p['posts']} posts due over {p['spread_s']:.0f} s: lateness = arrival at n8n - publishAt"
     )
     fig.suptitle(title)
-    for ax, data, name, color, scale, unit in (
-        (axes[0], herald, "Herald (herald run)", "tab:blue", 1000.0, "ms"),
-        (
-            axes[1],
-            seed,
-            f"seed poller ({_seed(p)})",
-            "tab:orange",
-            1.0,
-            "s",
-        ),
-    ):
+    panels = (
+        (axes[0], herald, "Herald (herald run)", "tab:blue", "herald_lateness_s"),
+        (axes[1], seed, f"seed poller ({_seed(p)})", "tab:orange", "seed_lateness_s"),
+    )
+    for ax, data, name, color, key in panels:
+        # Milliseconds while everything is under 2 s, seconds beyond.
+        scale, unit = (1000.0, "ms") if data and max(data) < 2 else (1.0, "s")
         ax.hist([v * scale for v in data], bins=40, color=color)
-        s = p["herald_lateness_s" if color == "tab:blue" else "seed_lateness_s"]
+        s = p[key]
         ax.set_title(
             f"{name}\np50 {s['p50'] * scale:.3g} {unit}, p99 {s['p99'] * scale:.3g} {unit}, "
             f"max {s['max'] * scale:.3g} {unit}",

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "--only", default="", help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}"
     )
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="run nothing: redo the table, RESULTS.md and plot from a results.json",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "out", help="output dir"
     )
     group = parser.add_argument_group("sizes (defaults: the full benchmark; --quick lowers them)")
@@ -115,6 +120,8 @@ async def run_scenarios(names: list[str], sizes: Sizes, out: Path) -> dict[str, 
                     cp.stop()
             results["scenario_seconds"][name] = round(time.monotonic() - t0, 1)
             print(f"== {name}: {results['scenario_seconds'][name]:.0f} s", flush=True)
+            # A long run keeps what it has so far.
+            (out / "results.partial.json").write_text(json.dumps(results, indent=1) + "\n")
     finally:
         if shared is not None:
             shared.stop()
@@ -137,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         return 2
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        return _report(results, args.from_json.resolve().parent)
     try:
         require_binary("kube-apiserver")
         require_binary("etcd")
@@ -149,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     results = asyncio.run(run_scenarios(names, sizes, out))
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return _report(results, out)
+
+
+def _report(results: dict[str, Any], out: Path) -> int:
     (out / "RESULTS.md").write_text(report.markdown(results))
     png = report.plot(results, out / "lateness.png")
     print()
