@@ -44,8 +44,9 @@ $(STAMP): pyproject.toml
 crd: venv ## Regenerate crds/ from operator/herald/models.py
 	$(PY) -m herald.crdgen > crds/scheduledposts.herald.dev.yaml
 
-bench: tools venv ## Run the benchmarks in bench/
-	$(PY) bench/dispatcher.py
+bench: tools venv ## Benchmark against the real API server (bench/run.py; BENCH_ARGS=--quick)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean: ## Remove the virtualenv (keeps the .tools cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
