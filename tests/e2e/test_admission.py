@@ -280,7 +280,8 @@ def test_without_the_policy_the_operator_reports_the_edit_as_not_applied(
     had no effect (SpecApplied=False, ChangedAfterDispatch)."""
     herald(fake_n8n.url)
     posts.create("sent", in_seconds(0.5))
-    posts.wait_phase("sent", "Publishing")  # n8n accepted it; no callback comes
+    # n8n accepted it (no callback comes, so the operator records the 2xx): really sent.
+    posts.wait("sent", lambda s: bool(s.get("dispatchedAt")), what="dispatched")
     posts.patch_spec("sent", {"content": {"text": "changed after dispatch"}})
 
     def not_applied(status: dict[str, Any]) -> bool:
