@@ -25,8 +25,6 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,35 +41,10 @@ from tests.support.herald_proc import (  # noqa: E402
 from tests.support.n8n_server import ECHO, N8nServer  # noqa: E402
 
 
-class DemoN8n(FakeN8n):
-    """The stand-in n8n: calls back "published" with an id that says nothing was posted."""
-
-    def _send_callback(self, body: dict[str, Any]) -> None:
-        cb = body["callback"]
-        data = json.dumps(
-            {
-                "namespace": body["namespace"],
-                "name": body["name"],
-                "uid": body["id"],
-                "attempt": body["attempt"],
-                "status": "published",
-                # A demo: no LinkedIn URL for a post that went nowhere.
-                "externalId": f"demo:{body['id']}:{body['attempt']}",
-            }
-        ).encode()
-        request = urllib.request.Request(
-            cb["url"],
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {cb['token']}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                self.callback_results.append((response.status, response.read().decode()))
-        except urllib.error.HTTPError as exc:
-            self.callback_results.append((exc.code, exc.read().decode()))
-        except OSError as exc:
-            self.callback_results.append((0, str(exc)))
+def demo_callback(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stand-in n8n's report: "published", with an id that says nothing was posted
+    (no LinkedIn URL for a post that went nowhere)."""
+    return [{"status": "published", "externalId": f"demo:{body['id']}:{body['attempt']}"}]
 
 
 def whsec() -> str:
@@ -134,7 +107,7 @@ def main() -> int:
             url = real.webhook_url("herald-echo")
             print(f"n8n up in {real.started_in:.1f}s: {real.base_url} (workflow: {ECHO.name})")
         else:
-            fake = DemoN8n(auto_callback=True).start()
+            fake = FakeN8n(auto_callback=True, callback_bodies=demo_callback).start()
             url = fake.url
         sidecar, callback_base = start_callback_server(
             cp.kubeconfig, workdir / "callback-server.log", log_level="INFO", **keys
