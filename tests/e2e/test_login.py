@@ -145,7 +145,10 @@ class Herald:
         self.procs: list[HeraldProcess] = []
 
     def start(self, operator_config: Path, sidecar_config: Path, n8n: FakeN8n) -> None:
-        sidecar, base = start_callback_server(sidecar_config, self.tmp_path / "sidecar.log")
+        # Routine Events on: both processes must be able to post Events with these logins.
+        sidecar, base = start_callback_server(
+            sidecar_config, self.tmp_path / "sidecar.log", routine_events="true"
+        )
         self.procs.append(sidecar)
         op = start_operator(
             operator_config,
@@ -153,6 +156,7 @@ class Herald:
             self.tmp_path / "operator.log",
             namespaces=json.dumps([self.namespace]),
             callback_url=base,
+            routine_events="true",
         )
         self.procs.append(op)
         op.wait_for_log("watch is live")
@@ -178,7 +182,7 @@ def publish_through_sidecar(posts: Posts, name: str, herald: Herald) -> dict[str
     status = posts.wait_phase(name, "Published", timeout=30)
     assert status["externalUrl"], status
     reasons = {e["reason"] for e in posts.events(name)}
-    assert {"Dispatched", "Published"} <= reasons, reasons
+    assert {"Scheduled", "Published"} <= reasons, reasons
     for word in ("Unauthorized", "Forbidden", "Traceback"):
         assert word not in herald.logs(), herald.logs()
     return status
