@@ -145,9 +145,23 @@ class N8nClient:
             headers[auth[0]] = auth[1]
         try:
             async with asyncio.timeout(config.timeout_seconds):
-                response = await self._client.post(
-                    str(config.url), content=raw, headers=headers, timeout=config.timeout_seconds
-                )
+                try:
+                    response = await self._client.post(
+                        str(config.url),
+                        content=raw,
+                        headers=headers,
+                        timeout=config.timeout_seconds,
+                    )
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    # Usually a pooled keep-alive connection n8n had already closed: send
+                    # once more on a fresh one, within the same deadline. Should n8n have
+                    # got the first after all, the Idempotency-Key lets it drop this one.
+                    response = await self._client.post(
+                        str(config.url),
+                        content=raw,
+                        headers=headers,
+                        timeout=config.timeout_seconds,
+                    )
         except (TimeoutError, httpx.TimeoutException) as exc:
             return engine.Failure(
                 ErrorClass.TRANSIENT,

@@ -104,7 +104,7 @@ def test_happy_path_dispatch_callback_published(
 
 
 def test_hundred_identical_callbacks_make_one_transition(posts: Posts, sidecar: Sidecar) -> None:
-    _, base = sidecar()
+    _, base = sidecar(routine_events="true")  # the Published Event counts transitions
     obj = publishing(posts, "storm")
     with ThreadPoolExecutor(max_workers=32) as pool:
         responses = list(
@@ -386,7 +386,10 @@ def test_stale_recovery_racing_a_late_callback(
         history = [h["outcome"] for h in status["history"]]
         outcomes["stale-first" if "Stale" in history else "callback-first"] += 1
         assert history in (["Published"], ["Stale", "Published"]), history
-        assert status["attempt"] == 1
+        # Published is credited to attempt 1, the one n8n published. The retry may have
+        # been claimed ahead meanwhile (attempt 2), but never sent: the callback won.
+        assert status["history"][-1]["attempt"] == 1
+        assert status["attempt"] in (1, 2)
     time.sleep(1)
     assert fake_n8n.requests == [], "nothing was re-dispatched"
     print("race outcomes:", dict(outcomes))

@@ -194,7 +194,11 @@ def test_operator_killed_between_claim_and_post_redispatches_once(
     herald(fake_n8n.url, identity="herald-0")
     (request,) = fake_n8n.wait_for("orphan", 1, timeout=10)
     assert request.at - restarted_at < 5.0
-    assert request.body["attempt"] == 1, "the same attempt, not a new one"
+    # Sent again as claimed, under a new attempt number (attempt 1 may have reached n8n)
+    # and the same Idempotency-Key.
+    assert request.body["attempt"] == 2, "a new attempt number, never a reused one"
+    key = {k.lower(): v for k, v in request.headers.items()}["idempotency-key"]
+    assert key == obj["metadata"]["uid"]
     posts.wait("orphan", lambda s: bool(s.get("dispatchedAt")), what="acknowledged")
     time.sleep(1)
     assert len(fake_n8n.for_post("orphan")) == 1
@@ -213,7 +217,9 @@ def test_sigkill_right_after_claim_really(posts: Posts, fake_n8n: FakeN8n, heral
     assert not posts.status("killed").get("dispatchedAt")
     herald(fake_n8n.url, identity="herald-1")
     requests = fake_n8n.wait_for("killed", 2, timeout=10)
-    assert [r.body["attempt"] for r in requests] == [1, 1]
+    assert [r.body["attempt"] for r in requests] == [1, 2]
+    keys = {k.lower(): v for k, v in requests[0].headers.items()}["idempotency-key"]
+    assert keys == {k.lower(): v for k, v in requests[1].headers.items()}["idempotency-key"]
     posts.wait("killed", lambda s: bool(s.get("dispatchedAt")), what="acknowledged")
 
 

@@ -91,7 +91,8 @@ def test_every_subcommand_against_a_running_operator(
     _, callback_base = sidecar()
     with FakeN8n(auto_callback=True) as n8n:
         n8n.script("broken", Reply(400, {"message": "text too long for channel"}))
-        herald(n8n.url, callback_url=callback_base)
+        # Routine Events on, so `describe` has the whole story to show.
+        herald(n8n.url, callback_url=callback_base, routine_events="true")
         posts.create("done", in_seconds(1))
         posts.create("broken", in_seconds(1))
         posts.create("later", in_seconds(3600))
