@@ -145,6 +145,13 @@ def _client_gone(conn: socket.socket) -> bool:
         return True
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) overflows when a burst of dispatches connects at
+    # once; Linux then drops the SYNs and the clients retry after a 1 s RTO, which would
+    # show up as lateness that is the fake's, not Herald's. n8n's own backlog is 511.
+    request_queue_size = 512
+
+
 class FakeN8n:
     def __init__(
         self,
@@ -220,7 +227,7 @@ class FakeN8n:
         self.stop()
 
     def _listen(self, port: int) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        server = _Server(("127.0.0.1", port), self._handler())
         server.daemon_threads = True
         return server
 
