@@ -24,8 +24,6 @@ class Entry:
     uid: str
     generation: int
     phase: str
-    target: str
-    attempt: int
     resource_version: str
 
 
@@ -53,13 +51,6 @@ class PostCache:
 
     def get(self, uid: str) -> Entry | None:
         return self._live.get(uid)
-
-    def phase_of(self, uid: str) -> str | None:
-        entry = self._live.get(uid)
-        if entry is not None:
-            return entry.phase
-        done = self._done.get(uid)
-        return done[0] if done else None
 
     def resource_version(self, uid: str) -> str | None:
         """The version last remembered for the post, finished or not."""

@@ -168,8 +168,6 @@ class Dispatcher:
                 uid,
                 post.generation,
                 status.phase.value if status.phase else "Pending",
-                post.spec.target,
-                status.attempt,
                 rv,
             ),
             pending=wake is not None or needs_plan(obj, post),

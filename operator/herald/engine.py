@@ -108,6 +108,15 @@ class Policy:
         )
 
 
+_NO_CLAIM: dict[str, Any] = {
+    "claimed_at": None,
+    "claimed_by": None,
+    "claimed_generation": None,
+    "dispatched_at": None,
+}
+"""The status fields a claim sets, cleared when the claim is given back or reset."""
+
+
 def _first(value: int | None, default: int) -> int:
     return default if value is None else value
 
@@ -442,11 +451,8 @@ def _release(post: Post, now: dt.datetime, why: str, *, spent: bool) -> Decision
         status,
         phase=Phase.SCHEDULED if spent or attempt == status.retry_base_attempt else Phase.RETRYING,
         attempt=attempt,
-        claimed_at=None,
-        claimed_by=None,
-        claimed_generation=None,
-        dispatched_at=None,
         history=_with_history(status, now, "Cancelled", None) if spent else status.history,
+        **_NO_CLAIM,
     )
     decision = _spec_changed(replace_status(post, released), now)
     assert decision.status is not None
@@ -546,11 +552,8 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
     reset: dict[str, Any] = {
         "retry_epoch": status.retry_epoch + 1,
         "retry_base_attempt": status.attempt,
-        "claimed_at": None,
-        "claimed_by": None,
-        "claimed_generation": None,
-        "dispatched_at": None,
         "observed_generation": post.generation,
+        **_NO_CLAIM,
     }
     if post.spec.suspend:
         msg = f"Retry requested ({post.retry_request}): attempts reset; suspended by spec.suspend"
@@ -667,12 +670,9 @@ def defer_claim(
         status,
         phase=Phase.SCHEDULED if attempt == status.retry_base_attempt else Phase.RETRYING,
         attempt=attempt,
-        claimed_at=None,
-        claimed_by=None,
-        claimed_generation=None,
-        dispatched_at=None,
         next_attempt_at=at,
         message=msg,
+        **_NO_CLAIM,
     )
     return Decision(new, spec_dependent=False)
 

@@ -146,22 +146,12 @@ class N8nClient:
         try:
             async with asyncio.timeout(config.timeout_seconds):
                 try:
-                    response = await self._client.post(
-                        str(config.url),
-                        content=raw,
-                        headers=headers,
-                        timeout=config.timeout_seconds,
-                    )
+                    response = await self._post(str(config.url), raw, headers, config)
                 except (httpx.ReadError, httpx.RemoteProtocolError):
                     # Usually a pooled keep-alive connection n8n had already closed: send
                     # once more on a fresh one, within the same deadline. Should n8n have
                     # got the first after all, the Idempotency-Key lets it drop this one.
-                    response = await self._client.post(
-                        str(config.url),
-                        content=raw,
-                        headers=headers,
-                        timeout=config.timeout_seconds,
-                    )
+                    response = await self._post(str(config.url), raw, headers, config)
         except (TimeoutError, httpx.TimeoutException) as exc:
             return engine.Failure(
                 ErrorClass.TRANSIENT,
@@ -175,6 +165,13 @@ class N8nClient:
                 ErrorClass.TRANSIENT, "NetworkError", f"{type(exc).__name__}: {exc}"[:300]
             )
         return classify(response, self._clock())
+
+    async def _post(
+        self, url: str, raw: bytes, headers: dict[str, str], config: Target
+    ) -> httpx.Response:
+        return await self._client.post(
+            url, content=raw, headers=headers, timeout=config.timeout_seconds
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

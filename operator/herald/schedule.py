@@ -34,10 +34,6 @@ class Schedule:
     def __contains__(self, uid: str) -> bool:
         return uid in self._live
 
-    def when(self, uid: str) -> float | None:
-        entry = self._live.get(uid)
-        return entry[0] if entry else None
-
     def set(self, uid: str, when: float) -> bool:
         """Wake `uid` at `when` (replacing any earlier plan). True if it is now first."""
         current = self._live.get(uid)
@@ -72,10 +68,6 @@ class Schedule:
                 return when
             heapq.heappop(self._heap)
         return None
-
-    def due_count(self) -> int:
-        now = self._clock()
-        return sum(1 for when, _ in self._live.values() if when <= now)
 
     def _compact(self) -> None:
         self._heap = [(when, seq, uid) for uid, (when, seq) in self._live.items()]
