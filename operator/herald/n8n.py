@@ -22,8 +22,8 @@ import httpx
 from herald import engine, signing
 from herald.config import Target
 from herald.models import ErrorClass, format_time
+from herald.statuses import is_retryable
 
-TRANSIENT_STATUS = frozenset({408, 425, 429})
 _BODY_SNIPPET = 300
 
 
@@ -79,7 +79,7 @@ def classify(response: httpx.Response, now: dt.datetime) -> engine.Outcome:
         return engine.Accepted(published=_synchronous_result(response))
     snippet = response.text[:_BODY_SNIPPET].strip() or response.reason_phrase
     message = f"n8n answered {code}: {snippet}"
-    if code in TRANSIENT_STATUS or code >= 500:
+    if is_retryable(code):
         return engine.Failure(
             ErrorClass.TRANSIENT,
             f"HTTP{code}",
