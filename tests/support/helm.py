@@ -17,6 +17,14 @@ CHART = REPO / "charts" / "herald"
 _files = itertools.count()
 
 
+def kubernetes_version() -> str:
+    """The Kubernetes version the tests' API server runs (hack/versions.env)."""
+    for line in (REPO / "hack" / "versions.env").read_text().splitlines():
+        if line.startswith("KUBERNETES_VERSION="):
+            return line.partition("=")[2].strip()
+    raise LookupError("KUBERNETES_VERSION is not in hack/versions.env")
+
+
 @dataclass
 class Helm:
     """helm with its caches in `home` and the cluster (if any) given by `env`'s KUBECONFIG."""
@@ -27,6 +35,11 @@ class Helm:
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        if args[:1] == ("template",) and not any(a.startswith("--kube-version") for a in args):
+            # Without a cluster helm assumes the Kubernetes version it was built for; the
+            # source build of hack/tools.sh says v1.20, below the chart's kubeVersion.
+            # Render for the version the tests' API server runs.
+            args = (*args, "--kube-version", kubernetes_version())
         env = dict(self.env)
         env.update(
             HELM_CACHE_HOME=str(self.home / "cache"),
