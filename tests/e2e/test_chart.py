@@ -17,8 +17,12 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
+import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from tests.support.helm import CHART, Helm, documents, find, one
 pytestmark = pytest.mark.e2e
 
 FILES = CHART / "files"
+CHART_CRD = FILES / "crds" / "scheduledposts.herald.dev.yaml"
 RULES = FILES / "herald-alerts.rules.yaml"
 DASHBOARD = FILES / "herald-dashboard.json"
 MANIFESTS = REPO / "manifests"
@@ -127,6 +132,79 @@ def all_toggles(watch: list[str], grafana_namespace: str) -> dict[str, Any]:
 
 
 ALL_TOGGLES = all_toggles(["team-a", "team-b"], "grafana")
+
+
+def extensions(monitoring_namespace: str) -> dict[str, Any]:
+    """Values for every extension point (merged over all_toggles for "everything on")."""
+    return {
+        "crds": {"enabled": True},
+        "commonLabels": {"example.com/cost-centre": "social"},
+        "deploymentAnnotations": {"example.com/reload": "true"},
+        "serviceAccount": {
+            "name": "herald-runner",
+            "callbackName": "herald-receiver",
+            "annotations": {"iam.example.com/role": "herald"},
+        },
+        "extraArgs": ["--operator-flag"],
+        "callback": {"extraArgs": ["--callback-flag"]},
+        "extraVolumes": [{"name": "n8n-ca", "configMap": {"name": "n8n-ca"}}],
+        "extraVolumeMounts": [{"name": "n8n-ca", "mountPath": "/etc/ssl/n8n", "readOnly": True}],
+        "extraObjects": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "{{ .Release.Name }}-extra-map"},
+                "data": {"namespace": "{{ .Release.Namespace }}"},
+            },
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+            '  name: {{ include "herald.fullname" . }}-extra-string\n',
+        ],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "herald"}},
+            }
+        ],
+        "probes": {
+            "startup": {"periodSeconds": 5, "failureThreshold": 24, "timeoutSeconds": 2},
+            "liveness": {"initialDelaySeconds": 0, "periodSeconds": 20},
+            "readiness": {"periodSeconds": 7, "successThreshold": 2},
+        },
+        "serviceMonitor": {
+            "namespace": monitoring_namespace,
+            "relabelings": [{"action": "replace", "targetLabel": "cluster", "replacement": "a"}],
+            "metricRelabelings": [
+                {"action": "drop", "sourceLabels": ["__name__"], "regex": "python_gc_.*"}
+            ],
+        },
+        "prometheusRule": {
+            "namespace": monitoring_namespace,
+            "disabled": ["HeraldBacklogGrowing"],
+            "overrides": {
+                "HeraldCircuitOpen": {
+                    "for": "10m",
+                    "labels": {"severity": "critical", "team": "social"},
+                    "annotations": {"runbook_url": "https://wiki.example.com/herald"},
+                }
+            },
+        },
+    }
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """base with over merged in, maps key by key (as helm merges values files)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+EVERYTHING = merged(ALL_TOGGLES, extensions("grafana"))
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
@@ -276,14 +354,19 @@ def post(name: str, namespace: str) -> str:
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
     top = REPO / "crds" / "scheduledposts.herald.dev.yaml"
-    copy = CHART / "crds" / "scheduledposts.herald.dev.yaml"
-    assert copy.read_bytes() == top.read_bytes(), (
-        "charts/herald/crds/ is stale: cp crds/scheduledposts.herald.dev.yaml charts/herald/crds/"
+    assert CHART_CRD.read_bytes() == top.read_bytes(), (
+        "charts/herald/files/crds/ is stale: "
+        "cp crds/scheduledposts.herald.dev.yaml charts/herald/files/crds/"
     )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [top.name]
+    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == [top.name]
+    # A crds/ directory would be installed by Helm before the templated CRD, which then
+    # could not be created (it exists, owned by no release).
+    assert not (CHART / "crds").exists()
 
 
-@pytest.mark.parametrize("values", [None, ALL_TOGGLES], ids=["defaults", "all-toggles"])
+@pytest.mark.parametrize(
+    "values", [None, ALL_TOGGLES, EVERYTHING], ids=["defaults", "all-toggles", "everything"]
+)
 def test_helm_lint_is_clean(helm: Helm, values: dict[str, Any] | None) -> None:
     proc = helm.run("lint", "--strict", str(CHART), *helm.values_args(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
@@ -294,8 +377,20 @@ def test_helm_lint_is_clean(helm: Helm, values: dict[str, Any] | None) -> None:
 # --- what the chart renders ------------------------------------------------------------
 
 
+def is_hook(doc: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in doc["metadata"].get("annotations", {})
+
+
 def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
-    docs = documents(helm.template())
+    rendered = documents(helm.template())
+    docs = [d for d in rendered if not is_hook(d)]
+    # `helm test` objects, created only by `helm test`.
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered if is_hook(d)) == [
+        ("Pod", "herald-test"),
+        ("Role", "herald-test"),
+        ("RoleBinding", "herald-test"),
+        ("ServiceAccount", "herald-test"),
+    ]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
         [
             ("ConfigMap", "herald-config"),
@@ -311,8 +406,9 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("PodDisruptionBudget", "herald"),
         ]
     )
-    # Monitoring, ingress and network policy are opt-in.
+    # Monitoring, ingress, network policy and the CRD are opt-in.
     optional = (
+        "CustomResourceDefinition",
         "Ingress",
         "NetworkPolicy",
         "ServiceMonitor",
@@ -680,7 +776,9 @@ def test_every_rendered_object_passes_server_side_dry_run(
     values = None
     if mode == "all-toggles":
         watch = [create_namespace(control_plane, f"{namespace}-{s}") for s in ("a", "b")]
-        values = all_toggles(watch, create_namespace(control_plane, f"{namespace}-grafana"))
+        elsewhere = create_namespace(control_plane, f"{namespace}-grafana")
+        # Every toggle and extension point, the CRD and the `helm test` objects included.
+        values = merged(all_toggles(watch, elsewhere), extensions(elsewhere))
     rendered = helm.template(f"dry-{namespace}", namespace, values, "--include-crds")
     path = tmp_path / "rendered.yaml"
     path.write_text(rendered)
@@ -690,7 +788,17 @@ def test_every_rendered_object_passes_server_side_dry_run(
     applied = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(applied) == len(docs), proc.stdout
     if mode == "all-toggles":
-        for kind in ("ingress", "networkpolicy", "servicemonitor", "prometheusrule", "role."):
+        kinds = (
+            "ingress",
+            "networkpolicy",
+            "servicemonitor",
+            "prometheusrule",
+            "role.",
+            "customresourcedefinition",
+            "pod/",
+            "configmap/dry-",
+        )
+        for kind in kinds:
             assert any(line.startswith(kind) for line in applied), (kind, proc.stdout)
 
 
@@ -1152,7 +1260,48 @@ BAD_VALUES = [
         ["callback.replicas=2"],
         [SCHEMA_ERROR, "/callback", "additional properties 'replicas' not allowed"],
     ),
+    ("crds-enabled-not-bool", ["crds.enabled=yes"], [SCHEMA_ERROR, "/crds/enabled"]),
+    (
+        "common-label-of-the-chart",
+        ["commonLabels.app\\.kubernetes\\.io/name=x"],
+        [SCHEMA_ERROR, "/commonLabels/app.kubernetes.io~1name"],
+    ),
+    (
+        "extra-volume-named-like-the-charts",
+        ["extraVolumes[0].name=tmp", "extraVolumes[0].emptyDir.medium=Memory"],
+        [SCHEMA_ERROR, "/extraVolumes/0/name"],
+    ),
+    (
+        "extra-mount-over-the-keys",
+        ["extraVolumeMounts[0].name=x", "extraVolumeMounts[0].mountPath=/etc/herald/secrets"],
+        [SCHEMA_ERROR, "/extraVolumeMounts/0/mountPath"],
+    ),
+    (
+        "unknown-probe-field",
+        ["probes.startup.path=/x"],
+        [SCHEMA_ERROR, "/probes/startup", "additional properties 'path' not allowed"],
+    ),
+    (
+        "success-threshold-on-liveness",
+        ["probes.liveness.successThreshold=2"],
+        [SCHEMA_ERROR, "/probes/liveness", "additional properties 'successThreshold'"],
+    ),
+    (
+        "rule-override-bad-duration",
+        ["prometheusRule.overrides.HeraldCircuitOpen.for=soon"],
+        [SCHEMA_ERROR, "/prometheusRule/overrides/HeraldCircuitOpen/for"],
+    ),
     # Not expressible in the schema; the chart fails the render with the values named.
+    (
+        "disabled-alert-that-does-not-exist",
+        ["prometheusRule.enabled=true", "prometheusRule.disabled={HeraldNope}"],
+        ['prometheusRule: no alert named "HeraldNope" in files/herald-alerts.rules.yaml'],
+    ),
+    (
+        "override-of-an-alert-that-does-not-exist",
+        ["prometheusRule.enabled=true", "prometheusRule.overrides.HeraldNope.for=5m"],
+        ['prometheusRule: no alert named "HeraldNope"', "known: HeraldDispatcherStalled"],
+    ),
     (
         "grace-shorter-than-a-request",
         ["targets.default.timeoutSeconds=120"],
@@ -1400,3 +1549,165 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
                 op.stop()
     finally:
         sidecar.stop()
+
+
+# --- kubeVersion, extension points, the values table ---------------------------------------
+
+
+def test_kube_version_below_the_minimum_is_refused_clearly(helm: Helm) -> None:
+    """selectableFields (GA in 1.32) and the admission policy (1.30) set the floor."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.32.0-0"
+    for version in ("1.31.9", "1.29.0"):
+        proc = helm.run("template", "herald", str(CHART), "--kube-version", version, check=False)
+        assert proc.returncode != 0
+        assert (
+            f"chart requires kubeVersion: >=1.32.0-0 which is incompatible with "
+            f"Kubernetes v{version}"
+        ) in proc.stderr, proc.stderr
+    # Providers' versions carry a pre-release-like suffix.
+    for version in ("1.32.0", "v1.32.3-eks-4b2c1d0"):
+        proc = helm.run("template", "herald", str(CHART), "--kube-version", version, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
+    docs = documents(helm.template("herald", "herald", EVERYTHING))
+    ext = extensions("grafana")
+
+    # commonLabels on every object of the chart (extraObjects are the user's own) and pod,
+    # never in a selector.
+    for doc in [d for d in docs if "-extra-" not in d["metadata"]["name"]]:
+        assert doc["metadata"]["labels"]["example.com/cost-centre"] == "social", doc["kind"]
+    deployments = find(docs, "Deployment")
+    assert len(deployments) == 2
+    for d in deployments:
+        assert d["metadata"]["annotations"] == {"example.com/reload": "true"}
+        pod = d["spec"]["template"]
+        assert pod["metadata"]["labels"]["example.com/cost-centre"] == "social"
+        assert "example.com/cost-centre" not in d["spec"]["selector"]["matchLabels"]
+        assert pod["metadata"]["annotations"]["example.com/team"] == "social"
+        spec = pod["spec"]
+        assert spec["priorityClassName"] == "system-cluster-critical"
+        assert spec["topologySpreadConstraints"] == ext["topologySpreadConstraints"]
+        assert ext["extraVolumes"][0] in spec["volumes"]
+        for c in spec["containers"]:
+            assert ext["extraVolumeMounts"][0] in c["volumeMounts"]
+            assert {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"} in c["env"]
+            port = "health" if c["name"] == "operator" else "callback"
+            assert c["startupProbe"] == {
+                "httpGet": {"path": "/healthz", "port": port},
+                "initialDelaySeconds": 0,
+                "periodSeconds": 5,
+                "timeoutSeconds": 2,
+                "failureThreshold": 24,
+            }
+            assert c["livenessProbe"]["periodSeconds"] == 20
+            assert c["livenessProbe"]["initialDelaySeconds"] == 0
+            assert c["readinessProbe"]["successThreshold"] == 2
+            assert c["readinessProbe"]["periodSeconds"] == 7
+    operator = one(docs, "Deployment", "herald")
+    receiver = one(docs, "Deployment", "herald-callback")
+    assert container(operator, "operator")["args"] == ["run", "--operator-flag"]
+    assert container(receiver, "callback")["args"] == ["callback-server", "--callback-flag"]
+
+    # ServiceAccount names and annotations; RBAC binds the named accounts.
+    assert operator["spec"]["template"]["spec"]["serviceAccountName"] == "herald-runner"
+    assert receiver["spec"]["template"]["spec"]["serviceAccountName"] == "herald-receiver"
+    for name in ("herald-runner", "herald-receiver"):
+        sa = one(docs, "ServiceAccount", name)
+        assert sa["metadata"]["annotations"] == {"iam.example.com/role": "herald"}
+    subjects = {s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]}
+    assert subjects == {"herald-runner", "herald-receiver", "herald-test"}
+
+    # extraObjects, through tpl.
+    assert one(docs, "ConfigMap", "herald-extra-map")["data"] == {"namespace": "herald"}
+    assert one(docs, "ConfigMap", "herald-extra-string")
+
+    # ServiceMonitor elsewhere, still scraping the release namespace, relabelled.
+    monitor = one(docs, "ServiceMonitor", "herald")
+    assert monitor["metadata"]["namespace"] == "grafana"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["herald"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["relabelings"] == ext["serviceMonitor"]["relabelings"]
+        assert endpoint["metricRelabelings"] == ext["serviceMonitor"]["metricRelabelings"]
+
+    # PrometheusRule: one alert left out, one changed, the others as shipped.
+    shipped = {
+        r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+    }
+    rule_obj = one(docs, "PrometheusRule", "herald")
+    assert rule_obj["metadata"]["namespace"] == "grafana"
+    rendered = {r["alert"]: r for g in rule_obj["spec"]["groups"] for r in g["rules"]}
+    assert set(rendered) == set(shipped) - {"HeraldBacklogGrowing"}
+    changed = rendered.pop("HeraldCircuitOpen")
+    original = shipped["HeraldCircuitOpen"]
+    assert changed["for"] == "10m"
+    assert changed["labels"] == {**original["labels"], "severity": "critical", "team": "social"}
+    assert changed["annotations"] == {
+        **original["annotations"],
+        "runbook_url": "https://wiki.example.com/herald",
+    }
+    assert changed["expr"] == original["expr"]
+    assert all(rule == shipped[name] for name, rule in rendered.items())
+
+    # The CRD: the generated file's, with the chart's labels and the keep annotation.
+    crd = one(docs, "CustomResourceDefinition", "scheduledposts.herald.dev")
+    assert crd["spec"] == yaml.safe_load(CHART_CRD.read_text())["spec"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+    # Your own ServiceAccounts; a CRD without the keep annotation.
+    own = documents(
+        helm.template(
+            "herald",
+            "herald",
+            {
+                "serviceAccount": {"create": False, "name": "mine"},
+                "crds": {"enabled": True, "keep": False},
+            },
+        )
+    )
+    assert [sa["metadata"]["name"] for sa in find(own, "ServiceAccount")] == ["herald-test"]
+    assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
+    crd = one(own, "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+
+
+def values_table(*args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "hack" / "values_table.py"), *args, str(chart)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_values_table_is_current_and_documents_every_value(tmp_path: Path) -> None:
+    proc = values_table("--check")
+    assert proc.returncode == 0, proc.stderr
+    readme = (CHART / "README.md").read_text()
+    assert "| crds.enabled | bool | `false` | Install the CRD with this release" in readme
+    assert "| targets.default.concurrency | int | `null` |" in readme
+    assert "&lt;fullname&gt;-operator" in readme  # not an HTML tag to a Markdown renderer
+
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    for name in ("values.yaml", "README.md"):
+        shutil.copy(CHART / name, chart / name)
+    values = (CHART / "values.yaml").read_text()
+    # A changed default: --check says the table is stale; a run brings it up to date.
+    (chart / "values.yaml").write_text(values.replace("replicaCount: 2", "replicaCount: 3"))
+    proc = values_table("--check", chart=chart)
+    assert proc.returncode == 1
+    assert "the values table is stale: run hack/values_table.py" in proc.stderr
+    assert values_table(chart=chart).returncode == 0
+    assert "| replicaCount | int | `3` | Number of pods." in (chart / "README.md").read_text()
+    # An undocumented value fails, naming it, and the README is left alone.
+    before = (chart / "README.md").read_text()
+    (chart / "values.yaml").write_text(values + "\nnewSetting:\n  deep: 1\n")
+    proc = values_table(chart=chart)
+    assert proc.returncode == 2
+    assert "newSetting.deep: undocumented" in proc.stderr
+    assert (chart / "README.md").read_text() == before
