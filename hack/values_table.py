@@ -117,9 +117,9 @@ def table(values_yaml: str) -> str:
     if not isinstance(values, dict):
         raise ValuesError("values.yaml is not a map")
     lines = ["| Key | Type | Default | Description |", "|-----|------|---------|-------------|"]
-    for key, kind, default, text in rows(values, comments(values_yaml)):
+    for key, kind, default, doc in rows(values, comments(values_yaml)):
         # "<fullname>" would be an unknown HTML tag to a Markdown renderer, and vanish.
-        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        text = doc.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         cells = (key, kind, default, text)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if wanted == readme:
         return 0
     if args.check:
-        print(f"{readme_path}: the values table is stale: run hack/values_table.py", file=sys.stderr)
+        stale = f"{readme_path}: the values table is stale: run hack/values_table.py"
+        print(stale, file=sys.stderr)
         return 1
     readme_path.write_text(wanted)
     return 0

@@ -829,6 +829,13 @@ def test_pod_template_passes_restricted_pod_security(
         )
         assert proc.returncode == 0, proc.stderr
         assert "PodSecurity" not in proc.stderr
+    # The `helm test` Pod runs restricted too.
+    hook = one(documents(helm.template("herald", namespace)), "Pod", "herald-test")
+    proc = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(hook), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PodSecurity" not in proc.stderr
     pod["spec"] = deployments[0]["spec"]["template"]["spec"]
 
     # The namespace really enforces it: a container that may escalate is refused.
@@ -848,6 +855,14 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     fullname = f"{release}-herald"
     install = helm.run("install", release, str(CHART), "--namespace", namespace)
     assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
+    # NOTES points only at what a chart user has: no files of Herald's repository.
+    assert "manifests/" not in install.stdout
+    assert f"helm test {release} -n {namespace}" in install.stdout
+    read_key = (
+        f"kubectl -n {namespace} get secret {fullname}-keys "
+        "-o jsonpath='{.data.signing-key}' | base64 -d"
+    )
+    assert read_key in install.stdout
     assert f'Callback receiver: sidecar container "callback" of Deployment {fullname}' in (
         install.stdout
     )
@@ -874,6 +889,16 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     )
     first = secret_data(control_plane, namespace, f"{fullname}-keys")
     assert set(first) == {"signing-key", "callback-key"}
+    # The command NOTES gives prints the signing key itself.
+    printed = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", read_key],
+        env=control_plane.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert printed == base64.b64decode(first["signing-key"]).decode()
     # The signing key in Standard Webhooks form: "whsec_" + base64 of 32 random bytes.
     signing = base64.b64decode(first["signing-key"]).decode()
     assert signing.startswith("whsec_")
@@ -1711,3 +1736,211 @@ def test_values_table_is_current_and_documents_every_value(tmp_path: Path) -> No
     assert proc.returncode == 2
     assert "newSetting.deep: undocumented" in proc.stderr
     assert (chart / "README.md").read_text() == before
+
+
+# --- the CRD as a release object, and `helm test` -----------------------------------------
+
+
+def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """crds.enabled makes the CRD a release object: `helm upgrade` applies the next chart's
+    CRD, and crds.keep decides whether `helm uninstall` leaves it. The cluster's own
+    ScheduledPost CRD is left alone: the chart is copied with its CRD moved into a group of
+    this test's own."""
+    chart = tmp_path / "herald"
+    shutil.copytree(CHART, chart)
+    group = f"{namespace}.herald.test"
+    name = f"scheduledposts.{group}"
+    crd = yaml.safe_load(CHART_CRD.read_text())
+    crd["metadata"]["name"] = name
+    crd["spec"]["group"] = group
+    crd_file = chart / "files" / "crds" / CHART_CRD.name
+    crd_file.write_text(yaml.safe_dump(crd))
+    release = f"crd-{namespace}"
+
+    def served() -> dict[str, Any]:
+        out = control_plane.kubectl("get", "crd", name, "-o", "json").stdout
+        got: dict[str, Any] = json.loads(out)
+        return got
+
+    def columns() -> list[str]:
+        (version,) = served()["spec"]["versions"]
+        return [c["name"] for c in version["additionalPrinterColumns"]]
+
+    def absent() -> bool:
+        proc = control_plane.kubectl("get", "crd", name, check=False)
+        return proc.returncode != 0 and "NotFound" in proc.stderr
+
+    install = ("install", release, str(chart), "--namespace", namespace)
+    assert absent()
+    helm.run(*install, "--set", "crds.enabled=true")
+    meta = served()["metadata"]
+    assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert meta["annotations"]["meta.helm.sh/release-name"] == release
+    assert "Upgraded" not in columns()
+
+    # The next chart's CRD has another printer column; `helm upgrade` applies it.
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].append(
+        {"name": "Upgraded", "type": "string", "jsonPath": ".spec.account"}
+    )
+    crd_file.write_text(yaml.safe_dump(crd))
+    helm.run("upgrade", release, str(chart), "--namespace", namespace, "--reuse-values")
+    assert "Upgraded" in columns()
+    assert served()["status"]["acceptedNames"]["kind"] == "ScheduledPost"
+
+    # crds.keep (default): uninstalling leaves the CRD, and so every post.
+    uninstall = helm.run("uninstall", release, "--namespace", namespace)
+    assert "These resources were kept due to the resource policy" in uninstall.stdout
+    assert f"[CustomResourceDefinition] {name}" in uninstall.stdout
+    assert not absent()
+
+    # Reinstalled (the same release takes its kept CRD back) with crds.keep=false, the CRD
+    # goes with the release. (Helm decides by the release's manifest: the kept object's
+    # live annotation, which adopting it does not remove, does not count.)
+    helm.run(*install, "--set", "crds.enabled=true", "--set", "crds.keep=false")
+    assert served()["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
+    uninstall = helm.run("uninstall", release, "--namespace", namespace)
+    assert "kept due to the resource policy" not in uninstall.stdout
+    deadline = time.monotonic() + 30  # the CRD goes once its instances are gone
+    while not absent():
+        assert time.monotonic() < deadline, "the CRD was not deleted"
+        time.sleep(0.2)
+
+
+def test_helm_test_checks_the_crd_and_the_rollout(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The real `helm test`. There is no kubelet here, so this test is the node: it runs the
+    Pod `helm test` creates, with the Pod's own command and environment and a token of the
+    Pod's ServiceAccount against the real API server, and reports the exit code as the
+    Pod's phase, which `helm test` waits for."""
+    release = f"ht-{namespace}"
+    fullname = f"{release}-herald"
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "callback.separateDeployment=true",
+        "--set",
+        "test.timeoutSeconds=2",
+    )
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    shutil.copy(control_plane.ca_file, sa_dir / "ca.crt")
+
+    def run_check(pod: dict[str, Any], **overrides: str) -> subprocess.CompletedProcess[str]:
+        """The Pod's container, as the kubelet would run it, here."""
+        (check,) = pod["spec"]["containers"]
+        assert check["command"] == ["python", "-c"]
+        token = sa_token(control_plane, namespace, pod["spec"]["serviceAccountName"])
+        (sa_dir / "token").write_text(token)
+        env = {e["name"]: e["value"] for e in check["env"]}
+        env.update(
+            HERALD_TEST_SA_DIR=str(sa_dir),
+            KUBERNETES_SERVICE_HOST="127.0.0.1",
+            KUBERNETES_SERVICE_PORT=str(control_plane.api_port),
+            **overrides,
+        )
+        return subprocess.run(
+            [sys.executable, "-c", *check["args"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def helm_test(
+        **overrides: str,
+    ) -> tuple[subprocess.CompletedProcess[str], str, subprocess.CompletedProcess[str] | None]:
+        """`helm test`, with this test as the node: its result, the check's output, and,
+        given overrides, the check run once more with them while the hook's objects exist."""
+        proc = helm.start("test", release, "--namespace", namespace, "--timeout", "60s")
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                got = control_plane.kubectl(
+                    "get", "pod", f"{fullname}-test", "-n", namespace, "-o", "json", check=False
+                )
+                if got.returncode == 0:
+                    pod = json.loads(got.stdout)
+                    if pod["status"].get("phase") == "Pending":
+                        break
+                assert time.monotonic() < deadline, "helm test created no pod"
+                time.sleep(0.2)
+            ran = run_check(pod)
+            again = run_check(pod, **overrides) if overrides else None
+            phase = "Succeeded" if ran.returncode == 0 else "Failed"
+            control_plane.kubectl(
+                "patch",
+                "pod",
+                f"{fullname}-test",
+                "-n",
+                namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": {"phase": phase}}),
+            )
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        return (
+            subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+            ran.stdout + ran.stderr,
+            again,
+        )
+
+    pod = one(documents(helm.template(release, namespace)), "Pod", f"{fullname}-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+    # Nothing runs the Deployments here: they never roll out, and the test says so. And a
+    # CRD that is not served fails the check too, naming it.
+    result, output, missing = helm_test(
+        HERALD_TEST_PLURAL="nothings", HERALD_TEST_TIMEOUT_SECONDS="0"
+    )
+    assert result.returncode != 0
+    assert "Phase:          Failed" in result.stdout, result.stdout + result.stderr
+    assert "not ready after 2 s:" in output
+    assert f"deployment {fullname}: the new spec is not observed yet" in output
+    assert f"deployment {fullname}-callback" in output
+    assert missing is not None
+    assert missing.returncode == 1
+    assert "does not serve nothings.herald.dev/v1alpha1" in missing.stderr
+
+    # What the Deployment controller would write once every replica is available.
+    for deployment in (fullname, f"{fullname}-callback"):
+        got = json.loads(
+            control_plane.kubectl(
+                "get", "deployment", deployment, "-n", namespace, "-o", "json"
+            ).stdout
+        )
+        replicas = got["spec"]["replicas"]
+        status = {
+            "observedGeneration": got["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        control_plane.kubectl(
+            "patch",
+            "deployment",
+            deployment,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+    result, output, _ = helm_test()
+    assert result.returncode == 0, result.stdout + result.stderr + output
+    assert "Phase:          Succeeded" in result.stdout
+    assert "ok: scheduledposts.herald.dev/v1alpha1 is served;" in output
+    assert f"rolled out and available: {fullname}, {fullname}-callback" in output
