@@ -32,7 +32,7 @@ import yaml
 
 from herald.config import load
 from tests.support.controlplane import REPO, ControlPlane
-from tests.support.helm import CHART, Helm, documents, find, one
+from tests.support.helm import CHART, Helm, documents, find, kubernetes_version, one
 
 pytestmark = pytest.mark.e2e
 
@@ -857,6 +857,28 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
     # NOTES points only at what a chart user has: no files of Herald's repository.
     assert "manifests/" not in install.stdout
+    assert "crds/" not in install.stdout
+    (apply_crd,) = [
+        line.strip()
+        for line in install.stdout.splitlines()
+        if "--show-only templates/crds.yaml | kubectl apply -f -" in line
+    ]
+    # As a user would run it (dry run: the cluster's CRD is shared by the other tests).
+    command = apply_crd.replace("<chart>", str(CHART)).replace(
+        "helm template", f"helm template --kube-version {kubernetes_version()}"
+    )
+    applied = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{command} --dry-run=server"],
+        env=helm.env_for_shell(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "customresourcedefinition.apiextensions.k8s.io/scheduledposts.herald.dev" in (
+        applied.stdout
+    )
     assert f"helm test {release} -n {namespace}" in install.stdout
     read_key = (
         f"kubectl -n {namespace} get secret {fullname}-keys "

@@ -46,6 +46,12 @@ class Helm:
         )
         return [require_binary("helm"), *args], env
 
+    def env_for_shell(self) -> dict[str, str]:
+        """The environment for a shell command line that calls helm (and kubectl, found
+        on the PATH of `env`, as the control plane's environment has it)."""
+        _, env = self._command(())
+        return env
+
     def run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
