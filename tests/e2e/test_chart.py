@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import runpy
 import secrets
 import shutil
 import ssl
@@ -1719,6 +1720,32 @@ def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
     assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
     crd = one(own, "CustomResourceDefinition")
     assert "annotations" not in crd["metadata"]
+
+
+def test_every_value_has_a_described_schema_entry() -> None:
+    """values.schema.json covers each row of the values table, with a description (the
+    schema's additionalProperties: false already refuses values it does not know)."""
+    table = runpy.run_path(str(REPO / "hack" / "values_table.py"), run_name="values_table")
+    text = (CHART / "values.yaml").read_text()
+    rows = table["rows"](yaml.safe_load(text), table["comments"](text))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def entry(path: list[str]) -> dict[str, Any] | None:
+        node: dict[str, Any] = schema
+        for key in path:
+            if "$ref" in node:
+                node = schema["definitions"][node["$ref"].rpartition("/")[2]]
+            if key in node.get("properties", {}):
+                node = node["properties"][key]
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return None
+        return node
+
+    assert len(rows) > 100
+    undescribed = [key for key, *_ in rows if "description" not in (entry(key.split(".")) or {})]
+    assert undescribed == []
 
 
 def values_table(*args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
