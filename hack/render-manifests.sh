@@ -5,8 +5,9 @@
 #   manifests/admission-policy.yaml  optional: the ValidatingAdmissionPolicy and binding that
 #                                    refuse spec edits to Publishing/Published posts
 #                                    (kubectl apply -f manifests/admission-policy.yaml)
-# Default values, release "herald", namespace "herald", except that the keys come from a
-# Secret you create (nothing secret is ever rendered or committed):
+# Default values, release "herald", namespace "herald", except that the CRD is included
+# (crds.enabled, without Helm's keep annotation, which kubectl ignores) and the keys come
+# from a Secret you create (nothing secret is ever rendered or committed):
 #   kubectl -n herald create secret generic herald-keys \
 #     --from-literal=signing-key="whsec_$(openssl rand -base64 32)" \
 #     --from-literal=callback-key="$(openssl rand -hex 32)"
@@ -17,6 +18,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/versions.env
+source "$ROOT/hack/versions.env"
 OUT="${1:-$ROOT/manifests}"
 shift || true
 HELM="${HELM:-$ROOT/.tools/bin/helm}"
@@ -55,7 +58,8 @@ metadata:
     pod-security.kubernetes.io/enforce: restricted
 HEADER
   "$HELM" template "$RELEASE" "$ROOT/charts/herald" \
-    --namespace "$NAMESPACE" --include-crds \
+    --namespace "$NAMESPACE" --kube-version "$KUBERNETES_VERSION" --skip-tests \
+    --set crds.enabled=true --set crds.keep=false \
     --set secret.existingSecret="$SECRET" "$@" |
     # Applied by kubectl, not managed by a Helm release.
     sed -e 's#^\( *\)app.kubernetes.io/managed-by: Helm$#\1app.kubernetes.io/managed-by: kubectl#'
@@ -70,7 +74,8 @@ HEADER
 # Apply with: kubectl apply -f manifests/admission-policy.yaml
 HEADER
   "$HELM" template "$RELEASE" "$ROOT/charts/herald" \
-    --namespace "$NAMESPACE" --show-only templates/admissionpolicy.yaml \
+    --namespace "$NAMESPACE" --kube-version "$KUBERNETES_VERSION" \
+    --show-only templates/admissionpolicy.yaml \
     --set secret.existingSecret="$SECRET" --set admissionPolicy.enabled=true "$@" |
     sed -e 's#^\( *\)app.kubernetes.io/managed-by: Helm$#\1app.kubernetes.io/managed-by: kubectl#'
 } >"$OUT/admission-policy.yaml"

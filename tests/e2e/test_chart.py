@@ -16,9 +16,14 @@ import hashlib
 import hmac
 import json
 import os
+import runpy
 import secrets
+import shutil
 import ssl
 import subprocess
+import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +33,12 @@ import yaml
 
 from herald.config import load
 from tests.support.controlplane import REPO, ControlPlane
-from tests.support.helm import CHART, Helm, documents, find, one
+from tests.support.helm import CHART, Helm, documents, find, kubernetes_version, one
 
 pytestmark = pytest.mark.e2e
 
 FILES = CHART / "files"
+CHART_CRD = FILES / "crds" / "scheduledposts.herald.dev.yaml"
 RULES = FILES / "herald-alerts.rules.yaml"
 DASHBOARD = FILES / "herald-dashboard.json"
 MANIFESTS = REPO / "manifests"
@@ -127,6 +133,79 @@ def all_toggles(watch: list[str], grafana_namespace: str) -> dict[str, Any]:
 
 
 ALL_TOGGLES = all_toggles(["team-a", "team-b"], "grafana")
+
+
+def extensions(monitoring_namespace: str) -> dict[str, Any]:
+    """Values for every extension point (merged over all_toggles for "everything on")."""
+    return {
+        "crds": {"enabled": True},
+        "commonLabels": {"example.com/cost-centre": "social"},
+        "deploymentAnnotations": {"example.com/reload": "true"},
+        "serviceAccount": {
+            "name": "herald-runner",
+            "callbackName": "herald-receiver",
+            "annotations": {"iam.example.com/role": "herald"},
+        },
+        "extraArgs": ["--operator-flag"],
+        "callback": {"extraArgs": ["--callback-flag"]},
+        "extraVolumes": [{"name": "n8n-ca", "configMap": {"name": "n8n-ca"}}],
+        "extraVolumeMounts": [{"name": "n8n-ca", "mountPath": "/etc/ssl/n8n", "readOnly": True}],
+        "extraObjects": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "{{ .Release.Name }}-extra-map"},
+                "data": {"namespace": "{{ .Release.Namespace }}"},
+            },
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+            '  name: {{ include "herald.fullname" . }}-extra-string\n',
+        ],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "herald"}},
+            }
+        ],
+        "probes": {
+            "startup": {"periodSeconds": 5, "failureThreshold": 24, "timeoutSeconds": 2},
+            "liveness": {"initialDelaySeconds": 0, "periodSeconds": 20},
+            "readiness": {"periodSeconds": 7, "successThreshold": 2},
+        },
+        "serviceMonitor": {
+            "namespace": monitoring_namespace,
+            "relabelings": [{"action": "replace", "targetLabel": "cluster", "replacement": "a"}],
+            "metricRelabelings": [
+                {"action": "drop", "sourceLabels": ["__name__"], "regex": "python_gc_.*"}
+            ],
+        },
+        "prometheusRule": {
+            "namespace": monitoring_namespace,
+            "disabled": ["HeraldBacklogGrowing"],
+            "overrides": {
+                "HeraldCircuitOpen": {
+                    "for": "10m",
+                    "labels": {"severity": "critical", "team": "social"},
+                    "annotations": {"runbook_url": "https://wiki.example.com/herald"},
+                }
+            },
+        },
+    }
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """base with over merged in, maps key by key (as helm merges values files)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+EVERYTHING = merged(ALL_TOGGLES, extensions("grafana"))
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
@@ -276,14 +355,19 @@ def post(name: str, namespace: str) -> str:
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
     top = REPO / "crds" / "scheduledposts.herald.dev.yaml"
-    copy = CHART / "crds" / "scheduledposts.herald.dev.yaml"
-    assert copy.read_bytes() == top.read_bytes(), (
-        "charts/herald/crds/ is stale: cp crds/scheduledposts.herald.dev.yaml charts/herald/crds/"
+    assert CHART_CRD.read_bytes() == top.read_bytes(), (
+        "charts/herald/files/crds/ is stale: "
+        "cp crds/scheduledposts.herald.dev.yaml charts/herald/files/crds/"
     )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [top.name]
+    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == [top.name]
+    # A crds/ directory would be installed by Helm before the templated CRD, which then
+    # could not be created (it exists, owned by no release).
+    assert not (CHART / "crds").exists()
 
 
-@pytest.mark.parametrize("values", [None, ALL_TOGGLES], ids=["defaults", "all-toggles"])
+@pytest.mark.parametrize(
+    "values", [None, ALL_TOGGLES, EVERYTHING], ids=["defaults", "all-toggles", "everything"]
+)
 def test_helm_lint_is_clean(helm: Helm, values: dict[str, Any] | None) -> None:
     proc = helm.run("lint", "--strict", str(CHART), *helm.values_args(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
@@ -294,8 +378,20 @@ def test_helm_lint_is_clean(helm: Helm, values: dict[str, Any] | None) -> None:
 # --- what the chart renders ------------------------------------------------------------
 
 
+def is_hook(doc: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in doc["metadata"].get("annotations", {})
+
+
 def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
-    docs = documents(helm.template())
+    rendered = documents(helm.template())
+    docs = [d for d in rendered if not is_hook(d)]
+    # `helm test` objects, created only by `helm test`.
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered if is_hook(d)) == [
+        ("Pod", "herald-test"),
+        ("Role", "herald-test"),
+        ("RoleBinding", "herald-test"),
+        ("ServiceAccount", "herald-test"),
+    ]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == sorted(
         [
             ("ConfigMap", "herald-config"),
@@ -311,8 +407,9 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("PodDisruptionBudget", "herald"),
         ]
     )
-    # Monitoring, ingress and network policy are opt-in.
+    # Monitoring, ingress, network policy and the CRD are opt-in.
     optional = (
+        "CustomResourceDefinition",
         "Ingress",
         "NetworkPolicy",
         "ServiceMonitor",
@@ -680,7 +777,9 @@ def test_every_rendered_object_passes_server_side_dry_run(
     values = None
     if mode == "all-toggles":
         watch = [create_namespace(control_plane, f"{namespace}-{s}") for s in ("a", "b")]
-        values = all_toggles(watch, create_namespace(control_plane, f"{namespace}-grafana"))
+        elsewhere = create_namespace(control_plane, f"{namespace}-grafana")
+        # Every toggle and extension point, the CRD and the `helm test` objects included.
+        values = merged(all_toggles(watch, elsewhere), extensions(elsewhere))
     rendered = helm.template(f"dry-{namespace}", namespace, values, "--include-crds")
     path = tmp_path / "rendered.yaml"
     path.write_text(rendered)
@@ -690,7 +789,17 @@ def test_every_rendered_object_passes_server_side_dry_run(
     applied = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(applied) == len(docs), proc.stdout
     if mode == "all-toggles":
-        for kind in ("ingress", "networkpolicy", "servicemonitor", "prometheusrule", "role."):
+        kinds = (
+            "ingress",
+            "networkpolicy",
+            "servicemonitor",
+            "prometheusrule",
+            "role.",
+            "customresourcedefinition",
+            "pod/",
+            "configmap/dry-",
+        )
+        for kind in kinds:
             assert any(line.startswith(kind) for line in applied), (kind, proc.stdout)
 
 
@@ -721,6 +830,13 @@ def test_pod_template_passes_restricted_pod_security(
         )
         assert proc.returncode == 0, proc.stderr
         assert "PodSecurity" not in proc.stderr
+    # The `helm test` Pod runs restricted too.
+    hook = one(documents(helm.template("herald", namespace)), "Pod", "herald-test")
+    proc = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(hook), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PodSecurity" not in proc.stderr
     pod["spec"] = deployments[0]["spec"]["template"]["spec"]
 
     # The namespace really enforces it: a container that may escalate is refused.
@@ -740,6 +856,36 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     fullname = f"{release}-herald"
     install = helm.run("install", release, str(CHART), "--namespace", namespace)
     assert f"{fullname}-callback.{namespace}.svc:8080/v1/callbacks" in install.stdout  # NOTES
+    # NOTES points only at what a chart user has: no files of Herald's repository.
+    assert "manifests/" not in install.stdout
+    assert "crds/" not in install.stdout
+    (apply_crd,) = [
+        line.strip()
+        for line in install.stdout.splitlines()
+        if "--show-only templates/crds.yaml | kubectl apply -f -" in line
+    ]
+    # As a user would run it (dry run: the cluster's CRD is shared by the other tests).
+    command = apply_crd.replace("<chart>", str(CHART)).replace(
+        "helm template", f"helm template --kube-version {kubernetes_version()}"
+    )
+    applied = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{command} --dry-run=server"],
+        env=helm.env_for_shell(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "customresourcedefinition.apiextensions.k8s.io/scheduledposts.herald.dev" in (
+        applied.stdout
+    )
+    assert f"helm test {release} -n {namespace}" in install.stdout
+    read_key = (
+        f"kubectl -n {namespace} get secret {fullname}-keys "
+        "-o jsonpath='{.data.signing-key}' | base64 -d"
+    )
+    assert read_key in install.stdout
     assert f'Callback receiver: sidecar container "callback" of Deployment {fullname}' in (
         install.stdout
     )
@@ -766,6 +912,16 @@ def test_helm_install_and_upgrade_keep_the_generated_keys(
     )
     first = secret_data(control_plane, namespace, f"{fullname}-keys")
     assert set(first) == {"signing-key", "callback-key"}
+    # The command NOTES gives prints the signing key itself.
+    printed = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", read_key],
+        env=control_plane.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert printed == base64.b64decode(first["signing-key"]).decode()
     # The signing key in Standard Webhooks form: "whsec_" + base64 of 32 random bytes.
     signing = base64.b64decode(first["signing-key"]).decode()
     assert signing.startswith("whsec_")
@@ -1152,7 +1308,48 @@ BAD_VALUES = [
         ["callback.replicas=2"],
         [SCHEMA_ERROR, "/callback", "additional properties 'replicas' not allowed"],
     ),
+    ("crds-enabled-not-bool", ["crds.enabled=yes"], [SCHEMA_ERROR, "/crds/enabled"]),
+    (
+        "common-label-of-the-chart",
+        ["commonLabels.app\\.kubernetes\\.io/name=x"],
+        [SCHEMA_ERROR, "/commonLabels/app.kubernetes.io~1name"],
+    ),
+    (
+        "extra-volume-named-like-the-charts",
+        ["extraVolumes[0].name=tmp", "extraVolumes[0].emptyDir.medium=Memory"],
+        [SCHEMA_ERROR, "/extraVolumes/0/name"],
+    ),
+    (
+        "extra-mount-over-the-keys",
+        ["extraVolumeMounts[0].name=x", "extraVolumeMounts[0].mountPath=/etc/herald/secrets"],
+        [SCHEMA_ERROR, "/extraVolumeMounts/0/mountPath"],
+    ),
+    (
+        "unknown-probe-field",
+        ["probes.startup.path=/x"],
+        [SCHEMA_ERROR, "/probes/startup", "additional properties 'path' not allowed"],
+    ),
+    (
+        "success-threshold-on-liveness",
+        ["probes.liveness.successThreshold=2"],
+        [SCHEMA_ERROR, "/probes/liveness", "additional properties 'successThreshold'"],
+    ),
+    (
+        "rule-override-bad-duration",
+        ["prometheusRule.overrides.HeraldCircuitOpen.for=soon"],
+        [SCHEMA_ERROR, "/prometheusRule/overrides/HeraldCircuitOpen/for"],
+    ),
     # Not expressible in the schema; the chart fails the render with the values named.
+    (
+        "disabled-alert-that-does-not-exist",
+        ["prometheusRule.enabled=true", "prometheusRule.disabled={HeraldNope}"],
+        ['prometheusRule: no alert named "HeraldNope" in files/herald-alerts.rules.yaml'],
+    ),
+    (
+        "override-of-an-alert-that-does-not-exist",
+        ["prometheusRule.enabled=true", "prometheusRule.overrides.HeraldNope.for=5m"],
+        ['prometheusRule: no alert named "HeraldNope"', "known: HeraldDispatcherStalled"],
+    ),
     (
         "grace-shorter-than-a-request",
         ["targets.default.timeoutSeconds=120"],
@@ -1400,3 +1597,399 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
                 op.stop()
     finally:
         sidecar.stop()
+
+
+# --- kubeVersion, extension points, the values table ---------------------------------------
+
+
+def test_kube_version_below_the_minimum_is_refused_clearly(helm: Helm) -> None:
+    """selectableFields (GA in 1.32) and the admission policy (1.30) set the floor."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.32.0-0"
+    for version in ("1.31.9", "1.29.0"):
+        proc = helm.run("template", "herald", str(CHART), "--kube-version", version, check=False)
+        assert proc.returncode != 0
+        assert (
+            f"chart requires kubeVersion: >=1.32.0-0 which is incompatible with "
+            f"Kubernetes v{version}"
+        ) in proc.stderr, proc.stderr
+    # Providers' versions carry a pre-release-like suffix.
+    for version in ("1.32.0", "v1.32.3-eks-4b2c1d0"):
+        proc = helm.run("template", "herald", str(CHART), "--kube-version", version, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
+    docs = documents(helm.template("herald", "herald", EVERYTHING))
+    ext = extensions("grafana")
+
+    # commonLabels on every object of the chart (extraObjects are the user's own) and pod,
+    # never in a selector.
+    for doc in [d for d in docs if "-extra-" not in d["metadata"]["name"]]:
+        assert doc["metadata"]["labels"]["example.com/cost-centre"] == "social", doc["kind"]
+    deployments = find(docs, "Deployment")
+    assert len(deployments) == 2
+    for d in deployments:
+        assert d["metadata"]["annotations"] == {"example.com/reload": "true"}
+        pod = d["spec"]["template"]
+        assert pod["metadata"]["labels"]["example.com/cost-centre"] == "social"
+        assert "example.com/cost-centre" not in d["spec"]["selector"]["matchLabels"]
+        assert pod["metadata"]["annotations"]["example.com/team"] == "social"
+        spec = pod["spec"]
+        assert spec["priorityClassName"] == "system-cluster-critical"
+        assert spec["topologySpreadConstraints"] == ext["topologySpreadConstraints"]
+        assert ext["extraVolumes"][0] in spec["volumes"]
+        for c in spec["containers"]:
+            assert ext["extraVolumeMounts"][0] in c["volumeMounts"]
+            assert {"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"} in c["env"]
+            port = "health" if c["name"] == "operator" else "callback"
+            assert c["startupProbe"] == {
+                "httpGet": {"path": "/healthz", "port": port},
+                "initialDelaySeconds": 0,
+                "periodSeconds": 5,
+                "timeoutSeconds": 2,
+                "failureThreshold": 24,
+            }
+            assert c["livenessProbe"]["periodSeconds"] == 20
+            assert c["livenessProbe"]["initialDelaySeconds"] == 0
+            assert c["readinessProbe"]["successThreshold"] == 2
+            assert c["readinessProbe"]["periodSeconds"] == 7
+    operator = one(docs, "Deployment", "herald")
+    receiver = one(docs, "Deployment", "herald-callback")
+    assert container(operator, "operator")["args"] == ["run", "--operator-flag"]
+    assert container(receiver, "callback")["args"] == ["callback-server", "--callback-flag"]
+
+    # ServiceAccount names and annotations; RBAC binds the named accounts.
+    assert operator["spec"]["template"]["spec"]["serviceAccountName"] == "herald-runner"
+    assert receiver["spec"]["template"]["spec"]["serviceAccountName"] == "herald-receiver"
+    for name in ("herald-runner", "herald-receiver"):
+        sa = one(docs, "ServiceAccount", name)
+        assert sa["metadata"]["annotations"] == {"iam.example.com/role": "herald"}
+    subjects = {s["name"] for b in find(docs, "RoleBinding") for s in b["subjects"]}
+    assert subjects == {"herald-runner", "herald-receiver", "herald-test"}
+
+    # extraObjects, through tpl.
+    assert one(docs, "ConfigMap", "herald-extra-map")["data"] == {"namespace": "herald"}
+    assert one(docs, "ConfigMap", "herald-extra-string")
+
+    # ServiceMonitor elsewhere, still scraping the release namespace, relabelled.
+    monitor = one(docs, "ServiceMonitor", "herald")
+    assert monitor["metadata"]["namespace"] == "grafana"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["herald"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["relabelings"] == ext["serviceMonitor"]["relabelings"]
+        assert endpoint["metricRelabelings"] == ext["serviceMonitor"]["metricRelabelings"]
+
+    # PrometheusRule: one alert left out, one changed, the others as shipped.
+    shipped = {
+        r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+    }
+    rule_obj = one(docs, "PrometheusRule", "herald")
+    assert rule_obj["metadata"]["namespace"] == "grafana"
+    rendered = {r["alert"]: r for g in rule_obj["spec"]["groups"] for r in g["rules"]}
+    assert set(rendered) == set(shipped) - {"HeraldBacklogGrowing"}
+    changed = rendered.pop("HeraldCircuitOpen")
+    original = shipped["HeraldCircuitOpen"]
+    assert changed["for"] == "10m"
+    assert changed["labels"] == {**original["labels"], "severity": "critical", "team": "social"}
+    assert changed["annotations"] == {
+        **original["annotations"],
+        "runbook_url": "https://wiki.example.com/herald",
+    }
+    assert changed["expr"] == original["expr"]
+    assert all(rule == shipped[name] for name, rule in rendered.items())
+
+    # The CRD: the generated file's, with the chart's labels and the keep annotation.
+    crd = one(docs, "CustomResourceDefinition", "scheduledposts.herald.dev")
+    assert crd["spec"] == yaml.safe_load(CHART_CRD.read_text())["spec"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+    # Your own ServiceAccounts; a CRD without the keep annotation.
+    own = documents(
+        helm.template(
+            "herald",
+            "herald",
+            {
+                "serviceAccount": {"create": False, "name": "mine"},
+                "crds": {"enabled": True, "keep": False},
+            },
+        )
+    )
+    assert [sa["metadata"]["name"] for sa in find(own, "ServiceAccount")] == ["herald-test"]
+    assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
+    crd = one(own, "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+
+
+def test_every_value_has_a_described_schema_entry() -> None:
+    """values.schema.json covers each row of the values table, with a description (the
+    schema's additionalProperties: false already refuses values it does not know)."""
+    table = runpy.run_path(str(REPO / "hack" / "values_table.py"), run_name="values_table")
+    text = (CHART / "values.yaml").read_text()
+    rows = table["rows"](yaml.safe_load(text), table["comments"](text))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def entry(path: list[str]) -> dict[str, Any] | None:
+        node: dict[str, Any] = schema
+        for key in path:
+            if "$ref" in node:
+                node = schema["definitions"][node["$ref"].rpartition("/")[2]]
+            if key in node.get("properties", {}):
+                node = node["properties"][key]
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return None
+        return node
+
+    assert len(rows) > 100
+    undescribed = [key for key, *_ in rows if "description" not in (entry(key.split(".")) or {})]
+    assert undescribed == []
+
+
+def values_table(*args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "hack" / "values_table.py"), *args, str(chart)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_values_table_is_current_and_documents_every_value(tmp_path: Path) -> None:
+    proc = values_table("--check")
+    assert proc.returncode == 0, proc.stderr
+    readme = (CHART / "README.md").read_text()
+    assert "| crds.enabled | bool | `false` | Install the CRD with this release" in readme
+    assert "| targets.default.concurrency | int | `null` |" in readme
+    assert "&lt;fullname&gt;-operator" in readme  # not an HTML tag to a Markdown renderer
+
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    for name in ("values.yaml", "README.md"):
+        shutil.copy(CHART / name, chart / name)
+    values = (CHART / "values.yaml").read_text()
+    # A changed default: --check says the table is stale; a run brings it up to date.
+    (chart / "values.yaml").write_text(values.replace("replicaCount: 2", "replicaCount: 3"))
+    proc = values_table("--check", chart=chart)
+    assert proc.returncode == 1
+    assert "the values table is stale: run hack/values_table.py" in proc.stderr
+    assert values_table(chart=chart).returncode == 0
+    assert "| replicaCount | int | `3` | Number of pods." in (chart / "README.md").read_text()
+    # An undocumented value fails, naming it, and the README is left alone.
+    before = (chart / "README.md").read_text()
+    (chart / "values.yaml").write_text(values + "\nnewSetting:\n  deep: 1\n")
+    proc = values_table(chart=chart)
+    assert proc.returncode == 2
+    assert "newSetting.deep: undocumented" in proc.stderr
+    assert (chart / "README.md").read_text() == before
+
+
+# --- the CRD as a release object, and `helm test` -----------------------------------------
+
+
+def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """crds.enabled makes the CRD a release object: `helm upgrade` applies the next chart's
+    CRD, and crds.keep decides whether `helm uninstall` leaves it. The cluster's own
+    ScheduledPost CRD is left alone: the chart is copied with its CRD moved into a group of
+    this test's own."""
+    chart = tmp_path / "herald"
+    shutil.copytree(CHART, chart)
+    group = f"{namespace}.herald.test"
+    name = f"scheduledposts.{group}"
+    crd = yaml.safe_load(CHART_CRD.read_text())
+    crd["metadata"]["name"] = name
+    crd["spec"]["group"] = group
+    crd_file = chart / "files" / "crds" / CHART_CRD.name
+    crd_file.write_text(yaml.safe_dump(crd))
+    release = f"crd-{namespace}"
+
+    def served() -> dict[str, Any]:
+        out = control_plane.kubectl("get", "crd", name, "-o", "json").stdout
+        got: dict[str, Any] = json.loads(out)
+        return got
+
+    def columns() -> list[str]:
+        (version,) = served()["spec"]["versions"]
+        return [c["name"] for c in version["additionalPrinterColumns"]]
+
+    def absent() -> bool:
+        proc = control_plane.kubectl("get", "crd", name, check=False)
+        return proc.returncode != 0 and "NotFound" in proc.stderr
+
+    install = ("install", release, str(chart), "--namespace", namespace)
+    assert absent()
+    helm.run(*install, "--set", "crds.enabled=true")
+    meta = served()["metadata"]
+    assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert meta["annotations"]["meta.helm.sh/release-name"] == release
+    assert "Upgraded" not in columns()
+
+    # The next chart's CRD has another printer column; `helm upgrade` applies it.
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].append(
+        {"name": "Upgraded", "type": "string", "jsonPath": ".spec.account"}
+    )
+    crd_file.write_text(yaml.safe_dump(crd))
+    helm.run("upgrade", release, str(chart), "--namespace", namespace, "--reuse-values")
+    assert "Upgraded" in columns()
+    assert served()["status"]["acceptedNames"]["kind"] == "ScheduledPost"
+
+    # crds.keep (default): uninstalling leaves the CRD, and so every post.
+    uninstall = helm.run("uninstall", release, "--namespace", namespace)
+    assert "These resources were kept due to the resource policy" in uninstall.stdout
+    assert f"[CustomResourceDefinition] {name}" in uninstall.stdout
+    assert not absent()
+
+    # Reinstalled (the same release takes its kept CRD back) with crds.keep=false, the CRD
+    # goes with the release. (Helm decides by the release's manifest: the kept object's
+    # live annotation, which adopting it does not remove, does not count.)
+    helm.run(*install, "--set", "crds.enabled=true", "--set", "crds.keep=false")
+    assert served()["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
+    uninstall = helm.run("uninstall", release, "--namespace", namespace)
+    assert "kept due to the resource policy" not in uninstall.stdout
+    deadline = time.monotonic() + 30  # the CRD goes once its instances are gone
+    while not absent():
+        assert time.monotonic() < deadline, "the CRD was not deleted"
+        time.sleep(0.2)
+
+
+def test_helm_test_checks_the_crd_and_the_rollout(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The real `helm test`. There is no kubelet here, so this test is the node: it runs the
+    Pod `helm test` creates, with the Pod's own command and environment and a token of the
+    Pod's ServiceAccount against the real API server, and reports the exit code as the
+    Pod's phase, which `helm test` waits for."""
+    release = f"ht-{namespace}"
+    fullname = f"{release}-herald"
+    helm.run(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "callback.separateDeployment=true",
+        "--set",
+        "test.timeoutSeconds=2",
+    )
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    shutil.copy(control_plane.ca_file, sa_dir / "ca.crt")
+
+    def run_check(pod: dict[str, Any], **overrides: str) -> subprocess.CompletedProcess[str]:
+        """The Pod's container, as the kubelet would run it, here."""
+        (check,) = pod["spec"]["containers"]
+        assert check["command"] == ["python", "-c"]
+        token = sa_token(control_plane, namespace, pod["spec"]["serviceAccountName"])
+        (sa_dir / "token").write_text(token)
+        env = {e["name"]: e["value"] for e in check["env"]}
+        env.update(
+            HERALD_TEST_SA_DIR=str(sa_dir),
+            KUBERNETES_SERVICE_HOST="127.0.0.1",
+            KUBERNETES_SERVICE_PORT=str(control_plane.api_port),
+            **overrides,
+        )
+        return subprocess.run(
+            [sys.executable, "-c", *check["args"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def helm_test(
+        **overrides: str,
+    ) -> tuple[subprocess.CompletedProcess[str], str, subprocess.CompletedProcess[str] | None]:
+        """`helm test`, with this test as the node: its result, the check's output, and,
+        given overrides, the check run once more with them while the hook's objects exist."""
+        proc = helm.start("test", release, "--namespace", namespace, "--timeout", "60s")
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                got = control_plane.kubectl(
+                    "get", "pod", f"{fullname}-test", "-n", namespace, "-o", "json", check=False
+                )
+                if got.returncode == 0:
+                    pod = json.loads(got.stdout)
+                    if pod["status"].get("phase") == "Pending":
+                        break
+                assert time.monotonic() < deadline, "helm test created no pod"
+                time.sleep(0.2)
+            ran = run_check(pod)
+            again = run_check(pod, **overrides) if overrides else None
+            phase = "Succeeded" if ran.returncode == 0 else "Failed"
+            control_plane.kubectl(
+                "patch",
+                "pod",
+                f"{fullname}-test",
+                "-n",
+                namespace,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps({"status": {"phase": phase}}),
+            )
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        return (
+            subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+            ran.stdout + ran.stderr,
+            again,
+        )
+
+    pod = one(documents(helm.template(release, namespace)), "Pod", f"{fullname}-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+    # Nothing runs the Deployments here: they never roll out, and the test says so. And a
+    # CRD that is not served fails the check too, naming it.
+    result, output, missing = helm_test(
+        HERALD_TEST_PLURAL="nothings", HERALD_TEST_TIMEOUT_SECONDS="0"
+    )
+    assert result.returncode != 0
+    assert "Phase:          Failed" in result.stdout, result.stdout + result.stderr
+    assert "not ready after 2 s:" in output
+    assert f"deployment {fullname}: the new spec is not observed yet" in output
+    assert f"deployment {fullname}-callback" in output
+    assert missing is not None
+    assert missing.returncode == 1
+    assert "does not serve nothings.herald.dev/v1alpha1" in missing.stderr
+
+    # What the Deployment controller would write once every replica is available.
+    for deployment in (fullname, f"{fullname}-callback"):
+        got = json.loads(
+            control_plane.kubectl(
+                "get", "deployment", deployment, "-n", namespace, "-o", "json"
+            ).stdout
+        )
+        replicas = got["spec"]["replicas"]
+        status = {
+            "observedGeneration": got["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        control_plane.kubectl(
+            "patch",
+            "deployment",
+            deployment,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+    result, output, _ = helm_test()
+    assert result.returncode == 0, result.stdout + result.stderr + output
+    assert "Phase:          Succeeded" in result.stdout
+    assert "ok: scheduledposts.herald.dev/v1alpha1 is served;" in output
+    assert f"rolled out and available: {fullname}, {fullname}-callback" in output

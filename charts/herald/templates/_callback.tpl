@@ -6,7 +6,11 @@ default), or of its own Deployment (callback.separateDeployment). Rendered by bo
 - name: callback
   image: {{ include "herald.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
-  args: ["callback-server"]
+  args:
+    - callback-server
+    {{- with .Values.callback.extraArgs }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   env:
     - name: HERALD_CONFIG_FILE
       value: /etc/herald/config.yaml
@@ -22,6 +26,11 @@ default), or of its own Deployment (callback.separateDeployment). Rendered by bo
     - name: callback
       containerPort: {{ .Values.ports.callback }}
       protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /healthz
+      port: callback
+    {{- toYaml .Values.probes.startup | nindent 4 }}
   livenessProbe:
     httpGet:
       path: /healthz
@@ -46,6 +55,9 @@ default), or of its own Deployment (callback.separateDeployment). Rendered by bo
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*

@@ -31,6 +31,16 @@ helm.sh/chart: {{ include "herald.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: herald
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels beyond the selector: podLabels and commonLabels (podLabels win). */}}
+{{- define "herald.podLabels" -}}
+{{- with merge (deepCopy (.Values.podLabels | default dict)) (.Values.commonLabels | default dict) }}
+{{- toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Labels that select the pods. */}}
@@ -39,12 +49,14 @@ app.kubernetes.io/name: {{ include "herald.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The operator's ServiceAccount: serviceAccount.name, or "<fullname>-operator". */}}
 {{- define "herald.operatorServiceAccount" -}}
-{{ include "herald.fullname" . }}-operator
+{{- .Values.serviceAccount.name | default (printf "%s-operator" (include "herald.fullname" .)) }}
 {{- end }}
 
+{{/* The callback Deployment's ServiceAccount: serviceAccount.callbackName, or "<fullname>-callback". */}}
 {{- define "herald.callbackServiceAccount" -}}
-{{ include "herald.fullname" . }}-callback
+{{- .Values.serviceAccount.callbackName | default (printf "%s-callback" (include "herald.fullname" .)) }}
 {{- end }}
 
 {{/* Labels that select the operator's pods (which also run the callback receiver unless
