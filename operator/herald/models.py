@@ -238,8 +238,10 @@ class RetryPolicy(_Model):
         alias="maxBackoffSeconds",
         ge=0,
         le=604800,
-        description="Upper bound of the delay between two attempts, also the cap on an "
-        "honoured Retry-After (operator default: 3600).",
+        description="Upper bound of the backoff between two attempts, also the cap on an "
+        "honoured Retry-After from n8n itself (operator default: 3600). A network's rate-limit "
+        "reset that n8n reports (the callback's error.retryAfterSeconds) is waited for in "
+        "full, up to 7 days.",
     )
 
     @model_validator(mode="after")
