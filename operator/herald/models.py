@@ -182,7 +182,7 @@ class Content(_Model):
         "the workflow's MASTODON_MAX_CHARACTERS follows your server), bluesky 300, "
         "facebook 63206, instagram 2200, threads 500. Characters are counted as Unicode "
         "code points, as CEL does: an emoji made of several code points counts several "
-        "times, and X and Threads count some characters double, so a text within the "
+        "times, and X and Threads count some characters more than once, so a text within the "
         "limit here can still be refused by the network.",
     )
     link: str | None = Field(
@@ -290,17 +290,15 @@ def _rules_of(channel: Channel, limits: ChannelLimits) -> list[ChannelRule]:
             f"{name}: content.text is limited to {limits.text} characters (Unicode code points)",
             ".content.text",
             lambda c: len(c.text) > limits.text,
-        )
-    ]
-    rules.append(
+        ),
         ChannelRule(
             channel,
             f"{other} || !has(self.content.media) || size(self.content.media) <= {limits.media}",
             f"{name}: content.media is limited to {limits.media} items",
             ".content.media",
             lambda c: _media(c) > limits.media,
-        )
-    )
+        ),
+    ]
     if limits.needs_media:
         rules.append(
             ChannelRule(
@@ -343,8 +341,8 @@ def channel_violations(spec: ScheduledPostSpec) -> list[ChannelRule]:
     """The rules of channel_rules() this spec breaks: what the API server refuses it for.
 
     Not a model validator: the operator must still read a post stored before a limit
-    existed (the API server lets unchanged fields through on update, too); the network's
-    own answer then fails it with a message."""
+    existed (the API server checks the rules when a spec is created or changed, not when
+    it is read); the network's own answer then fails such a post with a message."""
     return [r for r in channel_rules() if r.channel is spec.channel and r.broken(spec.content)]
 
 
