@@ -44,13 +44,33 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
+RETRY_AFTER_MAX_SECONDS = 7 * 86400
+"""The longest wait a callback may ask for: a week covers daily and weekly limits."""
+
+
 class CallbackError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     message: str = Field(default="n8n reported a failure", max_length=1024)
-    code: str = Field(default="N8nError", min_length=1, max_length=128)
+    code: str = Field(
+        default="N8nError",
+        min_length=1,
+        max_length=128,
+        description="Machine-readable, e.g. HTTP429, ReconnectAccount, Duplicate, "
+        "ChannelNotConfigured, UnknownAccount.",
+    )
     retryable: bool = Field(
         default=False, description="True when a later attempt may succeed (n8n's judgement)."
+    )
+    retry_after_seconds: float | None = Field(
+        default=None,
+        alias="retryAfterSeconds",
+        ge=0,
+        le=RETRY_AFTER_MAX_SECONDS,
+        allow_inf_nan=False,
+        description="With retryable: the network said when to try again (Retry-After or "
+        "its rate-limit reset), in seconds from now. The next attempt goes no earlier, "
+        "even past the post's maxBackoffSeconds; one attempt is spent.",
     )
 
 
@@ -90,7 +110,10 @@ class CallbackBody(BaseModel):
             )
         err = self.error or CallbackError()
         klass = ErrorClass.TRANSIENT if err.retryable else ErrorClass.PERMANENT
-        return engine.Callback(self.attempt, failure=engine.Failure(klass, err.code, err.message))
+        failure = engine.Failure(
+            klass, err.code, err.message, not_before_seconds=err.retry_after_seconds
+        )
+        return engine.Callback(self.attempt, failure=failure)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:

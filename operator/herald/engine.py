@@ -206,6 +206,12 @@ class Failure:
     code: str
     message: str
     retry_after_seconds: float | None = None
+    """n8n's own Retry-After header: honoured when longer than the backoff, capped at
+    maxBackoffSeconds (a misconfigured n8n cannot park a post for a year)."""
+    not_before_seconds: float | None = None
+    """The network's rate-limit reset, from the callback's error.retryAfterSeconds: the
+    next attempt goes no earlier, whatever maxBackoffSeconds (the callback API bounds it
+    to a week), so a daily limit spends one attempt instead of the whole budget."""
 
     @property
     def retryable(self) -> bool:
@@ -789,6 +795,9 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
     spent = epoch_attempts(status)
     if failure.retryable and spent < policy.max_attempts:
         delay = retry_delay(policy, spent, post.uid, failure.retry_after_seconds)
+        not_before = failure.not_before_seconds or 0.0
+        waits = not_before > delay
+        delay = max(delay, not_before)
         at = now + dt.timedelta(seconds=delay)
         if post.spec.suspend:
             msg = f"Attempt {status.attempt} failed ({failure.code}); suspended by spec.suspend"
@@ -802,9 +811,10 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
                 dispatched_at=None,
             )
             return Decision(new, (Event("Normal", "Suspended", msg),))
+        wait = f" (the network asked to wait {delay:.0f}s)" if waits else ""
         msg = (
             f"Attempt {status.attempt} failed ({failure.code}): {failure.message}; "
-            f"attempt {spent + 1} of {policy.max_attempts} at {_fmt(at)}"
+            f"attempt {spent + 1} of {policy.max_attempts} at {_fmt(at)}{wait}"
         )
         new = _update(
             status,

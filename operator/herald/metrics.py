@@ -35,8 +35,27 @@ CALLBACK_RESULTS = (
     "unavailable",
     "rejected",
 )
-FAILED_REASONS = ("PermanentFailure", "RetriesExhausted", "MissedDeadline", "UnknownTarget")
+ACTIONABLE_CODES = ("ReconnectAccount", "UnknownAccount", "ChannelNotConfigured", "Duplicate")
+"""Codes of a permanent failure reported by n8n's workflows that tell a person what to do
+(reconnect a credential, fix spec.account, configure the channel, look at the existing
+post). herald_failed_total counts them under their own reason; every other code stays
+PermanentFailure, so the label keeps a fixed set of values whatever n8n sends."""
+FAILED_REASONS = (
+    "PermanentFailure",
+    "RetriesExhausted",
+    "MissedDeadline",
+    "UnknownTarget",
+    *ACTIONABLE_CODES,
+)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def failed_reason(condition_reason: str, error_code: str | None) -> str:
+    """herald_failed_total's `reason` for a post that has just failed: the reason of its
+    Published condition, or the workflow's code when it is one of ACTIONABLE_CODES."""
+    if condition_reason == "PermanentFailure" and error_code in ACTIONABLE_CODES:
+        return error_code
+    return condition_reason
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,9 @@ class Metrics:
         )
         self.failed = Counter(
             "herald_failed_total",
-            "Posts that ended Failed, by reason.",
+            "Posts that ended Failed, by reason: PermanentFailure, RetriesExhausted, "
+            "MissedDeadline, UnknownTarget, or the workflow's ReconnectAccount, UnknownAccount, "
+            "ChannelNotConfigured, Duplicate.",
             ["reason"],
             registry=r,
         )

@@ -5,15 +5,30 @@ schema the API server enforces and the types the operator reads cannot drift apa
 Descriptions here are what `kubectl explain` prints; constraints here are what the API
 server rejects. Cross-field rules that pydantic expresses as validators are carried to
 the CRD as CEL rules through `x-kubernetes-validations` in `json_schema_extra`.
+
+`CHANNEL_LIMITS` is the one table of what each network accepts (text length, media
+count, required media); it becomes CEL rules keyed on `spec.channel`, so `kubectl apply`
+refuses a post its network would refuse. `channel_violations()` applies the same table in
+Python. It is not a validator: a post stored before a limit existed must stay readable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    model_validator,
+)
 
 GROUP = "herald.dev"
 VERSION = "v1alpha1"
@@ -29,8 +44,6 @@ HISTORY_LIMIT = 10
 RFC3339_WITH_OFFSET = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
-TEXT_MAX = 3000
-MEDIA_MAX = 9
 
 
 def _require_offset(value: dt.datetime) -> dt.datetime:
@@ -96,6 +109,51 @@ class ErrorClass(enum.StrEnum):
     DEADLINE = "Deadline"
 
 
+@dataclass(frozen=True)
+class ChannelLimits:
+    """What one network accepts, as far as the API server can check it at `kubectl apply`."""
+
+    network: str
+    """The network's name, for messages."""
+    text: int
+    """Most characters in content.text, counted in Unicode code points (CEL's size())."""
+    media: int
+    """Most media items."""
+    needs_media: bool = False
+    """The network publishes nothing without an image or video."""
+    single_media_with_link: bool = False
+    """With content.link, at most one media item (the network drops the others)."""
+
+
+CHANNEL_LIMITS: dict[Channel, ChannelLimits] = {
+    # Posts API commentary; MultiImage posts take 2 to 20 images. A post with a link is an
+    # article with one thumbnail: several images and a link cannot go together.
+    Channel.LINKEDIN: ChannelLimits("LinkedIn", 3000, 20, single_media_with_link=True),
+    # X counts a weighted length (URLs 23, most CJK characters and emoji 2): a text within
+    # 280 code points can still be too long for X, which then refuses it.
+    Channel.X: ChannelLimits("X", 280, 4),
+    # Per-server settings (max_characters, max_media_attachments); these are the defaults.
+    Channel.MASTODON: ChannelLimits("Mastodon", 500, 4),
+    # 300 graphemes; a code point count is never below the grapheme count, so this check
+    # refuses nothing Bluesky accepts when each character is one code point, and may refuse
+    # a text with many multi-code-point graphemes (emoji sequences, flags, combining marks).
+    Channel.BLUESKY: ChannelLimits("Bluesky", 300, 4),
+    # No documented maximum of photos in one Page post: Herald takes 20, as for LinkedIn.
+    Channel.FACEBOOK: ChannelLimits("Facebook", 63206, 20),
+    # Carousels take up to 10 images or videos; a post needs at least one.
+    Channel.INSTAGRAM: ChannelLimits("Instagram", 2200, 10, needs_media=True),
+    # Carousels take up to 20 images or videos.
+    Channel.THREADS: ChannelLimits("Threads", 500, 20),
+}
+# The schema's own bounds sit above every channel's limit, so that the channel's CEL rule,
+# whose message names the channel, is what refuses a post one past its limit (the API
+# server skips the CEL rules of an object that already breaks its schema).
+TEXT_MAX = 65536
+"""Bound on content.text for any channel (the longest limit, Facebook's, is 63,206)."""
+MEDIA_MAX = 32
+"""Bound on content.media for any channel (the largest limit is 20)."""
+
+
 class Media(_Model):
     """An image or video attached to the post."""
 
@@ -119,7 +177,13 @@ class Content(_Model):
     text: str = Field(
         min_length=1,
         max_length=TEXT_MAX,
-        description="The post's text, 1 to 3000 characters (LinkedIn's limit).",
+        description="The post's text, at least 1 and at most the channel's limit of "
+        "characters: linkedin 3000, x 280, mastodon 500 (the default of a Mastodon server; "
+        "the workflow's MASTODON_MAX_CHARACTERS follows your server), bluesky 300, "
+        "facebook 63206, instagram 2200, threads 500. Characters are counted as Unicode "
+        "code points, as CEL does: an emoji made of several code points counts several "
+        "times, and X and Threads count some characters more than once, so a text within the "
+        "limit here can still be refused by the network.",
     )
     link: str | None = Field(
         default=None,
@@ -130,7 +194,10 @@ class Content(_Model):
     media: list[Media] | None = Field(
         default=None,
         max_length=MEDIA_MAX,
-        description="Up to 9 images or videos, in display order.",
+        description="Images or videos, in display order, at most the channel's limit: "
+        "linkedin 20 (and at most 1 with a link), x 4, mastodon 4 (server default), "
+        "bluesky 4, facebook 20 (Herald's cap: Facebook documents none), instagram 10 "
+        "(at least 1 required), threads 20.",
     )
 
 
@@ -171,8 +238,10 @@ class RetryPolicy(_Model):
         alias="maxBackoffSeconds",
         ge=0,
         le=604800,
-        description="Upper bound of the delay between two attempts, also the cap on an "
-        "honoured Retry-After (operator default: 3600).",
+        description="Upper bound of the backoff between two attempts, also the cap on an "
+        "honoured Retry-After from n8n itself (operator default: 3600). A network's rate-limit "
+        "reset that n8n reports (the callback's error.retryAfterSeconds) is waited for in "
+        "full, up to 7 days.",
     )
 
     @model_validator(mode="after")
@@ -186,8 +255,101 @@ class RetryPolicy(_Model):
         return self
 
 
+@dataclass(frozen=True)
+class ChannelRule:
+    """One limit of CHANNEL_LIMITS: a CEL rule on the spec, and the same test in Python."""
+
+    channel: Channel
+    rule: str
+    message: str
+    field_path: str
+    broken: Callable[[Content], bool] = field(compare=False)
+    """The Python twin of `rule`: True when the content breaks it."""
+    reason: str = "FieldValueInvalid"
+
+    def cel(self) -> dict[str, JsonValue]:
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "fieldPath": self.field_path,
+            "reason": self.reason,
+        }
+
+
+def _media(content: Content) -> int:
+    return len(content.media or [])
+
+
+def _rules_of(channel: Channel, limits: ChannelLimits) -> list[ChannelRule]:
+    other = f"self.channel != '{channel.value}'"
+    name = f"channel {channel.value} ({limits.network})"
+    rules = [
+        ChannelRule(
+            channel,
+            f"{other} || size(self.content.text) <= {limits.text}",
+            f"{name}: content.text is limited to {limits.text} characters (Unicode code points)",
+            ".content.text",
+            lambda c: len(c.text) > limits.text,
+        ),
+        ChannelRule(
+            channel,
+            f"{other} || !has(self.content.media) || size(self.content.media) <= {limits.media}",
+            f"{name}: content.media is limited to {limits.media} items",
+            ".content.media",
+            lambda c: _media(c) > limits.media,
+        ),
+    ]
+    if limits.needs_media:
+        rules.append(
+            ChannelRule(
+                channel,
+                f"{other} || (has(self.content.media) && size(self.content.media) > 0)",
+                f"{name}: content.media needs at least 1 image or video "
+                f"({limits.network} does not publish text alone)",
+                ".content.media",
+                lambda c: _media(c) == 0,
+                "FieldValueRequired",
+            )
+        )
+    if limits.single_media_with_link:
+        rules.append(
+            ChannelRule(
+                channel,
+                f"{other} || !has(self.content.link) || !has(self.content.media) "
+                "|| size(self.content.media) <= 1",
+                f"{name}: a post with content.link takes at most 1 media item "
+                f"({limits.network} shows a link with one image and would drop the others): "
+                "remove the link or keep one image",
+                ".content.media",
+                lambda c: c.link is not None and _media(c) > 1,
+            )
+        )
+    return rules
+
+
+def channel_rules() -> list[ChannelRule]:
+    """The CEL rules keyed on spec.channel. Each costs a constant (size() of a string or a
+    list is O(1) in CEL), so they fit the API server's cost budget whatever the lengths."""
+    return [rule for ch, limits in CHANNEL_LIMITS.items() for rule in _rules_of(ch, limits)]
+
+
+def _cel_rules() -> list[JsonValue]:
+    return [rule.cel() for rule in channel_rules()]
+
+
+def channel_violations(spec: ScheduledPostSpec) -> list[ChannelRule]:
+    """The rules of channel_rules() this spec breaks: what the API server refuses it for.
+
+    Not a model validator: the operator must still read a post stored before a limit
+    existed (the API server checks the rules when a spec is created or changed, not when
+    it is read); the network's own answer then fails such a post with a message."""
+    return [r for r in channel_rules() if r.channel is spec.channel and r.broken(spec.content)]
+
+
 class ScheduledPostSpec(_Model):
     """What to publish, where, and when."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _cel_rules()})
 
     publish_at: AwareDatetime = Field(
         alias="publishAt",

@@ -13,7 +13,7 @@ from typing import Any
 
 from herald import engine
 from herald.kube import Conflict, Invalid, KubeClient, KubeError
-from herald.metrics import Metrics
+from herald.metrics import Metrics, failed_reason
 from herald.models import Phase, ScheduledPostStatus
 
 log = logging.getLogger("herald.writer")
@@ -100,7 +100,8 @@ def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> Non
             metrics.time_to_published.observe(max(lag, 0.0))
     elif new.phase is Phase.FAILED:
         cond = next((c for c in new.conditions or [] if c.type == engine.PUBLISHED), None)
-        metrics.failed.labels(cond.reason if cond else "Unknown").inc()
+        code = new.last_error.code if new.last_error else None
+        metrics.failed.labels(failed_reason(cond.reason if cond else "Unknown", code)).inc()
 
 
 class Writer:

@@ -617,3 +617,82 @@ def test_fuzzed_names_with_valid_tokens_never_5xx(posts: Posts, sidecar: Sidecar
     no_unexpected_errors(proc)
     assert sent[400] and sent[404], sent
     print(f"name fuzz: {sum(sent.values())} requests, by status {dict(sent)}")
+
+
+# --- issue 15: the network's rate-limit reset and actionable failure codes ---------------
+
+
+def test_retry_after_seconds_sets_the_next_attempt(posts: Posts, sidecar: Sidecar) -> None:
+    """A 429 with a reset in 1 h, on a post with backoffSeconds 4 (and the sidecar's
+    maxBackoffSeconds 10): retried no earlier than 1 h from now, one attempt spent."""
+    _, base = sidecar()
+    obj = publishing(posts, "limited", retry={"backoffSeconds": 4})
+    before = time.time()
+    r = callback(
+        base,
+        posts,
+        obj,
+        "failed",
+        error={
+            "message": "LinkedIn: daily limit reached",
+            "code": "HTTP429",
+            "retryable": True,
+            "retryAfterSeconds": 3600,
+        },
+    )
+    after = time.time()
+    assert r.json() == {"result": "applied"}, r.text
+    status = posts.status("limited")
+    assert (status["phase"], status["attempt"]) == ("Retrying", 1)
+    next_at = posts_time(status["nextAttemptAt"])
+    # nextAttemptAt is written with millisecond precision.
+    assert before + 3600 - 0.001 <= next_at <= after + 3600 + 0.001, next_at - before
+    assert status["lastError"]["code"] == "HTTP429"
+    assert "the network asked to wait 3600s" in status["message"]
+    assert [(h["attempt"], h["outcome"]) for h in status["history"]] == [(1, "Transient")]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [(-1, "greater than or equal to 0"), (604801, "less than or equal to 604800"), ("1h", "")],
+)
+def test_retry_after_seconds_out_of_bounds_is_400(
+    posts: Posts, sidecar: Sidecar, value: Any, why: str
+) -> None:
+    _, base = sidecar()
+    obj = publishing(posts, "bounded")
+    err = {"message": "slow down", "code": "HTTP429", "retryable": True, "retryAfterSeconds": value}
+    r = callback(base, posts, obj, "failed", error=err)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "error.retryAfterSeconds" and why in r.json()["message"]
+    assert posts.get("bounded")["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_actionable_failure_codes_are_counted_by_reason(posts: Posts, sidecar: Sidecar) -> None:
+    """ReconnectAccount (an expired token) ends Failed and is counted under its own reason;
+    a code Herald does not know stays PermanentFailure, keeping the label bounded."""
+    _, base = sidecar()
+    expired = publishing(posts, "expired")
+    message = "LinkedIn answered 401: reconnect the n8n credential 'LinkedIn company-page'"
+    r = callback(
+        base,
+        posts,
+        expired,
+        "failed",
+        error={"message": message, "code": "ReconnectAccount", "retryable": False},
+    )
+    assert r.json() == {"result": "applied"}
+    status = posts.status("expired")
+    assert status["phase"] == "Failed"
+    assert (status["lastError"]["code"], status["lastError"]["message"]) == (
+        "ReconnectAccount",
+        message,
+    )
+    odd = publishing(posts, "odd")
+    r = callback(base, posts, odd, "failed", error={"message": "?", "code": "SomethingNew42"})
+    assert r.json() == {"result": "applied"}
+    lines = httpx.get(f"{base}/metrics", timeout=5).text.splitlines()
+    assert 'herald_failed_total{reason="ReconnectAccount"} 1.0' in lines
+    assert 'herald_failed_total{reason="PermanentFailure"} 1.0' in lines
+    assert 'herald_failed_total{reason="Duplicate"} 0.0' in lines
+    assert not [line for line in lines if "SomethingNew42" in line]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ DELETE = object()
 INVALID = [
     ("missing-text", _mutate("spec.content.text", DELETE), ["spec.content.text", "Required"]),
     ("empty-text", _mutate("spec.content.text", ""), ["spec.content.text"]),
-    ("text-too-long", _mutate("spec.content.text", "x" * 3001), ["spec.content.text", "3000"]),
+    (
+        "text-longer-than-any-channel",
+        _mutate("spec.content.text", "x" * 65537),
+        ["spec.content.text", "65536"],
+    ),
     (
         "publishAt-without-offset",
         _mutate("spec.publishAt", "2030-01-01T09:00:00"),
@@ -62,8 +67,8 @@ INVALID = [
     ),
     (
         "too-many-media",
-        _mutate("spec.content.media", [{"url": f"https://example.com/{i}.png"} for i in range(10)]),
-        ["spec.content.media", "9"],
+        _mutate("spec.content.media", [{"url": f"https://example.com/{i}.png"} for i in range(33)]),
+        ["spec.content.media", "32"],
     ),
     (
         "negative-deadline",
@@ -90,6 +95,123 @@ INVALID = [
     ),
     ("missing-spec", {k: v for k, v in VALID.items() if k != "spec"}, ["spec", "Required"]),
 ]
+
+
+# --- per-channel limits (issue 15 item 3) ------------------------------------------------
+# Each network's documented limits, written out here rather than read from
+# herald.models.CHANNEL_LIMITS, so a wrong number in the table fails this test.
+# channel: (characters, media items)
+NETWORK_LIMITS: dict[str, tuple[int, int]] = {
+    "linkedin": (3000, 20),
+    "x": (280, 4),
+    "mastodon": (500, 4),
+    "bluesky": (300, 4),
+    "facebook": (63206, 20),  # Facebook documents no maximum of photos: Herald's cap
+    "instagram": (2200, 10),
+    "threads": (500, 20),
+}
+
+
+def _images(n: int) -> list[dict[str, str]]:
+    return [{"url": f"https://example.com/{i}.png", "altText": f"image {i}"} for i in range(n)]
+
+
+def _post(channel: str, text: str = "hello", media: int = 0, link: str | None = None) -> Any:
+    # Instagram publishes nothing without an image: give its other cases one.
+    content: dict[str, Any] = {"text": text}
+    if media or channel == "instagram":
+        content["media"] = _images(media or 1)
+    if link is not None:
+        content["link"] = link
+    return {**VALID["spec"], "channel": channel, "content": content}
+
+
+def _limit_cases() -> list[tuple[str, dict[str, Any], list[str] | None]]:
+    """(name, spec, None if the API server accepts it, else what its message must say)."""
+    cases: list[tuple[str, dict[str, Any], list[str] | None]] = []
+    for channel, (chars, media) in NETWORK_LIMITS.items():
+        # Bluesky: emoji, one code point (four UTF-8 bytes) each, to show what is counted.
+        unit = "\N{SLIGHTLY SMILING FACE}" if channel == "bluesky" else "a"
+        cases.append((f"{channel}-text-{chars}", _post(channel, unit * chars), None))
+        cases.append(
+            (
+                f"{channel}-text-{chars + 1}",
+                _post(channel, unit * (chars + 1)),
+                ["spec.content.text", f"channel {channel}", f"limited to {chars} characters"],
+            )
+        )
+        cases.append((f"{channel}-media-{media}", _post(channel, media=media), None))
+        cases.append(
+            (
+                f"{channel}-media-{media + 1}",
+                _post(channel, media=media + 1),
+                ["spec.content.media", f"channel {channel}", f"limited to {media} items"],
+            )
+        )
+    instagram_text_only = {**VALID["spec"], "channel": "instagram", "content": {"text": "hi"}}
+    cases.append(
+        (
+            "instagram-without-media",
+            instagram_text_only,
+            ["spec.content.media", "channel instagram", "at least 1 image or video"],
+        )
+    )
+    link = "https://example.com/blog"
+    cases.append(("linkedin-link-1-image", _post("linkedin", media=1, link=link), None))
+    cases.append(
+        (
+            "linkedin-link-2-images",
+            _post("linkedin", media=2, link=link),
+            ["spec.content.media", "channel linkedin", "content.link", "at most 1 media item"],
+        )
+    )
+    # Other channels take a link with several images.
+    cases.append(("x-link-4-images", _post("x", media=4, link=link), None))
+    return cases
+
+
+LIMIT_CASES = _limit_cases()
+
+
+def test_channel_limits_at_apply_time(control_plane: ControlPlane, namespace: str) -> None:
+    """Every per-channel limit: accepted at the limit, refused one past it, with a message
+    naming the field, the channel and the limit. One kubectl apply for all the cases
+    (kubectl applies each document and reports each refusal), so the file stays fast."""
+    docs = [
+        {
+            "apiVersion": VALID["apiVersion"],
+            "kind": VALID["kind"],
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        for name, spec, _ in LIMIT_CASES
+    ]
+    proc = control_plane.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode != 0, "no case was refused"
+    # kubectl prints one error per refused document, each naming it.
+    errors = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r'ScheduledPost\S* "([^"]+)" is invalid.*', proc.stderr)
+    }
+    stored = set(control_plane.kubectl("get", "sp", "-n", namespace, "-o", "name").stdout.split())
+    for name, _, expected in LIMIT_CASES:
+        if expected is None:
+            assert f"scheduledpost.herald.dev/{name}" in stored, (name, errors.get(name))
+            assert name not in errors, errors[name]
+            continue
+        assert f"scheduledpost.herald.dev/{name}" not in stored, f"{name} was accepted"
+        assert name in errors, f"{name}: no error in {proc.stderr[:2000]!r}"
+        for needle in expected:
+            assert needle in errors[name], f"{name}: {needle!r} not in {errors[name]!r}"
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.name for s in SAMPLES])
@@ -134,7 +256,7 @@ def test_explain_prints_descriptions(control_plane: ControlPlane) -> None:
     assert "What to publish, where, and when." in spec
     assert "startingDeadlineSeconds" in spec
     content = control_plane.kubectl("explain", "scheduledpost.spec.content").stdout
-    assert "1 to 3000 characters" in content
+    assert "x 280" in content and "code points" in content
     status = control_plane.kubectl("explain", "sp.status.phase").stdout
     assert "Publishing" in status
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from herald import callbacks
+from herald import callbacks, statuses
 from herald.callbacks import CallbackBody
 
 VALID: dict[str, Any] = {
@@ -122,3 +123,39 @@ def test_openapi_document_carries_the_name_rules() -> None:
     props = callbacks.openapi()["components"]["schemas"]["CallbackBody"]["properties"]
     assert props["namespace"]["pattern"] == callbacks.DNS1123_LABEL
     assert props["name"]["pattern"] == callbacks.DNS1123_SUBDOMAIN
+
+
+# --- error.retryAfterSeconds and the README's contract (issue 15) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(0, True), (3600, True), (0.5, True), (604800, True), (-1, False), (604801, False)],
+)
+def test_retry_after_seconds_bounds(value: float, ok: bool) -> None:
+    error = {"code": "HTTP429", "retryable": True, "retryAfterSeconds": value}
+    raw = json.dumps({**VALID, "status": "failed", "error": error}).encode()
+    if not ok:
+        assert first_error(raw)["loc"] == ("error", "retryAfterSeconds")
+        return
+    failure = CallbackBody.model_validate_json(raw).to_engine().failure
+    assert failure is not None and failure.retryable
+    # The network's reset, honoured in full: not n8n's own (capped) Retry-After.
+    assert (failure.not_before_seconds, failure.retry_after_seconds) == (value, None)
+
+
+def test_readme_retryable_table_is_statuses_table() -> None:
+    """The README's status → retryable table says what herald.statuses decides."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("| Network's answer | Retryable |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines()[2:]]
+    table = {cells[0].strip(): cells[1].strip() for cells in rows}
+    listed_4xx = next(k for k in table if k[:1] == "4" and table[k] == "yes")
+    assert {int(code) for code in listed_4xx.split(", ")} == set(statuses.RETRYABLE_4XX)
+    assert table["5xx"] == "yes" and all(statuses.is_retryable(s) for s in range(500, 600))
+    assert table["no answer (connection refused, timeout)"] == "yes"
+    assert statuses.is_retryable(None)
+    other = next(k for k in table if k.startswith("any other status"))
+    assert table[other] == "no"
+    for code in (int(c) for c in other.split("(", 1)[1].split(",") if c.strip().isdigit()):
+        assert not statuses.is_retryable(code), code

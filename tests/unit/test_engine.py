@@ -3282,3 +3282,101 @@ def test_life_of_a_post_released_by_an_edit_before_it_was_sent() -> None:
     again = engine.act(p, at(600), DEFAULTS, ME)
     assert again.status is not None
     assert (again.status.attempt, again.status.claimed_generation) == (1, 2)
+
+
+# --- the network's rate-limit reset: callback error.retryAfterSeconds (issue 15) ---------
+
+
+def _rate_limited(
+    not_before: float | None, *, retryable: bool = True, n8n: float | None = None
+) -> Failure:
+    klass = ErrorClass.TRANSIENT if retryable else ErrorClass.PERMANENT
+    return Failure(
+        klass,
+        "HTTP429",
+        "daily limit reached",
+        retry_after_seconds=n8n,
+        not_before_seconds=not_before,
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "retry", "failure", "delay", "asked"),
+    [
+        pytest.param(1, {}, _rate_limited(None), 60, False, id="no-reset-normal-backoff"),
+        pytest.param(
+            1, {"backoff_seconds": 4}, _rate_limited(3600), 3600, True, id="backoff-4s-reset-1h"
+        ),
+        pytest.param(1, {}, _rate_limited(30), 60, False, id="reset-sooner-than-backoff"),
+        pytest.param(2, {}, _rate_limited(0), 120, False, id="reset-zero-is-no-wait"),
+        pytest.param(
+            1, {}, _rate_limited(86400), 86400, True, id="daily-reset-beyond-maxBackoffSeconds"
+        ),
+        pytest.param(
+            1,
+            {"max_backoff_seconds": 600},
+            _rate_limited(7 * 86400),
+            7 * 86400,
+            True,
+            id="a-week-whatever-the-cap",
+        ),
+        pytest.param(
+            1, {}, _rate_limited(200, n8n=300), 300, False, id="n8n-retry-after-longer-wins"
+        ),
+        pytest.param(
+            1, {}, _rate_limited(5000, n8n=99999), 5000, True, id="n8n-retry-after-stays-capped"
+        ),
+    ],
+)
+def test_callback_retry_after_sets_the_next_attempt(
+    attempt: int, retry: dict[str, Any], failure: Failure, delay: float, asked: bool
+) -> None:
+    """The next attempt no earlier than the network's reset and no earlier than the
+    backoff; n8n's own Retry-After stays capped at maxBackoffSeconds."""
+    p = post(publishing(attempt=attempt), retry=RetryPolicy(**retry) if retry else None)
+    outcome = engine.callback(p, NOW, Callback(attempt, failure=failure), DEFAULTS)
+    assert outcome.result is CallbackResult.APPLIED
+    new = outcome.decision.status
+    assert new is not None
+    assert (new.phase, new.attempt) == (Phase.RETRYING, attempt)
+    assert new.next_attempt_at == at(delay)
+    assert ("the network asked to wait" in (new.message or "")) is asked, new.message
+    assert outcome.decision.events[0].reason == "RetryScheduled"
+
+
+@pytest.mark.parametrize(
+    ("attempt", "failure", "reason"),
+    [
+        pytest.param(1, _rate_limited(3600, retryable=False), "PermanentFailure", id="permanent"),
+        pytest.param(3, _rate_limited(3600), "RetriesExhausted", id="last-attempt"),
+    ],
+)
+def test_callback_retry_after_never_revives_a_final_failure(
+    attempt: int, failure: Failure, reason: str
+) -> None:
+    p = post(publishing(attempt=attempt))
+    outcome = engine.callback(p, NOW, Callback(attempt, failure=failure), DEFAULTS)
+    new = outcome.decision.status
+    assert new is not None
+    assert (new.phase, new.next_attempt_at) == (Phase.FAILED, None)
+    assert new.conditions is not None
+    assert [c.reason for c in new.conditions if c.type == "Published"] == [reason]
+
+
+def test_a_daily_limit_spends_one_attempt() -> None:
+    """backoffSeconds 4, answered 429 with a reset in 20 h: one attempt spent, the next
+    claimed only when the limit has reset, and that one publishes."""
+    p = post(publishing(attempt=1), retry=RetryPolicy(backoff_seconds=4))
+    limited = engine.callback(p, NOW, Callback(1, failure=_rate_limited(72000)), DEFAULTS)
+    first = limited.decision.status
+    assert first is not None and first.next_attempt_at == at(72000)
+    p = engine.from_object(_as_object(p, first))
+    for early in (4, 8, 3600, 71000):  # where the backoff alone would have retried
+        assert engine.act(p, at(early), DEFAULTS, ME) == NOTHING
+    claim = engine.act(p, at(72000), DEFAULTS, ME)
+    assert claim.action is Action.DISPATCH and claim.status is not None
+    assert claim.status.attempt == 2
+    p = engine.from_object(_as_object(p, claim.status))
+    done = engine.callback(p, at(72001), Callback(2, published=SYNC), DEFAULTS).decision.status
+    assert done is not None and done.phase is Phase.PUBLISHED
+    assert engine.epoch_attempts(done) == 2

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from herald import crdgen, models
 from herald.models import ScheduledPostSpec, ScheduledPostStatus
-from tests.e2e.test_crd import INVALID, VALID
+from tests.e2e.test_crd import INVALID, LIMIT_CASES, NETWORK_LIMITS, VALID
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "scheduledposts.herald.dev.yaml"
@@ -224,6 +224,38 @@ def test_model_rejects_what_the_api_server_rejects(
     assert any(server_field == p or server_field.startswith(p + ".") for p in paths), (
         f"{case}: pydantic blamed {paths}, the API server {server_field}"
     )
+
+
+@pytest.mark.parametrize(("case", "spec", "expected"), LIMIT_CASES, ids=[c[0] for c in LIMIT_CASES])
+def test_channel_violations_match_the_api_server(
+    case: str, spec: dict[str, Any], expected: list[str] | None
+) -> None:
+    """channel_violations() refuses exactly what the CRD's CEL rules refuse, for the same
+    field; the post itself still parses (the operator reads posts stored before a limit)."""
+    parsed = ScheduledPostSpec.model_validate(spec)
+    broken = models.channel_violations(parsed)
+    if expected is None:
+        assert broken == [], f"{case}: {[r.message for r in broken]}"
+        return
+    assert [f"spec{r.field_path}" for r in broken] == [expected[0]], case
+    for needle in expected[1:]:
+        assert needle in broken[0].message, f"{case}: {needle!r} not in {broken[0].message!r}"
+
+
+def test_every_channel_has_its_limits_and_rules_in_the_crd() -> None:
+    assert set(models.CHANNEL_LIMITS) == set(models.Channel)
+    assert {
+        ch.value: (limits.text, limits.media) for ch, limits in models.CHANNEL_LIMITS.items()
+    } == NETWORK_LIMITS
+    rules = crd_schema("spec")["x-kubernetes-validations"]
+    assert rules == [rule.cel() for rule in models.channel_rules()]
+    for channel in models.Channel:
+        mine = [r for r in rules if f"'{channel.value}'" in r["rule"]]
+        assert {r["fieldPath"] for r in mine} >= {".content.text", ".content.media"}, channel
+    # The schema's bounds never refuse first: the channel's rule names the channel.
+    spec = crd_schema("spec")["properties"]["content"]["properties"]
+    assert spec["text"]["maxLength"] > max(lim.text for lim in models.CHANNEL_LIMITS.values())
+    assert spec["media"]["maxItems"] > max(lim.media for lim in models.CHANNEL_LIMITS.values())
 
 
 def test_missing_spec_case_is_the_only_one_left_out() -> None:

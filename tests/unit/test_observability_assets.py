@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from herald.metrics import Metrics, PhaseCount
+from herald.metrics import FAILED_REASONS, Metrics, PhaseCount, failed_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "charts" / "herald" / "files"
@@ -163,6 +163,10 @@ def test_labelled_counters_start_at_zero_for_every_known_value() -> None:
     for series in (
         'herald_failed_total{reason="UnknownTarget"} 0.0',
         'herald_failed_total{reason="MissedDeadline"} 0.0',
+        'herald_failed_total{reason="ReconnectAccount"} 0.0',
+        'herald_failed_total{reason="UnknownAccount"} 0.0',
+        'herald_failed_total{reason="ChannelNotConfigured"} 0.0',
+        'herald_failed_total{reason="Duplicate"} 0.0',
         'herald_status_write_errors_total{reason="invalid"} 0.0',
         'herald_status_write_errors_total{reason="unavailable"} 0.0',
         'herald_posts_deleted_total{phase="Published"} 0.0',
@@ -170,6 +174,27 @@ def test_labelled_counters_start_at_zero_for_every_known_value() -> None:
         'herald_callbacks_total{result="rejected"} 0.0',
     ):
         assert series in text.splitlines(), series
+
+
+@pytest.mark.parametrize(
+    ("condition", "code", "reason"),
+    [
+        ("PermanentFailure", "ReconnectAccount", "ReconnectAccount"),
+        ("PermanentFailure", "UnknownAccount", "UnknownAccount"),
+        ("PermanentFailure", "ChannelNotConfigured", "ChannelNotConfigured"),
+        ("PermanentFailure", "Duplicate", "Duplicate"),
+        # Any other code n8n sends stays PermanentFailure: the label keeps a fixed set.
+        ("PermanentFailure", "HTTP400", "PermanentFailure"),
+        ("PermanentFailure", "reconnectaccount", "PermanentFailure"),
+        ("PermanentFailure", None, "PermanentFailure"),
+        # Out of attempts after a transient code: the reason is the exhaustion.
+        ("RetriesExhausted", "ReconnectAccount", "RetriesExhausted"),
+        ("MissedDeadline", "MissedDeadline", "MissedDeadline"),
+    ],
+)
+def test_failed_reason(condition: str, code: str | None, reason: str) -> None:
+    assert failed_reason(condition, code) == reason
+    assert reason in FAILED_REASONS
 
 
 # --- PromQL analysis -----------------------------------------------------------------------
