@@ -145,6 +145,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         cp.start()
+        # ControlPlane keeps its processes in _procs (etcd first); stopped newest first.
         for proc in reversed(cp._procs):  # kube-apiserver, then etcd
             name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
             children.append(
