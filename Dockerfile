@@ -2,6 +2,8 @@
 # Herald: one image for both containers of the pod.
 #   herald run               the operator (the default command)
 #   herald callback-server   the callback sidecar
+#   kubectl-herald           the kubectl plugin, on PATH too (docker run --entrypoint
+#                            kubectl-herald …, or `kubectl herald` with a kubectl beside it)
 # Build: docker build -t ghcr.io/herald-dev/herald:0.1.0 .
 # The image holds no secrets and no configuration: the Helm chart mounts the config file
 # (HERALD_CONFIG_FILE) and the keys (/etc/herald/secrets/) at run time.

@@ -17,14 +17,18 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import functools
 import json
 import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,54 @@ def _port_or_free(port: int) -> int:
     return port
 
 
+@dataclass
+class Child:
+    """A process of the run, in stop order: what to call it, where it logs, how to stop it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    stop: Callable[[], object]
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM once, then SIGKILL if it is still there after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def exit_text(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+def interrupt(signum: int, _frame: object) -> None:
+    """SIGINT and SIGTERM: stop everything, once. Further signals are ignored from here on,
+    so a second Ctrl-C cannot cut the shutdown short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def report_death(child: Child, lines: int = 20) -> None:
+    log = child.log.read_text(errors="replace") if child.log.exists() else ""
+    tail = "\n".join(f"    {line}" for line in log.splitlines()[-lines:]) or "    (empty)"
+    print(
+        f"\nup.py: {child.name} (pid {child.proc.pid}) exited, {exit_text(child.proc.returncode)};"
+        f" the last lines of its log:\n{tail}\n  full log: {child.log}\n"
+        "up.py: stopping the rest",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -86,16 +138,19 @@ def main() -> int:
     keys = {"signing_key": signing_key, "callback_key": whsec()}
     fake: FakeN8n | None = None
     real: N8nServer | None = None
-    procs: list[HeraldProcess] = []
-    stopping = False
+    children: list[Child] = []  # in stop order, once started
+    code = 0
 
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         cp.start()
+        # ControlPlane keeps its processes in _procs (etcd first); stopped newest first.
+        for proc in reversed(cp._procs):  # kube-apiserver, then etcd
+            name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
+            children.append(
+                Child(name, proc, cp.workdir / f"{name}.log", functools.partial(terminate, proc))
+            )
         print(f"control plane up in {cp.started_in:.1f}s: {cp.server}", flush=True)
         cp.kubectl("apply", "-f", str(REPO / "crds" / "scheduledposts.herald.dev.yaml"))
         cp.kubectl("wait", "--for=condition=Established", "crd/scheduledposts.herald.dev")
@@ -103,16 +158,29 @@ def main() -> int:
             url = n8n_url
         elif args.n8n == "real":
             real = N8nServer(workdir / "n8n", env_extra={"HERALD_SIGNING_KEY": signing_key})
-            real.setup([ECHO]).start(probe_path="herald-echo")
+            real.setup([ECHO])
+            try:
+                real.start(probe_path="herald-echo")
+            finally:
+                if real.proc is not None:
+                    stop_real = functools.partial(real.stop, timeout=10)
+                    children.insert(0, Child("n8n", real.proc, real.log_path, stop_real))
             url = real.webhook_url("herald-echo")
             print(f"n8n up in {real.started_in:.1f}s: {real.base_url} (workflow: {ECHO.name})")
         else:
             fake = FakeN8n(auto_callback=True, callback_bodies=demo_callback).start()
             url = fake.url
+        # Each child in a session of its own: a terminal's Ctrl-C reaches only up.py,
+        # which then stops each child once, in order (etcd, kube-apiserver and n8n are
+        # started that way by their helpers).
         sidecar, callback_base = start_callback_server(
-            cp.kubeconfig, workdir / "callback-server.log", log_level="INFO", **keys
+            cp.kubeconfig,
+            workdir / "callback-server.log",
+            new_session=True,
+            log_level="INFO",
+            **keys,
         )
-        procs.append(sidecar)
+        children.insert(0, herald_child("the callback sidecar", sidecar))
         metrics_port, health_port = _port_or_free(9090), _port_or_free(8081)
         operator = start_operator(
             cp.kubeconfig,
@@ -122,9 +190,10 @@ def main() -> int:
             metrics_port=metrics_port,
             health_port=health_port,
             identity="herald-dev",
+            new_session=True,
             **keys,
         )
-        procs.append(operator)
+        children.insert(0, herald_child("the operator", operator))
         publish_at = (
             (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
             .isoformat(timespec="seconds")
@@ -158,8 +227,14 @@ Ctrl-C stops everything.
             flush=True,
         )
         deadline = time.monotonic() + 60
-        while not stopping:
+        while True:
             time.sleep(0.5)
+            dead = next((c for c in children if c.proc.poll() is not None), None)
+            if dead is not None:
+                report_death(dead)
+                cp.keep_workdir = True  # the logs named above stay where they are
+                code = 1
+                break
             if args.smoke:
                 status = json.loads(
                     cp.kubectl("get", "sp", "hello-herald", "-o", "jsonpath={.status}").stdout
@@ -171,34 +246,42 @@ Ctrl-C stops everything.
                         f"externalId={status.get('externalId')} "
                         f"externalUrl={status.get('externalUrl')}"
                     )
-                    return 0
+                    break
                 if time.monotonic() > deadline:
                     print(f"smoke: still {status} after 60 s\n{operator.log()[-2000:]}")
-                    return 1
+                    code = 1
+                    break
     except KeyboardInterrupt:
         pass
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        # A child that did not start: its helper's message names it and has its log.
+        print(f"up.py: could not start everything: {exc}", flush=True)
+        cp.keep_workdir = True
+        code = 1
     finally:
-        shutdown(procs, fake, real, cp)
-    return 0
+        shutdown(children, fake)
+        cp.stop()  # only removes its directory now: its processes are stopped
+    return code
 
 
-def shutdown(
-    procs: list[HeraldProcess], fake: FakeN8n | None, real: N8nServer | None, cp: ControlPlane
-) -> None:
-    """Stop everything at once, then the control plane (kube-apiserver before etcd)."""
+def herald_child(name: str, proc: HeraldProcess) -> Child:
+    assert proc.proc is not None
+    return Child(name, proc.proc, proc.log_path, functools.partial(proc.stop, timeout=10))
+
+
+def shutdown(children: list[Child], fake: FakeN8n | None) -> None:
+    """Stop each child once, in order: operator, sidecar, n8n, kube-apiserver, etcd."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
-    for proc in procs:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.proc.send_signal(signal.SIGTERM)
-    if real is not None and real.proc is not None and real.proc.poll() is None:
-        os.killpg(real.proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.stop(timeout=4)
-    if real is not None:
-        real.stop(timeout=4)
-    if fake is not None:
-        fake.stop()
-    cp.stop()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for child in children:
+        if child.proc.poll() is None:
+            child.stop()
+            print(f"up.py: stopped {child.name} ({exit_text(child.proc.returncode)})", flush=True)
+        else:
+            print(f"up.py: {child.name} had exited ({exit_text(child.proc.returncode)})")
+        if child.name == "the callback sidecar" and fake is not None:
+            fake.stop()
+            print("up.py: stopped n8n (the stand-in, a thread of up.py)", flush=True)
 
 
 if __name__ == "__main__":

@@ -416,16 +416,28 @@ def build(settings: Settings) -> web.Application:
 
 
 def serve(settings: Settings) -> int:
-    """`herald callback-server`: serve until SIGTERM, then let in-flight callbacks finish."""
+    """`herald callback-server`: serve until SIGTERM/SIGINT (the first one, see
+    herald.stopping), then let in-flight callbacks finish."""
+    import asyncio
+
     logs.configure(settings.log_format, settings.log_level)
-    app = build(settings)
-    log.info("callback server on %s:%s", settings.callback_host, settings.callback_port)
-    web.run_app(
-        app,
-        host=settings.callback_host,
-        port=settings.callback_port,
-        shutdown_timeout=30,
-        print=None,
-        access_log=None,
-    )
+    asyncio.run(_serve(build(settings), settings))
     return 0
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    # web.run_app() by hand: its signal handlers raise GracefulExit again on a second signal.
+    from herald import stopping
+
+    signals = stopping.StopSignals()
+    received = signals.install()
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30, access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.callback_host, settings.callback_port).start()
+        log.info("callback server on %s:%s", settings.callback_host, settings.callback_port)
+        sig = await received
+        log.info("Signal %s is received. Callback server is stopping.", sig.name)
+    finally:
+        await runner.cleanup()
+        signals.ignore_from_now_on()

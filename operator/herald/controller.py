@@ -146,16 +146,36 @@ async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 def run(settings: Settings) -> int:
-    """`herald run`: the operator, until SIGTERM/SIGINT."""
+    """`herald run`: the operator, until SIGTERM/SIGINT (the first one; see herald.stopping)."""
     logs.configure(settings.log_format, settings.log_level)
-    memo = kopf.Memo(settings=settings)
-    health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    kopf.run(
-        registry=registry,
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=health,
-        memo=memo,
-    )
+    asyncio.run(_operate(settings))
     return 0
+
+
+async def _operate(settings: Settings) -> None:
+    # kopf.operator() in its two halves, to put Herald's signal handlers over kopf's: kopf
+    # fails on a second stop signal (herald.stopping says how).
+    from herald import stopping
+
+    kopf_settings = kopf.OperatorSettings()
+    signals = stopping.StopSignals(kopf_settings.process.ultimate_exiting_timeout)
+    received = signals.install()
+    existing = asyncio.all_tasks()
+    try:
+        tasks = await kopf.spawn_tasks(
+            registry=registry,
+            settings=kopf_settings,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=(
+                f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+            ),
+            memo=kopf.Memo(settings=settings),
+            # kopf logs "Signal SIGTERM is received. Operator is stopping." for it.
+            stop_flag=received,
+        )
+        signals.install()  # spawn_tasks() has just installed kopf's own
+        await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        signals.ignore_from_now_on()

@@ -18,22 +18,34 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
+import yaml
 
+from herald.clock import SYSTEM
 from herald.kube import Conflict, Connection, KubeError, NotFound, _raise_for, discover
-from herald.models import GROUP, PLURAL, RETRY_ANNOTATION, RFC3339_WITH_OFFSET, VERSION, Phase
+from herald.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    RETRY_ANNOTATION,
+    RFC3339_WITH_OFFSET,
+    VERSION,
+    Phase,
+)
 from herald.models import format_time as rfc3339
 
 RESOURCE = f"scheduledpost.{GROUP}"
 MERGE_PATCH = "application/merge-patch+json"
 EVENTS_SHOWN = 10
 ERROR_WIDTH = 60
+WIDE = 10_000  # -o wide: nothing is shortened
 
 
 class PluginError(Exception):
@@ -146,24 +158,70 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def list_table(objs: Sequence[dict[str, Any]], now: dt.datetime, all_namespaces: bool) -> str:
+def list_table(
+    objs: Sequence[dict[str, Any]], now: dt.datetime, all_namespaces: bool, wide: bool = False
+) -> str:
+    """The list as a table; `wide` (-o wide) adds channel, target and publishAt, and does
+    not shorten the last error."""
     headers = ["NAME", "PHASE", "WHEN", "ATTEMPTS", "LAST ERROR"]
+    if wide:
+        headers[4:4] = ["CHANNEL", "TARGET", "PUBLISH AT"]
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
     rows = []
     for obj in sorted(objs, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])):
-        phase = phase_of(obj)
+        phase, spec = phase_of(obj), _spec(obj)
         row = [
             obj["metadata"]["name"],
             phase.value if phase else "-",
             when(obj, now),
             str(_status(obj).get("attempt", 0)),
-            last_error(obj),
+            last_error(obj, WIDE if wide else ERROR_WIDTH),
         ]
+        if wide:
+            row[4:4] = [
+                spec.get("channel", "linkedin"),
+                spec.get("target", "default"),
+                spec.get("publishAt", "-"),
+            ]
         if all_namespaces:
             row.insert(0, obj["metadata"]["namespace"])
         rows.append(row)
     return table(headers, rows)
+
+
+# --- kubectl's printers: -o json|yaml|name (pure) ----------------------------------------
+
+OUTPUTS = ("json", "yaml", "name", "wide")
+
+
+def as_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as `kubectl get -o json` shows it: with its apiVersion and kind (list
+    items come without them), and without metadata.managedFields (kubectl hides them)."""
+    meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+    return {**obj, "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": meta}
+
+
+def as_list(objs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """kubectl's shape for several objects: a v1 List."""
+    return {
+        "apiVersion": "v1",
+        "items": [as_object(o) for o in objs],
+        "kind": "List",
+        "metadata": {"resourceVersion": ""},
+    }
+
+
+def dump(doc: dict[str, Any], output: str) -> str:
+    """json as kubectl prints it (4-space indent, sorted keys), or yaml (sorted keys)."""
+    if output == "json":
+        return json.dumps(doc, indent=4, sort_keys=True, ensure_ascii=False) + "\n"
+    return yaml.safe_dump(doc, sort_keys=True, allow_unicode=True, default_flow_style=False)
+
+
+def names(objs: Iterable[dict[str, Any]]) -> str:
+    """-o name: `scheduledpost.herald.dev/<name>`, one a line."""
+    return "".join(f"{RESOURCE}/{o['metadata']['name']}\n" for o in objs)
 
 
 def _event_time(event: dict[str, Any]) -> dt.datetime | None:
@@ -179,8 +237,11 @@ def _indent(text: str) -> str:
     return "".join(f"  {line}\n" for line in text.splitlines())
 
 
-def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.datetime) -> str:
-    """`kubectl herald describe`: status, attempt history, conditions, recent Events."""
+def describe(
+    obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.datetime, wide: bool = False
+) -> str:
+    """`kubectl herald describe`: status, attempt history, conditions, recent Events
+    (`wide`: every Event, and no message shortened)."""
     meta, spec, status = obj["metadata"], _spec(obj), _status(obj)
     phase = phase_of(obj)
     lines: list[tuple[str, str]] = [
@@ -247,7 +308,7 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.date
                     relative(finished, now),
                     took,
                     record.get("code") or "",
-                    clip(record.get("message") or "", 80),
+                    clip(record.get("message") or "", WIDE if wide else 80),
                 ]
             )
         out += _indent(table(["#", "OUTCOME", "FINISHED", "TOOK", "CODE", "MESSAGE"], rows))
@@ -263,7 +324,7 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.date
                 c.get("status", ""),
                 c.get("reason", ""),
                 relative(parse_time(c.get("lastTransitionTime")), now),
-                clip(c.get("message", ""), 80),
+                clip(c.get("message", ""), WIDE if wide else 80),
             ]
             for c in conditions
         ]
@@ -273,7 +334,7 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.date
 
     out += "Events:\n"
     ordered = sorted(events, key=lambda e: _event_time(e) or dt.datetime.min.replace(tzinfo=dt.UTC))
-    recent = ordered[-EVENTS_SHOWN:]
+    recent = ordered if wide else ordered[-EVENTS_SHOWN:]
     if recent:
         rows = []
         for event in recent:
@@ -284,7 +345,7 @@ def describe(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: dt.date
                     event.get("reason", ""),
                     relative(_event_time(event), now),
                     source.get("component") or event.get("reportingComponent") or "",
-                    clip(event.get("message", ""), 100),
+                    clip(event.get("message", ""), WIDE if wide else 100),
                 ]
             )
         out += _indent(table(["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows))
@@ -422,12 +483,24 @@ def done_message(verb: str, obj: dict[str, Any], patch: dict[str, Any]) -> str:
 class Api:
     """The plugin's few requests, on a synchronous httpx client with Herald's login."""
 
-    def __init__(self, conn: Connection, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        timeout: float | None = 15.0,
+        impersonate: str | None = None,
+        groups: Sequence[str] = (),
+    ) -> None:
+        # kubectl's --as/--as-group: the API server's impersonation headers, one per group.
+        headers = [*(conn.headers or {}).items()]
+        if impersonate:
+            headers.append(("Impersonate-User", impersonate))
+        headers += [("Impersonate-Group", group) for group in groups]
+        self.timeout = timeout
         self._http = httpx.Client(
             base_url=conn.server,
             verify=conn.tls,
             auth=conn.auth,
-            headers=conn.headers,
+            headers=headers,
             proxy=conn.proxy,
             timeout=timeout,
         )
@@ -438,6 +511,10 @@ class Api:
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise KubeError(
+                f"{what}: no answer within --request-timeout={self.timeout:g}s ({exc})"
+            ) from exc
         except httpx.HTTPError as exc:
             raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
         _raise_for(response, what)
@@ -450,11 +527,24 @@ class Api:
         path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
         return f"{path}/{name}" if name else path
 
-    def list_posts(self, namespace: str | None, phase: str | None) -> list[dict[str, Any]]:
-        params = {"fieldSelector": f"status.phase={phase}"} if phase else {}
+    def list_posts(
+        self,
+        namespace: str | None,
+        phase: str | None = None,
+        selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        fields = ",".join(f for f in (field_selector, phase and f"status.phase={phase}") if f)
+        params = {"fieldSelector": fields} if fields else {}
+        if selector:
+            params["labelSelector"] = selector
         body = self._request("GET", self._path(namespace), "list scheduledposts", params=params)
         items: list[dict[str, Any]] = body.get("items") or []
         return items
+
+    def namespaces(self) -> list[str]:
+        body = self._request("GET", "/api/v1/namespaces", "list namespaces")
+        return [item["metadata"]["name"] for item in body.get("items") or []]
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -495,21 +585,76 @@ class Context:
     now: Callable[[], dt.datetime]
 
 
-def _common() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as kubectl reports them: `error: …`, a pointer to --help, exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {message}\nSee '{self.prog} --help' for usage.\n")
+
+
+_TIMEOUT = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def request_timeout(value: str) -> float | None:
+    """kubectl's --request-timeout: a plain number of seconds, or a duration (500ms, 1m30s,
+    2h); 0 waits forever."""
+    value = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        seconds = float(value)
+    elif value and _TIMEOUT.sub("", value) == "":
+        seconds = sum(float(n) * _UNIT[u] for n, u in _TIMEOUT.findall(value))
+    else:
+        raise argparse.ArgumentTypeError(
+            f"invalid --request-timeout {value!r}: a number of seconds or a duration "
+            "with a unit (1s, 2m, 3h); 0 for none"
+        )
+    return seconds or None
+
+
+def _common() -> _Parser:
     # SUPPRESS: the flags may come before or after the verb without one erasing the other.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     s = argparse.SUPPRESS
     common.add_argument("--kubeconfig", default=s, help="kubeconfig file(s), like kubectl's")
     common.add_argument("--context", default=s, help="the kubeconfig context to use")
     common.add_argument(
         "-n", "--namespace", default=s, help="the namespace (default: the context's)"
     )
+    common.add_argument(
+        "--as", dest="as_user", default=s, metavar="USER", help="act as this user (impersonation)"
+    )
+    common.add_argument(
+        "--as-group",
+        dest="as_group",
+        action="append",
+        default=s,
+        metavar="GROUP",
+        help="act as a member of this group (repeatable; impersonation)",
+    )
+    common.add_argument(
+        "--request-timeout",
+        type=request_timeout,
+        default=s,
+        metavar="DURATION",
+        help="give up on a request after this long (1s, 2m, 3h; 0: never; default 15s)",
+    )
     return common
+
+
+def _output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        help="json|yaml (the objects as kubectl prints them), name "
+        "(scheduledpost.herald.dev/NAME) or wide (more columns, nothing shortened)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     common = _common()
-    main = argparse.ArgumentParser(
+    main = _Parser(
         prog="kubectl herald",
         parents=[common],
         description="Inspect and steer Herald's ScheduledPosts.",
@@ -524,6 +669,15 @@ def parser() -> argparse.ArgumentParser:
         type=_phase,
         help="only posts in this phase: " + ", ".join(p.value for p in Phase),
     )
+    ls.add_argument(
+        "-l", "--selector", help="label selector, as kubectl's (-l app=blog,tier!=test)"
+    )
+    ls.add_argument(
+        "--field-selector",
+        help="field selector: status.phase, spec.channel, spec.target, metadata.name, "
+        "metadata.namespace (e.g. spec.channel=linkedin)",
+    )
+    _output(ls)
     for verb, text in (
         ("describe", "status, attempt history, conditions and recent Events of a post"),
         ("retry", "retry a Failed (or Retrying) post from attempt 1, now"),
@@ -531,12 +685,22 @@ def parser() -> argparse.ArgumentParser:
         ("resume", "let a suspended post be dispatched again (spec.suspend: false)"),
         ("publish-now", "publish a scheduled post at once (spec.publishAt: now)"),
     ):
-        sub.add_parser(verb, parents=[common], help=text).add_argument("name")
+        verb_parser = sub.add_parser(verb, parents=[common], help=text)
+        verb_parser.add_argument("name")
+        if verb == "describe":
+            _output(verb_parser)
     resched = sub.add_parser(
         "reschedule", parents=[common], help="move a post's publishAt (--at TIME or +DURATION)"
     )
     resched.add_argument("name")
     resched.add_argument("--at", required=True, help=AT_HELP)
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Completion for `kubectl-herald`; `kubectl herald` itself is completed "
+        "by kubectl's own completion through the kubectl_complete-herald command.",
+    )
+    completion.add_argument("shell", choices=SHELLS)
     return main
 
 
@@ -570,16 +734,30 @@ def run_verb(ctx: Context, verb: str, name: str, at_text: str | None = None) -> 
 
 
 def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str:
+    output = getattr(args, "output", None)
     if args.verb == "list":
-        items = ctx.api.list_posts(None if all_namespaces else ctx.namespace, args.phase)
+        items = ctx.api.list_posts(
+            None if all_namespaces else ctx.namespace,
+            args.phase,
+            args.selector,
+            args.field_selector,
+        )
+        if output in ("json", "yaml"):
+            return dump(as_list(items), output)  # an empty List when nothing matches
+        if output == "name":
+            return names(items)
         if not items:
             where = "" if all_namespaces else f" in {ctx.namespace} namespace"
             raise _Empty(f"No resources found{where}.")
-        return list_table(items, ctx.now(), all_namespaces)
+        return list_table(items, ctx.now(), all_namespaces, wide=output == "wide")
     if args.verb == "describe":
         obj = ctx.api.get(ctx.namespace, args.name)
+        if output in ("json", "yaml"):
+            return dump(as_object(obj), output)
+        if output == "name":
+            return names([obj])
         events = ctx.api.events(ctx.namespace, args.name, obj["metadata"]["uid"])
-        return describe(obj, events, ctx.now())
+        return describe(obj, events, ctx.now(), wide=output == "wide")
     return run_verb(ctx, args.verb, args.name, getattr(args, "at", None)) + "\n"
 
 
@@ -588,18 +766,35 @@ class _Empty(Exception):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return SYSTEM.wall()
+
+
+def connect(args: argparse.Namespace, timeout: float | None = 15.0) -> tuple[Api, str]:
+    """The API client and namespace the flags ask for, logged in as Herald does."""
+    conn = discover(getattr(args, "kubeconfig", None), getattr(args, "context", None))
+    namespace = getattr(args, "namespace", None) or conn.namespace or "default"
+    api = Api(
+        conn,
+        timeout=getattr(args, "request_timeout", timeout),
+        impersonate=getattr(args, "as_user", None),
+        groups=getattr(args, "as_group", None) or (),
+    )
+    return api, namespace
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [COMPLETE]:
+        return complete_main(argv[1:])
     args = parser().parse_args(argv)
+    if args.verb == "completion":
+        sys.stdout.write(completion_script(args.shell))
+        return 0
     all_namespaces = bool(getattr(args, "all_namespaces", False))
     try:
         if args.verb == "reschedule":
             parse_at(args.at, _now())  # a bad --at is reported before any API call
-        conn = discover(getattr(args, "kubeconfig", None), getattr(args, "context", None))
-        namespace = getattr(args, "namespace", None) or conn.namespace or "default"
-        api = Api(conn)
+        api, namespace = connect(args)
         try:
             sys.stdout.write(execute(args, Context(api, namespace, _now), all_namespaces))
         finally:
@@ -610,6 +805,156 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     return 0
+
+
+# --- shell completion --------------------------------------------------------------------
+
+SHELLS = ("bash", "zsh")
+COMPLETE = "__complete"  # cobra's hidden command, which kubectl's plugin completion calls
+NO_FILES = 4  # cobra's ShellCompDirectiveNoFileComp: offer no file names
+_VALUES = {
+    "-o": list(OUTPUTS),
+    "--output": list(OUTPUTS),
+    "--phase": [p.value for p in Phase],
+}
+_TAKES_VALUE = {
+    "--kubeconfig",
+    "--context",
+    "-n",
+    "--namespace",
+    "--as",
+    "--as-group",
+    "--request-timeout",
+    "-l",
+    "--selector",
+    "--field-selector",
+    "--at",
+    *_VALUES,
+}
+_NAMED = ("describe", *VERBS)
+
+
+def _flags(verb: str | None) -> list[str]:
+    common = ["--kubeconfig", "--context", "--namespace", "--as", "--as-group"]
+    common.append("--request-timeout")
+    extra = {
+        "list": ["--all-namespaces", "--phase", "--selector", "--field-selector", "--output"],
+        "describe": ["--output"],
+        "reschedule": ["--at"],
+    }
+    return common + extra.get(verb or "", [])
+
+
+def completions(
+    words: Sequence[str],
+    partial: str,
+    post_names: Callable[[str | None], list[str]],
+    namespaces: Callable[[], list[str]],
+) -> list[str]:
+    """What may come next after `words` (the arguments so far), starting with `partial`.
+    `post_names(namespace)` lists the posts to offer for a verb's NAME, `namespaces()`
+    the namespaces for -n."""
+    previous = words[-1] if words else ""
+    if previous in _TAKES_VALUE:
+        if previous in ("-n", "--namespace"):
+            candidates = namespaces()
+        else:
+            candidates = _VALUES.get(previous, [])
+        return [c for c in candidates if c.startswith(partial)]
+    positional, namespace, skip = [], None, False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word in _TAKES_VALUE:
+            skip = True
+            if word in ("-n", "--namespace") and i + 1 < len(words):
+                namespace = words[i + 1]
+            continue
+        if not word.startswith("-"):
+            positional.append(word)
+    verb = positional[0] if positional else None
+    if partial.startswith("-"):
+        return [f for f in _flags(verb) if f.startswith(partial)]
+    if verb is None:
+        return [v for v in ("list", *_NAMED, "completion") if v.startswith(partial)]
+    if verb == "completion" and len(positional) == 1:
+        return [s for s in SHELLS if s.startswith(partial)]
+    if verb in _NAMED and len(positional) == 1:
+        return [n for n in post_names(namespace) if n.startswith(partial)]
+    return []
+
+
+def complete_main(words: list[str]) -> int:
+    """`kubectl herald __complete ARGS… PARTIAL`: cobra's protocol, which kubectl's own
+    completion uses for plugins (through `kubectl_complete-herald`): one candidate a line,
+    then `:<directive>`."""
+    *before, partial = words or [""]
+    args = argparse.Namespace()
+    for flag, attr in (("--kubeconfig", "kubeconfig"), ("--context", "context")):
+        if flag in before[:-1]:
+            setattr(args, attr, before[before.index(flag) + 1])
+
+    def ask(question: Callable[[Api, str], list[str]]) -> list[str]:
+        try:
+            api, namespace = connect(args, timeout=5.0)
+            try:
+                return question(api, namespace)
+            finally:
+                api.close()
+        except (KubeError, PluginError, httpx.HTTPError):
+            return []  # completion offers nothing rather than failing
+
+    def post_names(namespace: str | None) -> list[str]:
+        return ask(lambda api, ns: [o["metadata"]["name"] for o in api.list_posts(namespace or ns)])
+
+    def namespaces() -> list[str]:
+        return ask(lambda api, _: api.namespaces())
+
+    for candidate in completions(before, partial, post_names, namespaces):
+        sys.stdout.write(f"{candidate}\n")
+    sys.stdout.write(f":{NO_FILES}\n")
+    return 0
+
+
+def kubectl_complete() -> int:
+    """The `kubectl_complete-herald` command: kubectl runs it to complete `kubectl herald …`."""
+    return complete_main(sys.argv[1:])
+
+
+_BASH = r"""# bash completion for kubectl-herald.  Load it: source <(kubectl herald completion bash)
+# (`kubectl herald <TAB>` itself is completed by kubectl's completion, through the
+# kubectl_complete-herald command that is installed next to kubectl-herald.)
+_kubectl_herald() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" line
+    local -a out
+    mapfile -t out < <(kubectl-herald __complete \
+        "${COMP_WORDS[@]:1:COMP_CWORD-1}" "$cur" 2>/dev/null)
+    COMPREPLY=()
+    for line in "${out[@]}"; do
+        [[ $line == :* ]] && continue
+        COMPREPLY+=("$line")
+    done
+}
+complete -F _kubectl_herald kubectl-herald
+"""
+
+_ZSH = r"""#compdef kubectl-herald
+# zsh completion for kubectl-herald.  Load it: source <(kubectl herald completion zsh)
+# (`kubectl herald <TAB>` itself is completed by kubectl's completion, through the
+# kubectl_complete-herald command that is installed next to kubectl-herald.)
+_kubectl_herald() {
+    local -a out
+    out=("${(@f)$(kubectl-herald __complete \
+        "${(@)words[2,CURRENT-1]}" "${words[CURRENT]}" 2>/dev/null)}")
+    compadd -- "${(@)out:#:*}"
+}
+compdef _kubectl_herald kubectl-herald
+"""
+
+
+def completion_script(shell: str) -> str:
+    return _BASH if shell == "bash" else _ZSH
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@ and runs it against the real API server, with a real operator and sidecar moving
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -208,3 +211,148 @@ def test_kubeconfig_and_context_flags(
     assert "no kubeconfig at" in error
     error = refused(control_plane, "list", "--kubeconfig", str(path), "--context", "nope")
     assert "nope" in error
+
+
+def _apply_posts(cp: ControlPlane, ns: str) -> None:
+    docs = [
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ScheduledPost",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+            "spec": {
+                "publishAt": in_seconds(3600),
+                "channel": channel,
+                "suspend": True,
+                "content": {"text": f"Post {name}"},
+            },
+        }
+        for name, app, channel in (
+            ("alpha", "blog", "linkedin"),
+            ("beta", "shop", "mastodon"),
+            ("gamma", "blog", "mastodon"),
+        )
+    ]
+    cp.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    )
+
+
+def kubectl(cp: ControlPlane, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [require_binary("kubectl"), *args],
+        env=cp.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_printers_and_selectors_match_kubectl(control_plane: ControlPlane, namespace: str) -> None:
+    """-o json|yaml|name print what `kubectl get` prints; -l and --field-selector select
+    what kubectl's select; -o wide adds columns."""
+    cp, ns = control_plane, namespace
+    _apply_posts(cp, ns)
+    # -o json: the same text as kubectl's, byte for byte; -o yaml: the same document.
+    ours = kubectl_herald(cp, "list", "-n", ns, "-o", "json").stdout
+    assert ours == kubectl(cp, "get", "sp", "-n", ns, "-o", "json").stdout
+    listed_yaml = yaml.safe_load(kubectl_herald(cp, "list", "-n", ns, "-o", "yaml").stdout)
+    assert listed_yaml == json.loads(ours)
+    assert listed_yaml["kind"] == "List" and len(listed_yaml["items"]) == 3
+    one = kubectl_herald(cp, "describe", "beta", "-n", ns, "-o", "json").stdout
+    assert one == kubectl(cp, "get", "sp", "beta", "-n", ns, "-o", "json").stdout
+    names = kubectl_herald(cp, "list", "-n", ns, "-o", "name").stdout
+    assert names == kubectl(cp, "get", "sp", "-n", ns, "-o", "name").stdout
+    assert names.splitlines()[0] == "scheduledpost.herald.dev/alpha"
+
+    def listed(*flags: str) -> list[str]:
+        out = kubectl_herald(cp, "list", "-n", ns, "-o", "name", *flags).stdout
+        return [line.split("/")[1] for line in out.splitlines()]
+
+    assert listed("-l", "app=blog") == ["alpha", "gamma"]
+    assert listed("--field-selector", "spec.channel=mastodon") == ["beta", "gamma"]
+    assert listed("-l", "app=blog", "--field-selector", "spec.channel=mastodon") == ["gamma"]
+    # A bad selector: the API server's message, exit 1 as kubectl's.
+    bad = refused(cp, "list", "-n", ns, "--field-selector", "spec.content.text=x")
+    assert "field label not supported" in bad
+    theirs = kubectl(cp, "get", "sp", "-n", ns, "--field-selector", "spec.content.text=x", ok=False)
+    assert theirs.returncode == 1
+
+    wide = kubectl_herald(cp, "list", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[4:8] == ["CHANNEL", "TARGET", "PUBLISH", "AT"]
+    assert wide[2].split()[4:6] == ["mastodon", "default"]
+
+
+def test_impersonation_timeout_and_exit_codes(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """--as/--as-group as kubectl's (the API server's impersonation), --request-timeout,
+    and the exit codes kubectl gives for the same failures."""
+    cp, ns = control_plane, namespace
+    _apply_posts(cp, ns)
+    denied = refused(cp, "list", "-n", ns, "--as", "jane")
+    assert "403" in denied and "jane" in denied, denied
+    assert kubectl(cp, "get", "sp", "-n", ns, "--as", "jane", ok=False).returncode == 1
+    allowed = kubectl_herald(cp, "list", "-n", ns, "--as", "jane", "--as-group", "system:masters")
+    assert list(rows(allowed.stdout)) == ["alpha", "beta", "gamma"]
+    denied = refused(cp, "suspend", "alpha", "-n", ns, "--as", "jane", "--as-group", "nobody")
+    assert "403" in denied
+    # No answer in time: an API server address that accepts connections and never
+    # answers (a listening socket nobody reads); kubectl's flag, kubectl's exit code.
+    config = yaml.safe_load(cp.kubeconfig.read_text())
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        path = tmp_path / "silent.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        started = time.monotonic()
+        late = refused(cp, "list", "--kubeconfig", str(path), "--request-timeout", "1s")
+        took = time.monotonic() - started
+        assert "--request-timeout=1s" in late, late
+        assert took < 20, took
+        theirs = kubectl(
+            cp, "get", "sp", "--kubeconfig", str(path), "--request-timeout", "1s", ok=False
+        )
+        assert theirs.returncode == 1
+    # Not found, a usage error: 1, as kubectl; nothing to list: 0.
+    assert kubectl(cp, "get", "sp", "nope", "-n", ns, ok=False).returncode == 1
+    assert kubectl_herald(cp, "describe", "nope", "-n", ns, ok=False).returncode == 1
+    assert kubectl(cp, "get", "sp", "--no-such-flag", ok=False).returncode == 1
+    usage = kubectl_herald(cp, "list", "--no-such-flag", ok=False)
+    assert usage.returncode == 1 and usage.stderr.startswith("error: "), usage.stderr
+    empty = kubectl_herald(cp, "list", "-n", ns, "-l", "app=none")
+    assert empty.stderr == f"No resources found in {ns} namespace.\n"
+
+
+def test_kubectl_completes_kubectl_herald(control_plane: ControlPlane, namespace: str) -> None:
+    """kubectl's own completion (`kubectl __complete`, what its bash/zsh scripts call)
+    completes `kubectl herald …` through kubectl_complete-herald: verbs, flag values, posts."""
+    cp, ns = control_plane, namespace
+    _apply_posts(cp, ns)
+    environ = cp.env()
+    environ["PATH"] = f"{VENV_BIN}{os.pathsep}{environ['PATH']}"
+
+    def complete(*words: str) -> list[str]:
+        proc = subprocess.run(
+            [require_binary("kubectl"), "__complete", "herald", *words],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        lines = proc.stdout.splitlines()
+        assert lines[-1] == ":4", proc.stdout + proc.stderr  # no file names
+        return lines[:-1]
+
+    assert complete("re") == ["retry", "resume", "reschedule"]
+    assert complete("list", "-o", "") == ["json", "yaml", "name", "wide"]
+    assert complete("describe", "--namespace", ns, "") == ["alpha", "beta", "gamma"]
+    assert complete("suspend", "--namespace", ns, "g") == ["gamma"]
+    assert ns in complete("list", "--namespace", "")
+    script = kubectl_herald(cp, "completion", "bash").stdout
+    assert "complete -F _kubectl_herald kubectl-herald" in script

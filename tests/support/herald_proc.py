@@ -53,6 +53,9 @@ class HeraldProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    # A session (process group) of its own: a terminal's Ctrl-C then reaches only the
+    # parent (hack/up.py), which stops its children itself, once each.
+    new_session: bool = False
 
     def start(self) -> HeraldProcess:
         log = self.log_path.open("ab")
@@ -62,6 +65,7 @@ class HeraldProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         return self
 
@@ -117,15 +121,21 @@ class HeraldProcess:
 
 
 def start_operator(
-    kubeconfig: Path, n8n_url: str, log_path: Path, **settings: str | int | float
+    kubeconfig: Path,
+    n8n_url: str,
+    log_path: Path,
+    *,
+    new_session: bool = False,
+    **settings: str | int | float,
 ) -> HeraldProcess:
-    proc = HeraldProcess("run", herald_env(kubeconfig, n8n_url, **settings), log_path).start()
+    env = herald_env(kubeconfig, n8n_url, **settings)
+    proc = HeraldProcess("run", env, log_path, new_session=new_session).start()
     proc.wait_for_log("dispatcher started as")
     return proc
 
 
 def start_callback_server(
-    kubeconfig: Path, log_path: Path, **settings: str | int | float
+    kubeconfig: Path, log_path: Path, *, new_session: bool = False, **settings: str | int | float
 ) -> tuple[HeraldProcess, str]:
     port = free_port()
     env = herald_env(
@@ -135,7 +145,7 @@ def start_callback_server(
         callback_host="127.0.0.1",
         **settings,
     )
-    proc = HeraldProcess("callback-server", env, log_path).start()
+    proc = HeraldProcess("callback-server", env, log_path, new_session=new_session).start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -268,3 +268,18 @@ def test_image_commands_work_from_the_wheel(tmp_path: Path) -> None:
         assert proc.returncode == 0, (args, proc.stderr)
         for text in expected:
             assert text in proc.stdout, (args, proc.stdout)
+    # The kubectl plugin is on the image's PATH (the wheel's console scripts), with the
+    # command kubectl's completion calls.
+    plugin = venv / "bin" / "kubectl-herald"
+    usage = subprocess.run(
+        [str(plugin), "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert usage.returncode == 0 and "usage: kubectl herald" in usage.stdout, usage.stderr
+    complete = subprocess.run(
+        [str(venv / "bin" / "kubectl_complete-herald"), "de"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert complete.stdout == "describe\n:4\n", complete.stdout + complete.stderr

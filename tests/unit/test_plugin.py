@@ -1,11 +1,19 @@
-"""kubectl herald's pure parts: durations, columns, --at, which verb fits which phase, patches."""
+"""kubectl herald's pure parts: durations, columns, --at, which verb fits which phase, patches,
+kubectl's printers (-o json|yaml|name|wide), the command line and shell completion."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from herald import plugin
 from herald.models import RETRY_ANNOTATION
@@ -326,6 +334,20 @@ def test_describe_a_new_post() -> None:
         (["list", "-n", "blog", "--context", "prod"], {"namespace": "blog", "context": "prod"}),
         (["--kubeconfig", "/k", "retry", "x"], {"kubeconfig": "/k", "verb": "retry", "name": "x"}),
         (["reschedule", "x", "--at", "+5m"], {"name": "x", "at": "+5m"}),
+        (
+            ["list", "-o", "json", "-l", "app=blog", "--field-selector", "spec.channel=x"],
+            {"output": "json", "selector": "app=blog", "field_selector": "spec.channel=x"},
+        ),
+        (["describe", "x", "-o", "yaml"], {"name": "x", "output": "yaml"}),
+        (
+            ["--as", "jane", "list", "--as-group", "a", "--as-group", "b"],
+            {"as_user": "jane", "as_group": ["a", "b"]},
+        ),
+        (["retry", "x", "--request-timeout", "1m30s"], {"request_timeout": 90.0}),
+        (["list", "--request-timeout", "500ms"], {"request_timeout": 0.5}),
+        (["list", "--request-timeout", "2"], {"request_timeout": 2.0}),
+        (["list", "--request-timeout", "0"], {"request_timeout": None}),
+        (["completion", "zsh"], {"verb": "completion", "shell": "zsh"}),
     ],
 )
 def test_command_line(argv: list[str], expected: dict[str, Any]) -> None:
@@ -335,10 +357,127 @@ def test_command_line(argv: list[str], expected: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["list", "--phase", "Lost"], ["reschedule", "x"], ["retry"], ["frobnicate", "x"]],
+    [
+        [],
+        ["list", "--phase", "Lost"],
+        ["reschedule", "x"],
+        ["retry"],
+        ["frobnicate", "x"],
+        ["list", "-o", "table"],
+        ["list", "--request-timeout", "soon"],
+        ["retry", "x", "-o", "json"],
+        ["completion", "fish"],
+    ],
 )
 def test_command_line_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage errors as kubectl's: `error: …`, where to find help, exit code 1."""
     with pytest.raises(SystemExit) as exc:
         plugin.parser().parse_args(argv)
-    assert exc.value.code == 2
-    assert "kubectl herald" in capsys.readouterr().err
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "See 'kubectl herald" in err, err
+
+
+def test_list_wide() -> None:
+    long_message = "the network said no " * 10
+    obj = post(
+        "Failed", name="b", attempt=5, lastError={"code": "HTTP400", "message": long_message}
+    )
+    obj["spec"].update(channel="mastodon", target="eu", publishAt="2026-06-01T11:00:00Z")
+    lines = plugin.list_table([obj], NOW, all_namespaces=False, wide=True).splitlines()
+    assert lines[0].split() == [
+        *["NAME", "PHASE", "WHEN", "ATTEMPTS", "CHANNEL", "TARGET", "PUBLISH", "AT", "LAST"],
+        "ERROR",
+    ]
+    cells = re.split(r"\s{3,}", lines[1])
+    assert cells[4:7] == ["mastodon", "eu", "2026-06-01T11:00:00Z"], cells
+    assert lines[1].endswith(f"HTTP400: {' '.join(long_message.split())}")  # not shortened
+
+
+def test_json_and_yaml_are_kubectls_list_and_objects() -> None:
+    items = [post("Scheduled", name="a"), post("Published", name="b")]
+    items[0]["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    text = plugin.dump(plugin.as_list(items), "json")
+    doc = json.loads(text)
+    assert doc["apiVersion"] == "v1" and doc["kind"] == "List"
+    assert doc["metadata"] == {"resourceVersion": ""}
+    assert [i["metadata"]["name"] for i in doc["items"]] == ["a", "b"]
+    for item in doc["items"]:
+        assert (item["apiVersion"], item["kind"]) == ("herald.dev/v1alpha1", "ScheduledPost")
+        assert "managedFields" not in item["metadata"]
+    assert text.startswith('{\n    "apiVersion": "v1",\n    "items": [')  # 4 spaces, sorted
+    assert yaml.safe_load(plugin.dump(plugin.as_list(items), "yaml")) == doc
+    one = yaml.safe_load(plugin.dump(plugin.as_object(items[1]), "yaml"))
+    assert one["kind"] == "ScheduledPost" and one["status"]["phase"] == "Published"
+    assert plugin.dump(plugin.as_list([]), "json").count("[]") == 1  # an empty List
+    assert plugin.names(items) == "scheduledpost.herald.dev/a\nscheduledpost.herald.dev/b\n"
+
+
+def test_describe_wide_shows_every_event_unshortened() -> None:
+    events = [
+        {"type": "Normal", "reason": f"R{i}", "message": "m" * 150, "lastTimestamp": ago(100 - i)}
+        for i in range(15)
+    ]
+    short = plugin.describe(post(), events, NOW).split("Events:\n")[1].splitlines()[1:]
+    wide = plugin.describe(post(), events, NOW, wide=True).split("Events:\n")[1].splitlines()[1:]
+    assert (len(short), len(wide)) == (plugin.EVENTS_SHOWN, 15)
+    assert "m" * 150 in wide[0] and "m" * 150 not in short[0]
+
+
+def _complete(words: list[str], partial: str) -> list[str]:
+    posts = {"default": ["launch", "later"], "blog": ["hello"]}
+    return plugin.completions(
+        words, partial, lambda ns: posts.get(ns or "default", []), lambda: sorted(posts)
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "partial", "expected"),
+    [
+        ([], "", ["list", "describe", *plugin.VERBS, "completion"]),
+        ([], "re", ["retry", "resume", "reschedule"]),
+        (["retry"], "", ["launch", "later"]),
+        (["retry"], "la", ["launch", "later"]),
+        (["-n", "blog", "describe"], "", ["hello"]),
+        (["describe", "--namespace", "blog"], "h", ["hello"]),
+        (["retry", "launch"], "", []),
+        (["list", "-o"], "", ["json", "yaml", "name", "wide"]),
+        (["list", "--phase"], "F", ["Failed"]),
+        (["list", "-n"], "", ["blog", "default"]),
+        (["list"], "--f", ["--field-selector"]),
+        (["describe"], "--o", ["--output"]),
+        (["completion"], "", ["bash", "zsh"]),
+    ],
+)
+def test_completions(words: list[str], partial: str, expected: list[str]) -> None:
+    assert _complete(words, partial) == expected
+
+
+def test_bash_completion_script_completes_kubectl_herald(tmp_path: Path) -> None:
+    """The script `kubectl herald completion bash` prints, run by bash against the
+    installed kubectl-herald (verbs and flags need no cluster)."""
+    script = tmp_path / "herald.bash"
+    script.write_text(plugin.completion_script("bash"))
+    probe = (
+        f"source {script}\n"
+        "COMP_WORDS=(kubectl-herald re); COMP_CWORD=1; _kubectl_herald; echo ${COMPREPLY[*]}\n"
+        "COMP_WORDS=(kubectl-herald list -o ''); COMP_CWORD=3; _kubectl_herald;"
+        " echo ${COMPREPLY[*]}\n"
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["bash", "--norc", "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["retry resume reschedule", "json yaml name wide"]
+
+
+def test_zsh_completion_script() -> None:
+    script = plugin.completion_script("zsh")
+    assert script.startswith("#compdef kubectl-herald\n")
+    assert "kubectl-herald __complete" in script and "compdef _kubectl_herald" in script
