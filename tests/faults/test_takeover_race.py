@@ -1,7 +1,7 @@
 """A late send against a take-over (issue 16, window 2).
 
 Two replicas. Replica "herald-a" may send one request at a time to the target (its
-target concurrency is 1), n8n takes 3 s per request, and 20 posts fall due at once:
+target concurrency is 1), n8n takes 3 s per request, and 24 posts fall due at once:
 whatever herald-a claimed waits in line behind its own sends, up to half a minute,
 past the moment its peer may take a claim over (request deadline 5 s + record grace
 5 s + 10 s). Whoever sends, n8n must never have two attempts of one post at the same
