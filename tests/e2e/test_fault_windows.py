@@ -1,4 +1,4 @@
-"""Regression tests for the fault windows of issue 10, on the real path.
+"""Regression tests for the fault windows of issues 10 and 16, on the real path.
 
 Each test drives a real `herald run` against the real kube-apiserver (and a fake n8n for
 fault injection) into one window where the operator used to misbehave, and asserts the
@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from herald import signing
-from tests.e2e.conftest import Posts, in_seconds, parse_time
+from tests.e2e.conftest import Posts, in_seconds, iso, parse_time
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.fake_n8n import FakeN8n, Reply
 from tests.support.faults import after_2xx
-from tests.support.herald_proc import HeraldProcess, start_operator
+from tests.support.herald_proc import HeraldProcess, herald_env, start_operator
 from tests.support.window_helpers import (
     RestrictedUser,
     Trickle,
@@ -38,6 +38,12 @@ from tests.support.window_helpers import (
 
 pytestmark = pytest.mark.e2e
 Start = Callable[..., HeraldProcess]
+
+
+def iso_at(unix: float) -> str:
+    return iso(dt.datetime.fromtimestamp(unix, dt.UTC))
+
+
 RETRY_ANNOTATION = "herald.dev/retry-requested-at"
 TRICKLED_BODY = b'{"status":"accepted"}'
 
@@ -362,3 +368,89 @@ def test_window12_short_outage_delays_posts_by_seconds_not_minutes(
         f"({failures} failures during the 20 s outage; {requests_after} requests since): "
         f"{Counter(late.values())}"
     )
+
+
+# --- issue 16 ------------------------------------------------------------------------------
+
+
+def test_issue16_window3_an_auth_header_httpx_cannot_send_never_strands_a_post(
+    posts: Posts, fake_n8n: FakeN8n, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Window 3's trigger: the target's auth header value is not ASCII, which httpx cannot
+    send (it raised UnicodeEncodeError from inside the dispatch, and every post for the
+    target stayed Publishing forever). Either the operator refuses to start, naming the
+    setting, or the post ends Failed with a reason that names the header problem; it is
+    never left Publishing."""
+    if "canary" not in posts.names():
+        posts.create("canary", in_seconds(86400), suspend=True)
+    env = herald_env(
+        control_plane.kubeconfig,
+        fake_n8n.url,
+        namespaces=json.dumps([namespace]),
+        targets__default__auth_header_name="X-Herald-Auth",
+        targets__default__auth_header_value="Bearer s\u00e9cret",
+        backoff_seconds=1,
+        max_backoff_seconds=10,
+    )
+    op = HeraldProcess("run", env, tmp_path / "operator.log").start()
+    try:
+        deadline = time.monotonic() + 30
+        while op.running and "watch is live" not in op.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not op.running:
+            assert op.proc is not None and op.proc.returncode != 0
+            log = op.log()
+            print(f"window 3: refused at startup: {log.strip().splitlines()[-1]}")
+            assert "targets.default.auth_header_value" in log, log[-2000:]
+            assert "not ASCII" in log, log[-2000:]
+            return
+        posts.create("bad-header", in_seconds(1))
+        try:
+            status = posts.wait_phase("bad-header", "Failed", timeout=20)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nthe post is stuck; n8n saw {len(fake_n8n.for_post('bad-header'))} "
+                f"requests; operator log tail:\n{op.log()[-1500:]}"
+            ) from None
+        message = status["lastError"]["message"]
+        assert "auth_header" in message or "header" in message.lower(), status["lastError"]
+    finally:
+        op.stop()
+
+
+LEFT = {"delete": "deleted", "suspend": "suspended"}
+
+
+@pytest.mark.parametrize("how", sorted(LEFT))
+def test_issue16_window5_a_parked_post_that_leaves_does_not_strand_the_next(
+    posts: Posts, fake_n8n: FakeN8n, herald: Start, how: str
+) -> None:
+    """Window 5: target concurrency 1; "a" is at n8n (6 s), "b" and "c" wait behind the
+    target's limit. "b" is deleted (or suspended) meanwhile. When a's request completes,
+    "c" must be sent at once, not when some other send to the target ends."""
+    herald(fake_n8n.url, targets__default__concurrency=1, targets__default__timeout_seconds=10)
+    fake_n8n.script("a-slow", Reply(200, {"status": "accepted"}, delay=6.0))
+    due = time.time() + 4.0
+    posts.create("a-slow", iso_at(due))
+    posts.create("b-parked", iso_at(due + 0.3))
+    posts.create("c-parked", iso_at(due + 0.6))
+    (a,) = fake_n8n.wait_for("a-slow", 1, timeout=20)
+    time.sleep(max(0.0, a.at + 2.0 - time.time()))
+    assert fake_n8n.for_post("b-parked") == [] and fake_n8n.for_post("c-parked") == [], (
+        "b or c was sent beside a: the target's limit did not park them (the test proves nothing)"
+    )
+    if how == "delete":
+        posts.client.delete(posts.url("b-parked")).raise_for_status()
+    else:
+        posts.patch_spec("b-parked", {"suspend": True})
+    deadline = a.at + 6.0 + 5.0
+    while time.time() < deadline and not fake_n8n.for_post("c-parked"):
+        time.sleep(0.05)
+    sent = fake_n8n.for_post("c-parked")
+    finished = a.answered_at or a.at + 6.0
+    assert sent, (
+        f"c-parked not sent {time.time() - finished:.1f}s after a's request completed "
+        f"(b was {LEFT[how]} while parked): status {posts.status('c-parked')}"
+    )
+    print(f"window 5 ({how}): c sent {sent[0].at - finished:.2f}s after a's request completed")
+    assert sent[0].at - finished <= 2.0
