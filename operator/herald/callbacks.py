@@ -13,26 +13,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald import engine, logs, signing
-from herald.clock import utcnow
+from herald.clock import SYSTEM, Clock
 from herald.config import Settings
 from herald.kube import (
     Conflict,
     Forbidden,
     Invalid,
     KubeClient,
+    KubeError,
     NotFound,
     Unavailable,
     discover,
 )
 from herald.metrics import Metrics
-from herald.models import ErrorClass
+from herald.models import ErrorClass, ScheduledPostSpec
 from herald.writer import Writer
 
 log = logging.getLogger("herald.callbacks")
@@ -171,7 +172,9 @@ def openapi() -> dict[str, Any]:
                         "409": reply("Stale attempt, or a transition the post cannot make."),
                         "413": reply("Body larger than the limit."),
                         "415": reply("Content-Type is not application/json."),
-                        "503": reply("The API server is unreachable: retry later."),
+                        "503": reply(
+                            "The API server is unreachable or refused the update: retry later."
+                        ),
                     },
                 }
             },
@@ -207,11 +210,51 @@ def openapi() -> dict[str, Any]:
     }
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def known_fields(model: type[BaseModel], raw: Any) -> Any:
+    """`raw` without the keys `model` (and the models nested in it) does not know.
+
+    The stored post may carry spec fields of a newer CRD (a rolling update applies the CRD
+    before it replaces this sidecar). Recording an attempt's outcome does not depend on
+    them, so the sidecar reads the post as this version knows it rather than failing.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    fields.update(model.model_fields)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        info = fields.get(key)
+        if info is None:
+            continue
+        nested = _models_in(info.annotation)
+        if nested and isinstance(value, list):
+            out[key] = [known_fields(nested[0], v) for v in value]
+        elif nested:
+            out[key] = known_fields(nested[0], value)
+        else:
+            out[key] = value
+    return out
+
+
+def readable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The stored object with only the spec fields this version knows (see known_fields)."""
+    return {**obj, "spec": known_fields(ScheduledPostSpec, obj.get("spec") or {})}
+
+
 class CallbackServer:
-    def __init__(self, settings: Settings, kube: KubeClient, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, kube: KubeClient, metrics: Metrics, *, clock: Clock = SYSTEM
+    ) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
+        self.clock = clock
         self.defaults = settings.defaults()
         self.key = settings.callback_key_bytes()
         self.shared_secret = settings.shared_secret_bytes()
@@ -348,6 +391,19 @@ class CallbackServer:
                 "unavailable",
                 error(503, "unavailable", "the sidecar cannot update the post; retry later"),
             )
+        except KubeError as exc:
+            # Any other answer of the API server is about the server or its policies (an
+            # admission policy refusing the write, say), not the callback: n8n should try
+            # again later rather than give up on the outcome.
+            log.error("the API server refused the callback's write: %s", exc)
+            return answer(
+                "unavailable",
+                error(
+                    503,
+                    "api_error",
+                    "the Kubernetes API server refused the status update; retry later",
+                ),
+            )
         if result == "not_found":
             return answer("not_found", error(404, "not_found", detail))
         if result == "conflict":
@@ -381,8 +437,8 @@ class CallbackServer:
                     f"ScheduledPost {body.namespace}/{body.name} was deleted and re-created; "
                     "this callback was for the old one"
                 )
-            post = engine.from_object(obj)
-            now = utcnow()
+            post = engine.from_object(readable(obj))
+            now = self.clock.wall()
             verdict = engine.callback(post, now, callback, self.defaults)
             if verdict.result is engine.CallbackResult.CONFLICT:
                 return "conflict", verdict.reason

@@ -9,6 +9,7 @@ Secrets can be given as values or, better, as `*_FILE` paths to Secret-mounted f
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -50,6 +52,19 @@ def _read_secret(value: SecretStr | None, path: Path | None, name: str) -> bytes
     return value.get_secret_value().encode() if value is not None else None
 
 
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+"""An HTTP field name is one RFC 9110 token."""
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header value; None when it can."""
+    if not value.isascii():
+        return "not ASCII: an HTTP header value must be ASCII (httpx cannot send this one)"
+    if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+        return "contains a control character (such as a line break)"
+    return None
+
+
 class Target(BaseModel):
     """An n8n webhook that posts may name in `spec.target`."""
 
@@ -71,6 +86,7 @@ class Target(BaseModel):
     )
     auth_header_name: str | None = Field(
         default=None,
+        pattern=HEADER_NAME,
         description="Header for n8n's Header Auth credential, e.g. X-Herald-Auth.",
     )
     auth_header_value: SecretStr | None = Field(default=None, description="Its value.")
@@ -78,7 +94,17 @@ class Target(BaseModel):
         default=None, description="A file holding its value (a mounted Secret)."
     )
 
+    @field_validator("auth_header_value")
+    @classmethod
+    def _sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = header_value_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)  # pydantic names the field; the value stays secret
+        return value
+
     def auth_header(self) -> tuple[str, str] | None:
+        """(name, value), read now (the value may be in a file); a value no HTTP request
+        can carry is a ConfigError naming the setting."""
         value = _read_secret(
             self.auth_header_value, self.auth_header_value_file, "auth_header_value"
         )
@@ -88,7 +114,16 @@ class Target(BaseModel):
             return None
         if value is None:
             raise ConfigError(f"auth_header_name {self.auth_header_name} has no value")
-        return self.auth_header_name, value.decode()
+        where = (
+            f"auth_header_value_file {self.auth_header_value_file}"
+            if self.auth_header_value_file is not None
+            else "auth_header_value"
+        )
+        text = value.decode("utf-8", errors="replace")
+        problem = header_value_problem(text)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
+        return self.auth_header_name, text
 
 
 class Settings(BaseSettings):

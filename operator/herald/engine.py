@@ -52,6 +52,8 @@ PUBLISHED = "Published"
 SPEC_APPLIED = "SpecApplied"
 _MESSAGE_MAX = 1024
 RETRY_REQUEST_MAX = 256
+RETRY_REASON = "RetryRequested"
+"""The Published condition's reason from a manual retry until the retry's outcome."""
 
 
 @dataclass(frozen=True)
@@ -563,11 +565,23 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
     }
     if post.spec.suspend:
         msg = f"Retry requested ({post.retry_request}): attempts reset; suspended by spec.suspend"
-        new = _update(handled, phase=Phase.SUSPENDED, next_attempt_at=None, message=msg, **reset)
+        # Not Failed any more, suspended or not: the condition says so, so that should the
+        # retry fail again its lastTransitionTime (the TTL's start) is that new failure.
+        conditions = _published_condition(
+            post, status, ConditionStatus.UNKNOWN, RETRY_REASON, msg, now
+        )
+        new = _update(
+            handled,
+            phase=Phase.SUSPENDED,
+            next_attempt_at=None,
+            message=msg,
+            conditions=conditions,
+            **reset,
+        )
     else:
         msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
         conditions = _published_condition(
-            post, status, ConditionStatus.UNKNOWN, "RetryRequested", msg, now
+            post, status, ConditionStatus.UNKNOWN, RETRY_REASON, msg, now
         )
         new = _update(
             handled,
@@ -630,8 +644,9 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
         deadline = post.spec.starting_deadline_seconds
-        if status.attempt == 0 and deadline is not None and status.next_attempt_at is not None:
-            late = (now - status.next_attempt_at).total_seconds()
+        due = deadline_start(post)
+        if deadline is not None and due is not None:
+            late = (now - due).total_seconds()
             if late > deadline:
                 return _missed_deadline(post, now, late, deadline)
         if defaults.targets is not None and post.spec.target not in defaults.targets:
@@ -705,6 +720,25 @@ def _final_failure(
         conditions=_published_condition(post, status, ConditionStatus.FALSE, reason, msg, now),
     )
     return Decision(new, (Event("Warning", reason, msg),))
+
+
+def deadline_start(post: Post) -> dt.datetime | None:
+    """When the post's next first attempt was due: startingDeadlineSeconds counts from here.
+
+    publishAt, or the time of the manual retry that started this epoch (the Published
+    condition's RetryRequested transition). Durable fields only: nextAttemptAt moves each
+    time a claim is given back, so lateness measured from it would restart every time.
+    None for the retry of a failed attempt, to which the deadline does not apply.
+    """
+    status = post.status
+    if status.attempt != status.retry_base_attempt:
+        return None
+    if status.retry_epoch == 0:
+        return post.spec.publish_at
+    cond = next((c for c in status.conditions or [] if c.type == PUBLISHED), None)
+    if cond is not None and cond.status is ConditionStatus.UNKNOWN and cond.reason == RETRY_REASON:
+        return cond.last_transition_time
+    return None
 
 
 def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
@@ -917,12 +951,59 @@ def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> 
     if status.phase is Phase.PUBLISHING:
         decision = _fail_attempt(post, now, failure, Policy.of(post.spec, defaults))
         return CallbackDecision(CallbackResult.APPLIED, _commuting(decision))
+    if (
+        last is not None
+        and finished_this_attempt
+        and last.outcome == ErrorClass.STALE.value
+        and not failure.retryable
+        and status.phase in (Phase.RETRYING, Phase.SUSPENDED)
+    ):
+        # The operator gave up waiting for this attempt, and no later one has started:
+        # n8n now says it failed for good, so retrying it would only fail again.
+        return CallbackDecision(CallbackResult.APPLIED, _late_permanent_failure(post, now, failure))
     if finished_this_attempt and status.phase in (Phase.RETRYING, Phase.FAILED, Phase.SUSPENDED):
         return CallbackDecision(CallbackResult.DUPLICATE)
     return CallbackDecision(
         CallbackResult.CONFLICT,
         reason=f"cannot record a failure for a post in phase {status.phase}",
     )
+
+
+def _late_permanent_failure(post: Post, now: dt.datetime, failure: Failure) -> Decision:
+    """n8n's permanent failure of an attempt already recorded as Stale: the post ends
+    Failed, and the history gets the attempt's real outcome (as for a late publish)."""
+    status = post.status
+    error = LastError(
+        **{
+            "class": failure.error_class,
+            "code": failure.code,
+            "message": _clip(failure.message),
+            "at": now,
+        }
+    )
+    record = AttemptRecord(
+        attempt=status.attempt,
+        finished_at=now,
+        outcome=failure.error_class.value,
+        code=failure.code,
+        message=_clip(failure.message),
+    )
+    msg = (
+        f"Attempt {status.attempt} failed permanently ({failure.code}), reported by n8n "
+        f"after the operator had stopped waiting: {failure.message}"
+    )
+    new = _update(
+        status,
+        phase=Phase.FAILED,
+        next_attempt_at=None,
+        last_error=error,
+        history=[*(status.history or []), record][-HISTORY_LIMIT:],
+        message=msg,
+        conditions=_published_condition(
+            post, status, ConditionStatus.FALSE, "PermanentFailure", msg, now
+        ),
+    )
+    return Decision(new, (Event("Warning", "Failed", msg),), spec_dependent=False)
 
 
 def _commuting(decision: Decision) -> Decision:

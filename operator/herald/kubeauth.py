@@ -22,13 +22,15 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
+
+from herald.clock import SYSTEM, Clock
 
 if TYPE_CHECKING:
     import kopf
@@ -47,10 +49,6 @@ RETRY_FAILED_LOAD_AFTER = dt.timedelta(seconds=5)
 class LoginError(Exception):
     """No usable Kubernetes credentials: the kubeconfig is missing or broken, or the
     credential plugin failed."""
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -125,15 +123,18 @@ def _sa_namespace(sa_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-async def load(source: Source) -> Credentials:
-    """Load credentials the way the Kubernetes client library does; runs exec plugins."""
+async def load(source: Source, clock: Clock = SYSTEM) -> Credentials:
+    """Load credentials the way the Kubernetes client library does; runs exec plugins.
+
+    `clock.wall()` stamps them: expiry is wall time (an exec plugin's
+    expirationTimestamp), so the refresh is planned on the wall clock too."""
     # Imported here: the library takes a second or two to import (all its API models), which
     # `kubectl herald --help` and the unit tests of everything else need not wait for.
     from kubernetes_asyncio.client import Configuration
     from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
 
     config = Configuration()
-    obtained_at = utcnow()
+    obtained_at = clock.wall()
     paths = _kubeconfig_paths(source)
     expires_at: dt.datetime | None = None
     namespace: str | None
@@ -203,10 +204,10 @@ async def load(source: Source) -> Credentials:
     )
 
 
-def load_sync(source: Source) -> Credentials:
+def load_sync(source: Source, clock: Clock = SYSTEM) -> Credentials:
     """`load` for synchronous callers, even ones inside a running event loop (startup)."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="herald-login") as pool:
-        return pool.submit(asyncio.run, load(source)).result()
+        return pool.submit(asyncio.run, load(source, clock)).result()
 
 
 def ssl_context(creds: Credentials) -> ssl.SSLContext:
@@ -257,7 +258,7 @@ class KubeAuth(httpx.Auth):
         creds: Credentials,
         tls: ssl.SSLContext | None = None,
         *,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._source = source
         self._creds = creds
@@ -282,12 +283,12 @@ class KubeAuth(httpx.Auth):
         """Whether to load now: the credentials are due, or `stale` (just rejected with a
         401) is still the current ones, i.e. no one has reloaded them since."""
         if stale is None:
-            if self._clock() < refresh_at(self._creds):
+            if self._clock.wall() < refresh_at(self._creds):
                 return False
         elif self._creds is not stale:
             return False
         failed = self._failed_at
-        return failed is None or self._clock() - failed >= RETRY_FAILED_LOAD_AFTER
+        return failed is None or self._clock.wall() - failed >= RETRY_FAILED_LOAD_AFTER
 
     def _install(self, fresh: Credentials) -> None:
         old = self._creds
@@ -303,7 +304,7 @@ class KubeAuth(httpx.Auth):
         self._failed_at = None
 
     def _failed(self, exc: Exception) -> None:
-        self._failed_at = self._clock()
+        self._failed_at = self._clock.wall()
         log.warning("reloading Kubernetes credentials failed, using the previous ones: %s", exc)
 
     @staticmethod
@@ -318,7 +319,7 @@ class KubeAuth(httpx.Auth):
         async with self._async_lock:
             if self._due(stale):  # not reloaded by whoever held the lock before us
                 try:
-                    self._install(await load(self._source))
+                    self._install(await load(self._source, self._clock))
                 except LoginError as exc:
                     self._failed(exc)
         return self._creds
@@ -329,7 +330,7 @@ class KubeAuth(httpx.Auth):
         with self._sync_lock:
             if self._due(stale):
                 try:
-                    self._install(load_sync(self._source))
+                    self._install(load_sync(self._source, self._clock))
                 except LoginError as exc:
                     self._failed(exc)
         return self._creds

@@ -1,10 +1,16 @@
 """The n8n adapter: sends one attempt of a post to its target's webhook.
 
-Translates HTTP into the engine's outcomes and never raises for anything the network or
-n8n does: 2xx → Accepted (or Published when n8n answers synchronously); timeouts,
-connection errors, 408, 425, 429 and 5xx → transient Failure (with Retry-After, if any);
-other 4xx → permanent Failure. Which URL is called is decided by the operator's
-configuration alone: a post names a target, never a URL.
+Translates HTTP into the engine's outcomes and never raises for anything the request,
+the network or n8n does: 2xx → Accepted (or Published when n8n answers synchronously);
+timeouts, connection errors, 408, 425, 429 and 5xx → transient Failure (with Retry-After,
+if any); other 4xx, and a request httpx cannot even make (a header it cannot encode) →
+permanent Failure. Which URL is called is decided by the operator's configuration alone:
+a post names a target, never a URL.
+
+A request is sent a second time, at once and within the same deadline, only when it
+provably never left (no connection was made, or none was free): once its bytes may have
+reached n8n, the attempt is spent and its failure goes to the engine, whose retry is a
+new attempt with the same Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ import asyncio
 import datetime as dt
 import email.utils
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from herald import engine, signing
-from herald.config import Target
+from herald.clock import SYSTEM, Clock
+from herald.config import ConfigError, Target
 from herald.models import ErrorClass, format_time
 from herald.statuses import is_retryable
 
@@ -89,6 +95,21 @@ def classify(response: httpx.Response, now: dt.datetime) -> engine.Outcome:
     return engine.Failure(ErrorClass.PERMANENT, f"HTTP{code}", message)
 
 
+_NEVER_LEFT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Errors raised before any byte of the request reached n8n."""
+
+_CANNOT_BE_MADE = (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL)
+"""httpx refused to make the request as it was built: it can never succeed."""
+
+
+def _invalid_request(target: str, exc: Exception) -> engine.Failure:
+    message = (
+        f"the request to target {target} cannot be made ({type(exc).__name__}: {exc}); "
+        "check the target's configuration (auth_header_name, auth_header_value, url)"
+    )
+    return engine.Failure(ErrorClass.PERMANENT, "InvalidRequest", message[:600])
+
+
 class N8nClient:
     """One shared httpx.AsyncClient for every target."""
 
@@ -98,7 +119,7 @@ class N8nClient:
         signing_key: bytes,
         *,
         client: httpx.AsyncClient | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock = SYSTEM,
         max_connections: int = 16,
     ) -> None:
         self._targets = dict(targets)
@@ -112,8 +133,14 @@ class N8nClient:
             follow_redirects=False,
         )
         self._clock = clock
-        # Resolve auth headers once: a missing Secret file fails startup, not a dispatch.
-        self._auth = {name: t.auth_header() for name, t in self._targets.items()}
+        # Resolve auth headers once: a missing Secret file, or a value no HTTP request can
+        # carry, fails startup (naming the target) rather than every dispatch.
+        self._auth = {}
+        for name, t in self._targets.items():
+            try:
+                self._auth[name] = t.auth_header()
+            except ConfigError as exc:
+                raise ConfigError(f"targets.{name}.{exc}") from exc
 
     def knows(self, target: str) -> bool:
         return target in self._targets
@@ -133,7 +160,7 @@ class N8nClient:
             )
         raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         msg_id = signing.message_id(body["id"], body["attempt"])
-        timestamp = int(time.time())
+        timestamp = int(self._clock.wall().timestamp())
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key or body["id"],
@@ -147,10 +174,11 @@ class N8nClient:
             async with asyncio.timeout(config.timeout_seconds):
                 try:
                     response = await self._post(str(config.url), raw, headers, config)
-                except (httpx.ReadError, httpx.RemoteProtocolError):
-                    # Usually a pooled keep-alive connection n8n had already closed: send
-                    # once more on a fresh one, within the same deadline. Should n8n have
-                    # got the first after all, the Idempotency-Key lets it drop this one.
+                except _NEVER_LEFT:
+                    # No connection carried the request (refused, or none free in time; a
+                    # pooled keep-alive connection n8n had closed is detected and replaced
+                    # by httpx before use): nothing reached n8n, so send it once more on a
+                    # fresh connection, within the same deadline.
                     response = await self._post(str(config.url), raw, headers, config)
         except (TimeoutError, httpx.TimeoutException) as exc:
             return engine.Failure(
@@ -160,11 +188,22 @@ class N8nClient:
             )
         except httpx.ConnectError as exc:
             return engine.Failure(ErrorClass.TRANSIENT, "ConnectError", f"{exc}"[:300])
+        except _CANNOT_BE_MADE as exc:
+            return _invalid_request(target, exc)
         except httpx.HTTPError as exc:
+            # Read/write errors and a connection closed without an answer: the request may
+            # have reached n8n (which may be running it), so this attempt is spent.
             return engine.Failure(
-                ErrorClass.TRANSIENT, "NetworkError", f"{type(exc).__name__}: {exc}"[:300]
+                ErrorClass.TRANSIENT,
+                "NetworkError",
+                f"{type(exc).__name__}: {exc}"[:200]
+                + " (the request may have reached n8n; not sent again under this attempt)",
             )
-        return classify(response, self._clock())
+        except (UnicodeError, ValueError, TypeError) as exc:
+            # httpx raises these for a request it cannot encode (a header value that is
+            # not ASCII, say): nothing was sent, and sending again would fail the same way.
+            return _invalid_request(target, exc)
+        return classify(response, self._clock.wall())
 
     async def _post(
         self, url: str, raw: bytes, headers: dict[str, str], config: Target

@@ -22,6 +22,7 @@ from tests.e2e.conftest import Posts, in_seconds
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_n8n import FakeN8n
 from tests.support.herald_proc import CALLBACK_KEY, HeraldProcess
+from tests.support.window_helpers import extra_crd_field, refused_status_writes
 
 pytestmark = pytest.mark.e2e
 Sidecar = Callable[..., tuple[HeraldProcess, str]]
@@ -696,3 +697,96 @@ def test_actionable_failure_codes_are_counted_by_reason(posts: Posts, sidecar: S
     assert 'herald_failed_total{reason="PermanentFailure"} 1.0' in lines
     assert 'herald_failed_total{reason="Duplicate"} 0.0' in lines
     assert not [line for line in lines if "SomethingNew42" in line]
+
+
+# --- issue 16, window 8: the sidecar's answers ---------------------------------------------
+
+
+def test_a_spec_field_of_a_newer_crd_does_not_stop_the_callback(
+    posts: Posts, sidecar: Sidecar, control_plane: ControlPlane
+) -> None:
+    """During a rolling update the CRD is newer than this sidecar: a post may carry a spec
+    field it does not know. Its callback is applied as usual, not answered 500."""
+    _, base = sidecar()
+    with extra_crd_field(control_plane, "spec", "futureSpecField"):
+        deadline = time.monotonic() + 20
+        while True:  # the API server prunes the field until it has re-read the schema
+            name = f"newer-{int(time.monotonic() * 1000) % 100000}"
+            obj = publishing(posts, name, futureSpecField="from-a-newer-herald")
+            if obj["spec"].get("futureSpecField") or time.monotonic() > deadline:
+                break
+        assert obj["spec"].get("futureSpecField") == "from-a-newer-herald", obj["spec"]
+        response = callback(base, posts, obj, externalUrl="https://x.test/newer")
+        assert response.status_code == 200, (
+            f"callback for a post with a spec field of a newer CRD: {response.status_code} "
+            f"{response.text}"
+        )
+        assert response.json() == {"result": "applied"}
+        assert posts.status(name)["phase"] == "Published"
+
+
+def test_an_api_refusal_is_503_with_retry_after(
+    posts: Posts,
+    sidecar: Sidecar,
+    control_plane: ControlPlane,
+    admin_client: httpx.Client,
+    namespace: str,
+) -> None:
+    """An API server answer Herald has no special case for (here 413, from an admission
+    policy) is the server's problem, not the callback's: 503 with a JSON error and a
+    Retry-After, so n8n tries again, rather than 500. Nothing is written."""
+    _, base = sidecar()
+    obj = publishing(posts, "refused")
+    with refused_status_writes(control_plane, admin_client, namespace, posts.url("refused")):
+        response = callback(base, posts, obj)
+    assert response.status_code == 503, f"{response.status_code} {response.text}"
+    assert response.headers.get("Retry-After")
+    body = response.json()
+    assert body["code"] == "api_error", body
+    assert posts.status("refused")["phase"] == "Publishing"
+    # Once the API server takes the write again, n8n's retry is applied.
+    again = callback(base, posts, obj)
+    assert again.status_code == 200, again.text
+    assert posts.status("refused")["phase"] == "Published"
+
+
+def test_a_late_permanent_failure_after_a_stale_recovery_fails_the_post(
+    posts: Posts, sidecar: Sidecar
+) -> None:
+    """The operator gave up waiting for attempt 1 (Stale) and scheduled attempt 2; then
+    n8n reports that attempt 1 failed for good. The post must end Failed, not be
+    retried as if the report were a duplicate."""
+    _, base = sidecar()
+    obj = publishing(posts, "stale-then-failed")
+    obj = set_status(
+        posts,
+        "stale-then-failed",
+        phase="Retrying",
+        dispatchedAt=None,
+        nextAttemptAt=in_seconds(3600),
+        history=[
+            {
+                "attempt": 1,
+                "claimedAt": obj["status"]["claimedAt"],
+                "finishedAt": in_seconds(0),
+                "outcome": "Stale",
+                "code": "CallbackTimeout",
+                "message": "No callback from n8n within 600s of dispatch",
+            }
+        ],
+    )
+    response = callback(
+        base,
+        posts,
+        obj,
+        status="failed",
+        error={"code": "LinkedIn401", "message": "token revoked", "retryable": False},
+    )
+    assert response.status_code == 200, response.text
+    status = posts.status("stale-then-failed")
+    assert (response.json()["result"], status["phase"]) == ("applied", "Failed"), (
+        f"n8n's permanent failure of a stale attempt was {response.json()['result']}; "
+        f"the post is {status['phase']} (next attempt {status.get('nextAttemptAt')})"
+    )
+    assert status["lastError"]["code"] == "LinkedIn401"
+    assert status["history"][-1]["outcome"] == "Permanent"

@@ -14,6 +14,7 @@ from herald import signing
 from tests.e2e.conftest import Posts, in_seconds, parse_time
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_n8n import TIMEOUT, FakeN8n, Reply
+from tests.support.faults import after_2xx
 from tests.support.herald_proc import CALLBACK_KEY, SIGNING_KEY, HeraldProcess
 
 pytestmark = pytest.mark.e2e
@@ -252,6 +253,9 @@ def test_two_operators_never_dispatch_the_same_attempt_twice(
     keys = Counter((r.body["id"], r.body["attempt"]) for r in fake_n8n.requests)
     assert len(keys) == 200, f"{len(keys)} distinct posts dispatched"
     assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:5]
+    # A take-over sends a new attempt number under the same Idempotency-Key: count those.
+    resent = [(ok.message, r.message) for ok, r in after_2xx(fake_n8n.requests)]
+    assert resent == [], f"sent again after n8n's 2xx: {resent[:5]}"
     claimants = Counter(
         posts.status(f"burst-{i}").get("claimedBy", "?").split("/")[0] for i in range(0, 200, 10)
     )

@@ -1,4 +1,4 @@
-"""Regression tests for the fault windows of issue 10, on the real path.
+"""Regression tests for the fault windows of issues 10 and 16, on the real path.
 
 Each test drives a real `herald run` against the real kube-apiserver (and a fake n8n for
 fault injection) into one window where the operator used to misbehave, and asserts the
@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from herald import signing
-from tests.e2e.conftest import Posts, in_seconds, parse_time
+from tests.e2e.conftest import Posts, in_seconds, iso, parse_time
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.fake_n8n import FakeN8n, Reply
-from tests.support.herald_proc import HeraldProcess, start_operator
+from tests.support.faults import after_2xx
+from tests.support.herald_proc import HeraldProcess, herald_env, start_operator
 from tests.support.window_helpers import (
     RestrictedUser,
     Trickle,
@@ -37,6 +38,12 @@ from tests.support.window_helpers import (
 
 pytestmark = pytest.mark.e2e
 Start = Callable[..., HeraldProcess]
+
+
+def iso_at(unix: float) -> str:
+    return iso(dt.datetime.fromtimestamp(unix, dt.UTC))
+
+
 RETRY_ANNOTATION = "herald.dev/retry-requested-at"
 TRICKLED_BODY = b'{"status":"accepted"}'
 
@@ -175,7 +182,8 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
     n8n answers 2xx after 2 s; the operator gets SIGTERM 0.5 s after the request
     arrived. The request must complete and its acknowledgement be recorded
     (status.dispatchedAt, or Published) before the process exits; and a replacement
-    operator (another identity) must not send n8n the same (uid, attempt) again.
+    operator (another identity) must not send the post again: no request after n8n's 2xx
+    with the same Idempotency-Key (a take-over would use a new webhook-id).
     """
     # The request's deadline (5 s) comfortably covers n8n's 2 s answer.
     first = herald(fake_n8n.url, identity="leaving", targets__default__timeout_seconds=5)
@@ -204,15 +212,20 @@ def test_window4c_sigterm_lets_the_request_in_flight_finish(
     while time.time() < watch_until and len(fake_n8n.for_post("in-flight")) < 2:
         time.sleep(0.2)
     uid = posts.get("in-flight")["metadata"]["uid"]
-    sends = Counter(r.headers.get("webhook-id") for r in fake_n8n.for_post("in-flight"))
-    resent = {k: n for k, n in sends.items() if n > 1}
+    sent = fake_n8n.for_post("in-flight")
+    sends = Counter(r.headers.get("webhook-id") for r in sent)
+    # A take-over sends a new attempt (a new webhook-id) under the same Idempotency-Key:
+    # what counts is any request after n8n's 2xx for that key.
+    resent = [(ok.message, r.message, round(r.at - ok.at, 2)) for ok, r in after_2xx(sent)]
     print(f"window 4c: exited {exited:.1f}s after SIGTERM; sends {dict(sends)}")
     assert recorded and not resent, (
         f"SIGTERM 0.5 s into a 2 s request: process exited {exited:.1f}s later (code {code}), "
         f"n8n's answer was due {answer_due:.1f}s after SIGTERM; "
         f"acknowledgement recorded before exit: {recorded} "
         f"(phase={after_exit.get('phase')}, dispatchedAt={after_exit.get('dispatchedAt')}); "
-        f"sends per webhook-id: {dict(sends)} (first was {signing.message_id(uid, 1)})"
+        f"sent again after n8n's 2xx for the same Idempotency-Key ((uid, attempt) accepted, "
+        f"(uid, attempt) re-sent, seconds later): {resent}; sends per webhook-id: "
+        f"{dict(sends)} (first was {signing.message_id(uid, 1)})"
     )
 
 
@@ -355,3 +368,89 @@ def test_window12_short_outage_delays_posts_by_seconds_not_minutes(
         f"({failures} failures during the 20 s outage; {requests_after} requests since): "
         f"{Counter(late.values())}"
     )
+
+
+# --- issue 16 ------------------------------------------------------------------------------
+
+
+def test_issue16_window3_an_auth_header_httpx_cannot_send_never_strands_a_post(
+    posts: Posts, fake_n8n: FakeN8n, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Window 3's trigger: the target's auth header value is not ASCII, which httpx cannot
+    send (it raised UnicodeEncodeError from inside the dispatch, and every post for the
+    target stayed Publishing forever). Either the operator refuses to start, naming the
+    setting, or the post ends Failed with a reason that names the header problem; it is
+    never left Publishing."""
+    if "canary" not in posts.names():
+        posts.create("canary", in_seconds(86400), suspend=True)
+    env = herald_env(
+        control_plane.kubeconfig,
+        fake_n8n.url,
+        namespaces=json.dumps([namespace]),
+        targets__default__auth_header_name="X-Herald-Auth",
+        targets__default__auth_header_value="Bearer s\u00e9cret",
+        backoff_seconds=1,
+        max_backoff_seconds=10,
+    )
+    op = HeraldProcess("run", env, tmp_path / "operator.log").start()
+    try:
+        deadline = time.monotonic() + 30
+        while op.running and "watch is live" not in op.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not op.running:
+            assert op.proc is not None and op.proc.returncode != 0
+            log = op.log()
+            print(f"window 3: refused at startup: {log.strip().splitlines()[-1]}")
+            assert "targets.default.auth_header_value" in log, log[-2000:]
+            assert "not ASCII" in log, log[-2000:]
+            return
+        posts.create("bad-header", in_seconds(1))
+        try:
+            status = posts.wait_phase("bad-header", "Failed", timeout=20)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nthe post is stuck; n8n saw {len(fake_n8n.for_post('bad-header'))} "
+                f"requests; operator log tail:\n{op.log()[-1500:]}"
+            ) from None
+        message = status["lastError"]["message"]
+        assert "auth_header" in message or "header" in message.lower(), status["lastError"]
+    finally:
+        op.stop()
+
+
+LEFT = {"delete": "deleted", "suspend": "suspended"}
+
+
+@pytest.mark.parametrize("how", sorted(LEFT))
+def test_issue16_window5_a_parked_post_that_leaves_does_not_strand_the_next(
+    posts: Posts, fake_n8n: FakeN8n, herald: Start, how: str
+) -> None:
+    """Window 5: target concurrency 1; "a" is at n8n (6 s), "b" and "c" wait behind the
+    target's limit. "b" is deleted (or suspended) meanwhile. When a's request completes,
+    "c" must be sent at once, not when some other send to the target ends."""
+    herald(fake_n8n.url, targets__default__concurrency=1, targets__default__timeout_seconds=10)
+    fake_n8n.script("a-slow", Reply(200, {"status": "accepted"}, delay=6.0))
+    due = time.time() + 4.0
+    posts.create("a-slow", iso_at(due))
+    posts.create("b-parked", iso_at(due + 0.3))
+    posts.create("c-parked", iso_at(due + 0.6))
+    (a,) = fake_n8n.wait_for("a-slow", 1, timeout=20)
+    time.sleep(max(0.0, a.at + 2.0 - time.time()))
+    assert fake_n8n.for_post("b-parked") == [] and fake_n8n.for_post("c-parked") == [], (
+        "b or c was sent beside a: the target's limit did not park them (the test proves nothing)"
+    )
+    if how == "delete":
+        posts.client.delete(posts.url("b-parked")).raise_for_status()
+    else:
+        posts.patch_spec("b-parked", {"suspend": True})
+    deadline = a.at + 6.0 + 5.0
+    while time.time() < deadline and not fake_n8n.for_post("c-parked"):
+        time.sleep(0.05)
+    sent = fake_n8n.for_post("c-parked")
+    finished = a.answered_at or a.at + 6.0
+    assert sent, (
+        f"c-parked not sent {time.time() - finished:.1f}s after a's request completed "
+        f"(b was {LEFT[how]} while parked): status {posts.status('c-parked')}"
+    )
+    print(f"window 5 ({how}): c sent {sent[0].at - finished:.2f}s after a's request completed")
+    assert sent[0].at - finished <= 2.0

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.fake_n8n import FakeN8n, Received
-from tests.support.faults import audit
+from tests.support.faults import after_2xx, audit, overlapping
 
 pytestmark = pytest.mark.faults
 
@@ -152,3 +152,35 @@ def test_the_audit_tells_a_stale_resend_from_a_duplicate() -> None:
     assert "twice#1x2" in text and "twice attempt 1 sent" in text
     assert "stuck" in text and "mute" in text
     assert all(f"'{ok}'" not in text for ok in ("fine", "stale", "retried"))
+
+
+def test_a_take_over_after_a_2xx_is_a_resend_whatever_its_webhook_id() -> None:
+    """A take-over sends a new attempt (a new webhook-id) under the same Idempotency-Key:
+    that is the publication sent again. A manual retry's new key is not."""
+    taken_over = [_request("g", 1, 1.0, 200), _request("g", 2, 20.0, 200)]
+    retried = [_request("h", 1, 1.0, 200)]
+    manual = _request("h", 2, 30.0, 200)
+    manual.headers["Idempotency-Key"] = "h.1"
+    pairs = after_2xx([*taken_over, *retried, manual])
+    assert [(ok.message, r.message) for ok, r in pairs] == [(("g", 1), ("g", 2))]
+    result = audit(
+        [
+            _post("taken", "g", "Published", [{"attempt": 1, "outcome": "Orphaned"}]),
+            _post("manual", "h", "Published", []),
+        ],
+        [*taken_over, *retried, manual],
+        expected=2,
+    )
+    assert result.figures["resent_after_2xx"] == 1
+    assert "taken attempt 2 sent 19.00s after n8n accepted attempt 1" in " ".join(result.violations)
+
+
+def test_overlapping_requests_of_one_publication() -> None:
+    first = _request("k", 1, 1.0, 200)
+    first.answered_at = 4.0
+    second = _request("k", 2, 3.0, 200)  # sent while the first was still at n8n
+    second.answered_at = 6.0
+    third = _request("k", 3, 7.0, 200)
+    assert [(a.message, b.message) for a, b in overlapping([first, second, third], 5.0)] == [
+        (("k", 1), ("k", 2))
+    ]

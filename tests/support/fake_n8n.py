@@ -19,7 +19,8 @@ Faults, for the fault-injection suite (tests/faults):
 - callbacks: with `auto_callback=True` the fake behaves like n8n's workflow: after
   answering 2xx it POSTs the callback(s) `callback_bodies(request_body)` returns
   (default: one "published") to the URL and token the dispatch carried, each one
-  `callback_copies` times at random moments within `callback_spread` seconds (seeded),
+  `callback_copies` times at random moments within `callback_spread` seconds (seeded)
+  after `callback_delay` seconds (how long the workflow's execution runs),
   so copies of different attempts' callbacks interleave. Like n8n's "Retry On Fail", a
   delivery answered 503 or refused is retried (`callback_retries` times, honouring
   Retry-After up to 5 s). Every delivery is recorded in `deliveries`.
@@ -161,6 +162,7 @@ class FakeN8n:
         callback_bodies: Callable[[dict[str, Any]], list[dict[str, Any]]] = published_callback,
         callback_copies: int = 1,
         callback_spread: float = 0.0,
+        callback_delay: float = 0.0,
         callback_retries: int = 5,
         seed: int = 0,
     ) -> None:
@@ -169,6 +171,7 @@ class FakeN8n:
         self.callback_bodies = callback_bodies
         self.callback_copies = callback_copies
         self.callback_spread = callback_spread
+        self.callback_delay = callback_delay
         self.callback_retries = callback_retries
         self.delays: dict[str, float] = {}
         self.requests: list[Received] = []
@@ -339,7 +342,7 @@ class FakeN8n:
         with self._cond:
             for outcome in self.callback_bodies(body):
                 for copy in range(self.callback_copies):
-                    at = now + self._rng.uniform(0, self.callback_spread)
+                    at = now + self.callback_delay + self._rng.uniform(0, self.callback_spread)
                     job = self._delivery(body, outcome, copy)
                     heapq.heappush(self._pending, (at, next(self._seq), job))
             self._cond.notify_all()

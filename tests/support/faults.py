@@ -8,10 +8,11 @@ with a reason"):
 - every post ends `Published`, or `Failed` with a reason (lastError and a False
   Published condition);
 - n8n saw each (uid, attempt) at most once;
-- nothing was sent for a post after n8n had answered 2xx for it, except a stale
-  recovery's re-send (a later attempt, same Idempotency-Key, after the accepted attempt
-  ended `Stale` in the post's history) or the retry of an attempt n8n itself reported
-  failed by callback (it ended `Transient`); both are counted apart;
+- nothing reached n8n after n8n had answered 2xx to a request with the same
+  Idempotency-Key (`after_2xx`), except a stale recovery's re-send (a later attempt,
+  same Idempotency-Key, after the accepted attempt ended `Stale` in the post's history)
+  or the retry of an attempt n8n itself reported failed by callback (it ended
+  `Transient`); both are counted apart;
 - every request carried Idempotency-Key == the post's uid, and every `Published` post
   had a request n8n accepted.
 """
@@ -209,6 +210,43 @@ def _request_key(r: Received) -> tuple[str, int]:
     return str(r.body.get("id")), int(r.body.get("attempt") or 0)
 
 
+def after_2xx(requests: Iterable[Received]) -> list[tuple[Received, Received]]:
+    """(accepted, later) for every request that reached n8n after n8n had answered 2xx to
+    a request with the same Idempotency-Key: the same publication sent again.
+
+    Keyed by Idempotency-Key, not by webhook-id: a take-over or a retry sends a new
+    attempt (a new webhook-id) of the same publication under the same key, and that is
+    exactly the re-send to count. (A manual retry changes the key: not counted.)"""
+    by_key: dict[str, list[Received]] = defaultdict(list)
+    for r in requests:
+        by_key[r.idempotency_key or _request_key(r)[0]].append(r)
+    out: list[tuple[Received, Received]] = []
+    for rs in by_key.values():
+        rs.sort(key=lambda r: r.at)
+        last_ok: Received | None = None
+        for r in rs:
+            if last_ok is not None:
+                out.append((last_ok, r))
+            if r.accepted:
+                last_ok = r
+    return out
+
+
+def overlapping(requests: Iterable[Received], deadline: float) -> list[tuple[Received, Received]]:
+    """Pairs of requests with the same Idempotency-Key that were at n8n at the same time
+    (a request lasts until it was answered or abandoned, else `deadline` seconds)."""
+    by_key: dict[str, list[Received]] = defaultdict(list)
+    for r in requests:
+        by_key[r.idempotency_key or _request_key(r)[0]].append(r)
+    out: list[tuple[Received, Received]] = []
+    for rs in by_key.values():
+        rs.sort(key=lambda r: r.at)
+        for i, first in enumerate(rs):
+            ended = first.answered_at or first.at + deadline
+            out += [(first, later) for later in rs[i + 1 :] if later.at < ended]
+    return out
+
+
 def _has_reason(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     error = status.get("lastError") or {}
@@ -244,27 +282,22 @@ def audit(
     resent: list[str] = []
     stale_resends = 0
     failure_retries = 0
-    for uid, rs in per_uid.items():
-        rs.sort(key=lambda r: r.at)
+    for ok, r in after_2xx(ours):
+        uid = _request_key(r)[0]
         history = (by_uid[uid].get("status") or {}).get("history") or []
         ended = {h.get("attempt"): h.get("outcome") for h in history}
-        last_ok: Received | None = None
-        for r in rs:
-            if last_ok is not None:
-                ok_attempt, attempt = _request_key(last_ok)[1], _request_key(r)[1]
-                outcome = ended.get(ok_attempt)
-                if attempt > ok_attempt and r.idempotency_key == uid and outcome == "Stale":
-                    stale_resends += 1
-                elif attempt > ok_attempt and outcome == "Transient":
-                    failure_retries += 1  # n8n's own callback said the attempt failed
-                else:
-                    name = by_uid[uid]["metadata"]["name"]
-                    resent.append(
-                        f"{name} attempt {attempt} sent {r.at - last_ok.at:.2f}s after n8n "
-                        f"accepted attempt {ok_attempt} (which ended {outcome or 'unrecorded'})"
-                    )
-            if r.accepted:
-                last_ok = r
+        ok_attempt, attempt = _request_key(ok)[1], _request_key(r)[1]
+        outcome = ended.get(ok_attempt)
+        if attempt > ok_attempt and r.idempotency_key == uid and outcome == "Stale":
+            stale_resends += 1
+        elif attempt > ok_attempt and outcome == "Transient":
+            failure_retries += 1  # n8n's own callback said the attempt failed
+        else:
+            name = by_uid[uid]["metadata"]["name"]
+            resent.append(
+                f"{name} attempt {attempt} sent {r.at - ok.at:.2f}s after n8n "
+                f"accepted attempt {ok_attempt} (which ended {outcome or 'unrecorded'})"
+            )
     published_unsent = sorted(
         o["metadata"]["name"]
         for o in objs

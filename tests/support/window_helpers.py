@@ -6,8 +6,10 @@
 - `TrickleN8n`: the fake n8n, plus a reply that sends its headers at once and then its
   body one byte at a time, slower than any sane deadline.
 - `RestrictedUser`: a client-certificate user whose RBAC a test grants step by step.
-- `extra_status_field`: add an optional status field to the live CRD for one test, as a
-  newer Herald's CRD would, and take it away again afterwards.
+- `extra_crd_field` / `extra_status_field`: add an optional spec or status field to the
+  live CRD for one test, as a newer Herald's CRD would, and take it away again afterwards.
+- `refused_status_writes`: an admission policy refusing status writes with a chosen
+  reason (HTTP status), for one test.
 """
 
 from __future__ import annotations
@@ -268,14 +270,17 @@ class RestrictedUser:
 
 
 @contextlib.contextmanager
-def extra_status_field(cp: ControlPlane, field: str, timeout: float = 20.0) -> Iterator[None]:
-    """Add optional string field `status.<field>` to the CRD for the block's duration.
+def extra_crd_field(
+    cp: ControlPlane, section: str, field: str, timeout: float = 20.0
+) -> Iterator[None]:
+    """Add optional string field `<section>.<field>` (section: spec or status) to the CRD
+    for the block's duration, as a newer Herald's CRD would.
 
-    Waits until the API server keeps the field on a write (the structural schema is
-    re-read asynchronously), and removes it again afterwards so that other tests see the
-    CRD the suite installed.
+    Waits until the CRD is Established (the API server re-reads the structural schema
+    asynchronously: a write may still prune the field for a moment), and removes it
+    again afterwards so that other tests see the CRD the suite installed.
     """
-    path = f"/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/{field}"
+    path = f"/spec/versions/0/schema/openAPIV3Schema/properties/{section}/properties/{field}"
     add = [{"op": "add", "path": path, "value": {"type": "string"}}]
     cp.kubectl("patch", "crd", CRD_NAME, "--type", "json", "-p", json.dumps(add))
     try:
@@ -286,6 +291,98 @@ def extra_status_field(cp: ControlPlane, field: str, timeout: float = 20.0) -> I
     finally:
         remove = [{"op": "remove", "path": path}]
         cp.kubectl("patch", "crd", CRD_NAME, "--type", "json", "-p", json.dumps(remove))
+
+
+def extra_status_field(
+    cp: ControlPlane, field: str, timeout: float = 20.0
+) -> contextlib.AbstractContextManager[None]:
+    """`extra_crd_field` for a status field."""
+    return extra_crd_field(cp, "status", field, timeout)
+
+
+@contextlib.contextmanager
+def refused_status_writes(
+    cp: ControlPlane,
+    client: httpx.Client,
+    namespace: str,
+    probe_url: str,
+    reason: str = "RequestEntityTooLarge",
+    timeout: float = 20.0,
+) -> Iterator[None]:
+    """A ValidatingAdmissionPolicy that refuses every status update of ScheduledPosts in
+    `namespace` with `reason` (RequestEntityTooLarge: HTTP 413, an answer Herald has no
+    special case for). Returns once a status write to `probe_url` (a post) is refused;
+    afterwards the policy and its binding are deleted, and the block waits until that
+    post's status can be written again."""
+    name = f"herald-refuse-status-{namespace}"[:63]
+    docs = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["herald.dev"],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["scheduledposts/status"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "false",
+                        "reason": reason,
+                        "message": "status writes refused by a test's admission policy",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        },
+    ]
+    cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            response = client.patch(
+                probe_url + "/status",
+                json={"status": {"message": "probe"}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            if response.status_code >= 400:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the admission policy is not enforced after {timeout}s")
+            time.sleep(0.2)
+        yield
+    finally:
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            cp.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        # Deleting the policy also takes a moment to reach the admission chain.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = client.patch(
+                probe_url + "/status",
+                json={"status": {}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            if response.status_code < 400:
+                break
+            time.sleep(0.2)
 
 
 def set_status_field_until_kept(

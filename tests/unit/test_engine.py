@@ -797,7 +797,7 @@ RETRY = [
             "phase": Phase.SUSPENDED,
             "next_attempt_at": None,
             "message": "Retry requested (r1): attempts reset; suspended by spec.suspend",
-            "conditions": {"Published": ("False", "PermanentFailure")},
+            "conditions": {"Published": ("Unknown", "RetryRequested")},
         },
         [("Normal", "RetryRequested")],
         id="failed-retry-while-suspended-suspends",
@@ -1101,7 +1101,7 @@ ACT = [
         id="after-manual-retry-attempt-numbers-keep-counting",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=at(-61)), starting_deadline_seconds=60),
+        post(scheduled(next_attempt_at=at(-61)), publish_at=at(-61), starting_deadline_seconds=60),
         {
             "phase": Phase.FAILED,
             "next_attempt_at": None,
@@ -1114,28 +1114,28 @@ ACT = [
         id="missed-deadline-fails",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=at(-60)), starting_deadline_seconds=60),
+        post(scheduled(next_attempt_at=at(-60)), publish_at=at(-60), starting_deadline_seconds=60),
         CLAIM_1,
         [],
         Action.DISPATCH,
         id="exactly-at-deadline-claims",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=at(-30)), starting_deadline_seconds=60),
+        post(scheduled(next_attempt_at=at(-30)), publish_at=at(-30), starting_deadline_seconds=60),
         CLAIM_1,
         [],
         Action.DISPATCH,
         id="within-deadline-claims",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=NOW), starting_deadline_seconds=0),
+        post(scheduled(next_attempt_at=NOW), publish_at=NOW, starting_deadline_seconds=0),
         CLAIM_1,
         [],
         Action.DISPATCH,
         id="deadline-0-on-time-claims",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=at(10)), starting_deadline_seconds=0),
+        post(scheduled(next_attempt_at=at(10)), publish_at=at(10), starting_deadline_seconds=0),
         claimed(1, send=at(10)),
         [],
         Action.DISPATCH,
@@ -1564,7 +1564,10 @@ def test_orphan_released_spent_message_and_history() -> None:
 
 def test_missed_deadline_last_error_and_event() -> None:
     decision = engine.act(
-        post(scheduled(next_attempt_at=at(-61)), starting_deadline_seconds=60), NOW, DEFAULTS, ME
+        post(scheduled(next_attempt_at=at(-61)), publish_at=at(-61), starting_deadline_seconds=60),
+        NOW,
+        DEFAULTS,
+        ME,
     )
     assert decision.status is not None
     assert decision.status.last_error == LastError(
@@ -1633,7 +1636,12 @@ TARGETS = [
         id="no-target-configured-names-none",
     ),
     pytest.param(
-        post(scheduled(next_attempt_at=at(-61)), target="us-east", starting_deadline_seconds=60),
+        post(
+            scheduled(next_attempt_at=at(-61)),
+            target="us-east",
+            publish_at=at(-61),
+            starting_deadline_seconds=60,
+        ),
         ONLY_DEFAULT,
         {
             "phase": Phase.FAILED,

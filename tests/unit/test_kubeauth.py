@@ -282,11 +282,25 @@ class Server:
 
 
 class Clock:
+    """A herald.clock.Clock whose wall time a test sets (and may set back, to the real
+    time, when a credential plugin has stamped an expiry on the real clock)."""
+
     def __init__(self) -> None:
         self.now = dt.datetime.now(dt.UTC)
 
-    def __call__(self) -> dt.datetime:
+    def wall(self) -> dt.datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now.timestamp()
+
+
+def test_credentials_are_stamped_by_the_injected_clock(tmp_path: Path) -> None:
+    from herald.clock import FakeClock
+
+    clock = FakeClock(dt.datetime(2031, 2, 3, 4, 5, 6, tzinfo=dt.UTC))
+    source = src(kubeconfig(tmp_path / "config", {"token": "t"}))
+    assert kubeauth.load_sync(source, clock).obtained_at == clock.wall()
 
 
 def client(tmp_path: Path, expires_in: float | None) -> tuple[httpx.Client, Server, Clock, Path]:

@@ -516,3 +516,229 @@ def test_missing_auth_file_fails_at_construction(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="auth_header_value_file"):
         client_for("http://127.0.0.1:1/x", tmp_path / "missing")
+
+
+# --- issue 16: what may have reached n8n, and what never leaves ---------------------------
+
+
+@dataclass
+class Hangup:
+    """A raw server that reads each request whole, then closes without answering: n8n
+    crashing (or a proxy dropping the connection) after it read the request."""
+
+    url: str = ""
+    requests: int = 0
+
+
+@pytest.fixture
+async def hangup() -> AsyncIterator[Hangup]:
+    state = Hangup()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            state.requests += 1
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    state.url = f"http://127.0.0.1:{port}/webhook/herald"
+    try:
+        yield state
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), timeout=5)
+
+
+async def test_no_resend_after_n8n_read_the_request(hangup: Hangup) -> None:
+    """Window 4: a connection that breaks after the request was sent is a spent attempt
+    (a transient Failure), never sent again at once: n8n may have read and run it."""
+    client = client_for(hangup.url, timeout=2.0)
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    assert hangup.requests == 1, f"n8n read the same attempt {hangup.requests} times"
+    assert isinstance(outcome, Failure)
+    assert outcome.error_class is ErrorClass.TRANSIENT
+    assert outcome.code == "NetworkError"
+    assert "may have reached n8n" in outcome.message
+
+
+def _raising(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    return handler
+
+
+class _Counting(httpx.AsyncBaseTransport):
+    """Fails the first `fail` requests with `exc` before anything is sent, then answers."""
+
+    def __init__(self, exc: Exception, fail: int = 1) -> None:
+        self.exc, self.fail, self.calls = exc, fail, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise self.exc
+        return httpx.Response(202, json={"status": "accepted"}, request=request)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(httpx.ConnectError("connection refused"), id="ConnectError"),
+        pytest.param(httpx.ConnectTimeout("connect timed out"), id="ConnectTimeout"),
+        pytest.param(httpx.PoolTimeout("no free connection"), id="PoolTimeout"),
+    ],
+)
+async def test_a_request_that_never_left_is_sent_again_at_once(exc: Exception) -> None:
+    transport = _Counting(exc)
+    target = Target(url="http://n8n.test/webhook/herald", timeout_seconds=2)
+    client = n8n.N8nClient({"default": target}, KEY, client=httpx.AsyncClient(transport=transport))
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    assert outcome == Accepted(published=None)
+    assert transport.calls == 2
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(httpx.ReadError("connection reset"), id="ReadError"),
+        pytest.param(httpx.RemoteProtocolError("server disconnected"), id="RemoteProtocolError"),
+        pytest.param(httpx.WriteError("broken pipe"), id="WriteError"),
+    ],
+)
+async def test_a_request_that_may_have_left_is_not_sent_again(exc: Exception) -> None:
+    transport = _Counting(exc)
+    target = Target(url="http://n8n.test/webhook/herald", timeout_seconds=2)
+    client = n8n.N8nClient({"default": target}, KEY, client=httpx.AsyncClient(transport=transport))
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    assert transport.calls == 1
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_class, outcome.code) == (ErrorClass.TRANSIENT, "NetworkError")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(
+            UnicodeEncodeError("ascii", "Bearer \u00e9", 7, 8, "ordinal not in range(128)"),
+            id="UnicodeEncodeError",
+        ),
+        pytest.param(httpx.LocalProtocolError("Illegal header value"), id="LocalProtocolError"),
+        pytest.param(httpx.UnsupportedProtocol("unsupported protocol"), id="UnsupportedProtocol"),
+    ],
+)
+async def test_a_request_that_cannot_be_made_is_a_permanent_failure(exc: Exception) -> None:
+    """Window 3: the client never raises for what the request does. A request httpx
+    cannot even encode will never succeed: a permanent Failure that says why."""
+    target = Target(url="http://n8n.test/webhook/herald", timeout_seconds=2)
+    transport = httpx.MockTransport(_raising(exc))
+    client = n8n.N8nClient({"default": target}, KEY, client=httpx.AsyncClient(transport=transport))
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_class, outcome.code) == (ErrorClass.PERMANENT, "InvalidRequest")
+    assert type(exc).__name__ in outcome.message
+    assert "target default" in outcome.message
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param("Bearer s\u00e9cret", "not ASCII", id="non-ascii"),
+        pytest.param("Bearer a\r\nX-Evil: 1", "control character", id="crlf"),
+        pytest.param("Bearer a\x00b", "control character", id="nul"),
+    ],
+)
+def test_a_bad_auth_header_value_is_refused_at_startup(value: str, problem: str) -> None:
+    """Window 3, at the source: a header value httpx cannot send is refused when the
+    configuration is read, with the field named, instead of failing every dispatch."""
+    from herald.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match=rf"targets\.default\.auth_header_value: .*{problem}"):
+        load(
+            targets={
+                "default": {
+                    "url": "http://n8n.test/webhook/herald",
+                    "auth_header_name": "X-Herald-Auth",
+                    "auth_header_value": value,
+                }
+            },
+            signing_key="whsec_" + base64.b64encode(b"k" * 32).decode(),
+            callback_key="callback-key",
+        )
+
+
+def test_a_bad_auth_header_value_file_is_refused_at_construction(tmp_path: Path) -> None:
+    from herald.config import ConfigError
+
+    path = tmp_path / "auth"
+    path.write_bytes("s\u00e9cret\n".encode())
+    with pytest.raises(ConfigError, match=r"targets\.default\.auth_header_value_file .*not ASCII"):
+        client_for("http://127.0.0.1:1/x", path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"targets\.default\.auth_header_value_file .*not ASCII"):
+        client_for("http://127.0.0.1:1/x", path)
+
+
+def test_a_bad_auth_header_name_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="auth_header_name"):
+        Target(
+            url="http://n8n.test/webhook/herald",
+            auth_header_name="X Herald: Auth",
+            auth_header_value="v",
+        )
+
+
+async def test_the_webhook_timestamp_comes_from_the_clock(server: Server) -> None:
+    from herald.clock import FakeClock
+
+    clock = FakeClock(dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC))
+    target = Target(url=server.url, timeout_seconds=5)
+    client = n8n.N8nClient({"default": target}, KEY, clock=clock)
+    try:
+        await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    (got,) = server.received
+    headers = {k.lower(): v for k, v in got.headers.items()}
+    assert headers["webhook-timestamp"] == str(int(clock.wall().timestamp()))
+
+
+async def test_retry_after_as_a_date_is_read_on_the_clock(server: Server) -> None:
+    from herald.clock import FakeClock
+
+    clock = FakeClock(dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC))
+    later = email.utils.format_datetime(clock.wall() + dt.timedelta(seconds=90), usegmt=True)
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        return web.json_response({}, status=503, headers={"Retry-After": later})
+
+    server.reply = reply
+    client = n8n.N8nClient({"default": Target(url=server.url)}, KEY, clock=clock)
+    try:
+        outcome = await client.dispatch("default", n8n.payload(make_post(), "http://cb", "t"))
+    finally:
+        await client.aclose()
+    assert isinstance(outcome, Failure)
+    assert outcome.retry_after_seconds == 90.0
