@@ -102,6 +102,7 @@ def build(out: Path) -> Path:
             "kubectl-herald": (LAUNCHER.replace("@VERSION@", ver).encode(), 0o755),
             wheel.name: (wheel.read_bytes(), 0o644),
             "README.md": (README.replace("@VERSION@", ver).encode(), 0o644),
+            "LICENSE": ((REPO / "LICENSE").read_bytes(), 0o644),
         }
     data = archive(files)
     path = out / f"kubectl-herald-{ver}.tar.gz"

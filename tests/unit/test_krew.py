@@ -79,6 +79,8 @@ def test_manifest_has_krews_fields_and_the_built_archives_sha256(built: Path) ->
         assert bin_member.isfile() and bin_member.mode & 0o111, "the bin is executable"
         for item in platform["files"]:
             assert any(fnmatch(name, item["from"]) for name in members), item
+        # krew-index reviewers require the licence in the archive.
+        assert any(item["from"] == "LICENSE" for item in platform["files"])
     # The template itself is a manifest with placeholders, nothing else to fill in.
     template = (REPO / "plugins" / "herald.yaml").read_text()
     assert set(re.findall(r"\$\{(\w+)\}", template)) == {"VERSION", "SHA256"}
