@@ -1,7 +1,7 @@
 """Herald and a real n8n running the shipped workflows, end to end.
 
 Real control plane, real `herald run` and `herald callback-server` subprocesses, a real
-n8n (hack/n8n.sh install) running n8n/publish-linkedin.json and n8n/publish-echo.json,
+n8n (hack/n8n.sh install) running n8n/publish.json and n8n/publish-echo.json,
 and LinkedIn's REST API faked on 127.0.0.1 (tests/support/fake_linkedin.py).
 """
 
@@ -24,13 +24,13 @@ from tests.e2e.conftest import Posts, in_seconds, parse_time
 from tests.support.callback_relay import CallbackRelay
 from tests.support.fake_linkedin import FakeLinkedIn
 from tests.support.herald_proc import HeraldProcess
-from tests.support.n8n_server import ECHO, LINKEDIN, N8nServer, oauth2_credential
+from tests.support.n8n_server import ECHO, PUBLISH, N8nServer, oauth2_credential
 
 pytestmark = [pytest.mark.e2e, pytest.mark.n8n]
 
 SIGNING_KEY = "whsec_" + base64.b64encode(b"herald-n8n-e2e-signing-key-32byt").decode()
 AUTHOR = "urn:li:organization:2414183"
-LINKEDIN_HOOK, ECHO_HOOK = "herald-linkedin", "herald-echo"
+LINKEDIN_HOOK, ECHO_HOOK = "herald-publish", "herald-echo"
 # A PNG's first bytes are enough: LinkedIn's upload takes whatever bytes it is given.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -51,10 +51,12 @@ def n8n(linkedin: FakeLinkedIn, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "HERALD_SIGNING_KEY": SIGNING_KEY,
             "LINKEDIN_API_BASE_URL": linkedin.base_url,
             "LINKEDIN_AUTHOR_URN": AUTHOR,
+            # The fake serves the media on 127.0.0.1: allowed for its host:port only.
+            "HERALD_MEDIA_ALLOW_HOSTS": linkedin.base_url.removeprefix("http://"),
         },
     )
     server.setup(
-        [LINKEDIN, ECHO],
+        [PUBLISH, ECHO],
         credentials=[oauth2_credential(f"{linkedin.base_url}/oauth/v2/accessToken")],
     )
     try:
@@ -78,7 +80,7 @@ def operator(
 
 
 def little_text(text: str) -> str:
-    """LinkedIn's escaping of reserved characters in commentary."""
+    """LinkedIn's little text of a text without hashtags: reserved characters escaped."""
     return "".join(f"\\{c}" if c in "\\|{}@[]()<>#*_~" else c for c in text)
 
 
@@ -130,7 +132,8 @@ def test_post_goes_through_n8n_to_linkedin_once(
     assert created.headers["linkedin-version"].isdigit()
     body = created.body
     assert body["author"] == AUTHOR
-    assert body["commentary"] == little_text(text)
+    # The hashtag stays a hashtag; the rest is escaped.
+    assert body["commentary"] == little_text("Herald 1.0 is out (finally) ") + "{hashtag|\\#|launch}"
     assert body["lifecycleState"] == "PUBLISHED"
     article = body["content"]["article"]
     assert article["source"] == link
