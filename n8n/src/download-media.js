@@ -13,6 +13,8 @@ const http = require('http');
 const https = require('https');
 const dns = require('dns');
 const net = require('net');
+// The Code node's sandbox has no global URL: the one from node's url module.
+const { URL } = require('url');
 
 const MiB = 1024 * 1024;
 // Per channel: the largest file the network takes (its documented limits).
@@ -68,7 +70,7 @@ function safeLookup(hostname, options, callback) {
 function get(url, limit) {
   return new Promise((resolve, reject) => {
     let u;
-    try { u = new URL(url); } catch (e) { return reject(new Refused('it is not a valid URL')); }
+    try { u = new URL(url); } catch (e) { return reject(new Refused(`it is not a valid URL (${e.message})`)); }
     const hostKey = `${u.hostname}:${u.port || (u.protocol === 'https:' ? 443 : 80)}`.toLowerCase();
     const trusted = allow.has(hostKey);
     if (u.protocol !== 'https:' && !(trusted && u.protocol === 'http:')) {

@@ -5,7 +5,7 @@
 const BRANCHES = __BRANCHES__;
 const { post, idempotencyKey, dedupFile } = $input.first().json;
 const fail = (code, message) => [{
-  json: { post, idempotencyKey, dedupFile, outcome: { ok: false, code, message } },
+  json: { post, idempotencyKey, dedupFile, outcome: { ok: false, code, message, permanent: true } },
 }];
 const channel = post.channel;
 const route = BRANCHES.indexOf(channel);

@@ -53,6 +53,8 @@ ERRORS = {
     403: {"status": 403, "serviceErrorCode": 100, "code": "ACCESS_DENIED",
           "message": "Not enough permissions to access: partnerApiPostsExternal.CREATE"},
     429: {"status": 429, "code": "TOO_MANY_REQUESTS", "message": "Resource level throttle limit"},
+    422: {"status": 422, "code": "UNPROCESSABLE_ENTITY",
+          "message": "Content is a duplicate of urn:li:share:7000000000000000001"},
     503: {"status": 503, "code": "SERVICE_UNAVAILABLE", "message": "Service Unavailable"},
 }  # fmt: skip
 
@@ -63,7 +65,8 @@ class FakeLinkedIn:
         self.created: list[Create] = []
         self.uploads: dict[str, bytes] = {}
         self.media: dict[str, tuple[str, bytes]] = {}
-        self._script: deque[int] = deque()
+        self._script: deque[int | tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        self.delay = 0.0
         self._ids = itertools.count(7_000_000_000_000_000_001)
         self._cond = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -96,8 +99,10 @@ class FakeLinkedIn:
             self.created.clear()
             self.uploads.clear()
             self._script.clear()
+            self.delay = 0.0
 
-    def script(self, *statuses: int) -> None:
+    def script(self, *statuses: int | tuple[int, dict[str, Any], dict[str, str]]) -> None:
+        """Answers for the next creates: a status (its usual body), or (status, body, headers)."""
         with self._cond:
             self._script.extend(statuses)
 
@@ -133,7 +138,7 @@ class FakeLinkedIn:
             self.requests.append(request)
             self._cond.notify_all()
 
-    def _next_status(self) -> int:
+    def _next_status(self) -> int | tuple[int, dict[str, Any], dict[str, str]]:
         with self._cond:
             return self._script.popleft() if self._script else 201
 
@@ -214,7 +219,11 @@ class FakeLinkedIn:
                 if url.path != "/rest/posts":
                     self._reply(404, {"status": 404, "message": f"no route {url.path}"})
                     return
+                time.sleep(fake.delay)
                 status = fake._next_status()
+                if isinstance(status, tuple):
+                    self._reply(*status)
+                    return
                 if status == 201:
                     urn = f"urn:li:share:{next(fake._ids)}"
                     with fake._cond:

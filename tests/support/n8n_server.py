@@ -28,7 +28,7 @@ PUBLISH = WORKFLOWS / "publish.json"
 
 
 # The Node.js modules the shipped workflows' Code nodes require (n8n/README.md).
-BUILTINS = "crypto,fs,path,http,https,dns,net"
+BUILTINS = "crypto,fs,path,http,https,dns,net,url"
 
 
 def n8n_binary() -> Path:
