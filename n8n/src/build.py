@@ -172,6 +172,7 @@ def publish() -> dict[str, Any]:
             {"__BRANCHES__": json.dumps([channel for channel, _ in present])},
         ),
         if_true("Post valid?", "={{ $json.outcome === undefined }}", 1540, 40),
+        if_true("Has media?", "={{ $json.hasMedia }}", 1650, -60),
         code("Download media", "download-media", 1760, -60, replace),
         if_true("Media ready?", "={{ $json.outcome === undefined }}", 1980, -60),
         node(
@@ -197,7 +198,9 @@ def publish() -> dict[str, Any]:
         ("Already handled?", 0, "Call Herald back"),
         ("Already handled?", 1, "Prepare"),
         ("Prepare", 0, "Post valid?"),
-        ("Post valid?", 0, "Download media"),
+        ("Post valid?", 0, "Has media?"),
+        ("Has media?", 0, "Download media"),
+        ("Has media?", 1, "Route on channel"),
         ("Post valid?", 1, "Outcome"),
         ("Download media", 0, "Media ready?"),
         ("Media ready?", 0, "Route on channel"),

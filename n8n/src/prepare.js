@@ -19,4 +19,5 @@ const media = Array.isArray(content.media) ? content.media : [];
 for (const [i, m] of media.entries()) {
   if (!m || typeof m.url !== 'string') return fail('InvalidPost', `content.media[${i}].url is missing`);
 }
-return [{ json: { post, idempotencyKey, dedupFile, route, channel } }];
+// media: [] for a post without any: the download stage is skipped (a Code node less).
+return [{ json: { post, idempotencyKey, dedupFile, route, channel, media: [], hasMedia: media.length > 0 } }];
