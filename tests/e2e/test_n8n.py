@@ -255,6 +255,9 @@ def test_redispatch_after_a_lost_callback_does_not_post_twice(
             retry={"maxAttempts": 3, "backoffSeconds": 1},
         )
         status = posts.wait_phase("lost-callback", "Published", 90)
+        # The relay records a callback once the sidecar has answered it, which can be
+        # after the status it patched is visible.
+        wait_until(lambda: any(not r.dropped for r in relay.records()), 10, "the record")
         records = relay.records()
     assert status["attempt"] == 2
     (created,) = fresh.creates()
