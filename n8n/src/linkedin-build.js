@@ -15,24 +15,37 @@ const describe = (res) => {
   return body ? String(body) : `HTTP ${res.statusCode}`;
 };
 const images = [];
+let video = null;
 if (first.upload) {
   const inits = $('LinkedIn: initialize upload').all();
-  const uploads = $('LinkedIn: upload image').all();
-  for (let i = 0; i < prepared.length; i++) {
-    for (const [code, what, res] of [
-      ['LinkedInImageInit', 'initializing the image upload', inits[i].json],
-      ['LinkedInImageUpload', 'uploading the image', uploads[i].json],
-    ]) {
-      const status = res.statusCode;
-      if (!status || status >= 300) {
-        const outcome = { ok: false, code, message: `LinkedIn: ${what} failed: ${describe(res)}`, credential: CREDENTIAL };
-        if (status) outcome.status = status;
-        return [{ json: { ready: false, outcome } }];
-      }
+  const attached = $('LinkedIn: attach').all();
+  const uploads = $('LinkedIn: upload').all();
+  const what = first.video ? 'video' : 'image';
+  const steps = [
+    ...inits.map((i) => [`LinkedIn${first.video ? 'Video' : 'Image'}Init`, `initializing the ${what} upload`, i.json]),
+    ...(attached[0].json.error ? [['LinkedInVideoParts', attached[0].json.error, { statusCode: 0, error: { message: attached[0].json.error } }]] : []),
+    ...uploads.map((u) => [`LinkedIn${first.video ? 'Video' : 'Image'}Upload`, `uploading the ${what}`, u.json]),
+  ];
+  if (first.video) {
+    const fin = $('LinkedIn: finalize video').all();
+    steps.push(['LinkedInVideoFinalize', 'finalizing the video upload', fin.length ? fin[0].json : { error: { message: 'not run' } }]);
+  }
+  for (const [code, doing, res] of steps) {
+    const status = res.statusCode;
+    if (!status || status >= 300) {
+      const outcome = { ok: false, code, message: `LinkedIn: ${doing} failed: ${describe(res)}`, credential: CREDENTIAL };
+      if (status) outcome.status = status;
+      if (code === 'LinkedInVideoParts') outcome.permanent = true;
+      return [{ json: { ready: false, outcome } }];
     }
-    const image = { id: inits[i].json.body.value.image };
-    if (prepared[i].json.altText) image.altText = prepared[i].json.altText;
-    images.push(image);
+  }
+  if (first.video) video = inits[0].json.body.value.video;
+  else {
+    for (let i = 0; i < prepared.length; i++) {
+      const image = { id: inits[i].json.body.value.image };
+      if (prepared[i].json.altText) image.altText = prepared[i].json.altText;
+      images.push(image);
+    }
   }
 }
 
@@ -64,6 +77,8 @@ if (post.content.link) {
   const article = { source: post.content.link, title: text.split('\n')[0].slice(0, 200) };
   if (images.length) article.thumbnail = images[0].id;
   body.content = { article };
+} else if (video) {
+  body.content = { media: { id: video, title: text.split('\n')[0].slice(0, 200) } };
 } else if (images.length === 1) {
   body.content = { media: images[0] };
 } else if (images.length > 1) {

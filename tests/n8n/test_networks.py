@@ -344,6 +344,24 @@ def test_linkedin_link_with_several_images_is_refused_not_trimmed(n8n: N8nServer
     assert f.linkedin.creates() == [] and f.linkedin.uploads == {}
 
 
+def test_linkedin_video_goes_through_the_videos_api_in_parts(n8n: N8nServer, f: Fakes) -> None:
+    part = 4 * 1024 * 1024
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * (part // 256 + 100)
+    url = f.linkedin.serve_media("clip.mp4", video, "video/mp4")
+    post = make_post("li-video", "linkedin", f.sink, media=[{"url": url, "type": "video"}])
+    body = one(n8n, f, post)
+    (created,) = f.linkedin.creates()
+    assert (body["status"], body["externalId"]) == ("published", created.urn)
+    assert f.linkedin.uploads == {}  # nothing went to the Images API
+    ((video_id, parts),) = f.linkedin.video_parts.items()
+    assert b"".join(parts[i] for i in sorted(parts)) == video
+    assert len(parts) == 2
+    (finalized,) = f.linkedin.finalized
+    assert finalized["video"] == f"urn:li:video:{video_id}"
+    assert finalized["uploadedPartIds"] == [f"/ambry-video/etag-{video_id}-{i}" for i in (0, 1)]
+    assert created.body["content"]["media"]["id"] == f"urn:li:video:{video_id}"
+
+
 # --- de-duplication under concurrency ------------------------------------------------
 
 

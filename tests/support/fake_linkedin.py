@@ -4,6 +4,10 @@ Speaks just enough of the Posts and Images APIs for n8n/publish-linkedin.json:
 
   POST /rest/images?action=initializeUpload  -> {"value": {"uploadUrl", "image"}}
   PUT  /upload/<image id>                     -> 201 (stores the bytes)
+  POST /rest/videos?action=initializeUpload  -> {"value": {"video", "uploadInstructions"
+                                                  (4 MiB parts), "uploadToken"}}
+  PUT  /upload-video/<video id>/<part>        -> 200 with an ETag (stores the bytes)
+  POST /rest/videos?action=finalizeUpload    -> 200 (records uploadedPartIds)
   POST /rest/posts                            -> 201, `x-restli-id: urn:li:share:<n>`
   POST /oauth/v2/accessToken                  -> a fresh access token (refresh grant)
   GET  /media/<name>                          -> bytes registered with `serve_media`
@@ -64,6 +68,8 @@ class FakeLinkedIn:
         self.requests: list[Request] = []
         self.created: list[Create] = []
         self.uploads: dict[str, bytes] = {}
+        self.video_parts: dict[str, dict[int, bytes]] = {}
+        self.finalized: list[dict[str, Any]] = []
         self.media: dict[str, tuple[str, bytes]] = {}
         self._script: deque[int | tuple[int, dict[str, Any], dict[str, str]]] = deque()
         self.delay = 0.0
@@ -98,6 +104,8 @@ class FakeLinkedIn:
             self.requests.clear()
             self.created.clear()
             self.uploads.clear()
+            self.video_parts.clear()
+            self.finalized.clear()
             self._script.clear()
             self.delay = 0.0
 
@@ -187,6 +195,12 @@ class FakeLinkedIn:
 
             def do_PUT(self) -> None:
                 request = self._read()
+                if self.path.startswith("/upload-video/"):
+                    video, part = self.path.removeprefix("/upload-video/").split("/")
+                    with fake._cond:
+                        fake.video_parts.setdefault(video, {})[int(part)] = request.raw
+                    self._reply(200, None, {"ETag": f"/ambry-video/etag-{video}-{part}"})
+                    return
                 if not self.path.startswith("/upload/"):
                     self._reply(404, {"status": 404, "message": "not found"})
                     return
@@ -215,6 +229,35 @@ class FakeLinkedIn:
                             }
                         },
                     )
+                    return
+                if url.path == "/rest/videos" and "action=initializeUpload" in url.query:
+                    size = request.json()["initializeUploadRequest"]["fileSizeBytes"]
+                    video = f"C5F10AQ{next(fake._ids)}"
+                    part = 4 * 1024 * 1024
+                    instructions = [
+                        {
+                            "uploadUrl": f"{fake.base_url}/upload-video/{video}/{i}",
+                            "firstByte": first,
+                            "lastByte": min(first + part, size) - 1,
+                        }
+                        for i, first in enumerate(range(0, size, part))
+                    ]
+                    self._reply(
+                        200,
+                        {
+                            "value": {
+                                "uploadUrlsExpireAt": int(time.time() * 1000) + 3_600_000,
+                                "video": f"urn:li:video:{video}",
+                                "uploadInstructions": instructions,
+                                "uploadToken": "",
+                            }
+                        },
+                    )
+                    return
+                if url.path == "/rest/videos" and "action=finalizeUpload" in url.query:
+                    with fake._cond:
+                        fake.finalized.append(request.json()["finalizeUploadRequest"])
+                    self._reply(200)
                     return
                 if url.path != "/rest/posts":
                     self._reply(404, {"status": 404, "message": f"no route {url.path}"})
