@@ -19,6 +19,16 @@ if (first.upload) {
     }
     ids.push(String(id));
   }
+  if ($('X: set alt text').isExecuted) {
+    for (const res of $('X: set alt text').all().map((i) => i.json)) {
+      const status = res.statusCode;
+      if (!status || status >= 300) {
+        const outcome = { ok: false, code: status ? `XMediaMetadata${status}` : 'XUnreachable', message: `X: setting the alt text failed: ${JSON.stringify(res.body || (res.error && res.error.message))}`, credential: 'X (Herald)' };
+        if (status) outcome.status = status;
+        return [{ json: { ready: false, outcome } }];
+      }
+    }
+  }
 }
 const { text, link } = post.content;
 const body = { text: link && !text.includes(link) ? `${text} ${link}` : text };

@@ -15,6 +15,7 @@ return media.map((m) => ({
     base,
     category: m.type === 'video' ? 'tweet_video' : m.mimeType === 'image/gif' ? 'tweet_gif' : 'tweet_image',
     mediaType: m.mimeType,
+    altText: m.altText || '',
   },
   binary: { data: entry.binary[m.binaryKey] },
 }));

@@ -171,7 +171,12 @@ def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes
             media=[{"url": png, "altText": "Rocket"}],
         ),
         "x": make_post(
-            "to-x", "x", f.sink, text="On X", link="https://example.com/a", media=[{"url": x_png}]
+            "to-x",
+            "x",
+            f.sink,
+            text="On X",
+            link="https://example.com/a",
+            media=[{"url": x_png, "altText": "An X picture"}, {"url": x_png}],
         ),
         "mastodon": make_post(
             "to-mastodon",
@@ -197,11 +202,14 @@ def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes
     (tweet,) = f.x.creates()
     assert by_name["to-x"] == {**by_name["to-x"], "status": "published", "externalId": tweet["id"]}
     assert by_name["to-x"]["externalUrl"] == f"https://x.com/i/web/status/{tweet['id']}"
-    (media_id,) = tweet["body"]["media"]["media_ids"]
+    media_ids = tweet["body"]["media"]["media_ids"]
     assert tweet["body"]["text"] == "On X https://example.com/a"
     assert "reply_settings" not in tweet["body"]  # not restricted unless configured
-    upload = f.x.uploads[media_id]
-    assert upload["media"] == PNG[:300] and upload["media_category"] == b"tweet_image"
+    for media_id in media_ids:
+        upload = f.x.uploads[media_id]
+        assert upload["media"] == PNG[:300] and upload["media_category"] == b"tweet_image"
+    # Alt text where the post has one, none made up for the other.
+    assert f.x.alt_texts == {media_ids[0]: "An X picture"}
 
     (toot,) = f.mastodon.creates()
     assert by_name["to-mastodon"]["externalId"] == toot["id"]
@@ -415,10 +423,13 @@ def test_a_second_delivery_during_a_slow_publish_posts_once(n8n: N8nServer, f: F
 
 def test_a_failed_attempt_releases_its_key(n8n: N8nServer, f: Fakes) -> None:
     f.x.script(Answer(503, {"title": "Service Unavailable", "status": 503}))
-    post = make_post("retry-me", "x", f.sink)
+    # With an image without alt text: no metadata request is made for it.
+    post = make_post("retry-me", "x", f.sink, media=[{"url": f.x.serve_media("r.png", PNG)}])
     failed = one(n8n, f, post, "retry-key")
     assert failed["error"] == {**failed["error"], "code": "X503", "retryable": True}
     f.sink.seen.clear()
     published = one(n8n, f, {**post, "attempt": 2}, "retry-key")
     (tweet,) = f.x.creates()
     assert (published["status"], published["externalId"]) == ("published", tweet["id"])
+    assert len(tweet["body"]["media"]["media_ids"]) == 1
+    assert f.x.alt_texts == {} and f.x.of("POST", "/2/media/metadata") == []

@@ -2,6 +2,8 @@
 
   POST /2/media/upload   multipart (media, media_category, media_type)
                          -> 200 {"data": {"id", "media_key", "expires_after_secs"}}
+  POST /2/media/metadata JSON {"id", "metadata": {"alt_text": {"text"}}}
+                         -> 200 {"data": {"id", "associated_metadata": …}}
   POST /2/tweets         JSON {"text", "media": {"media_ids"}, "reply_settings"?}
                          -> 201 {"data": {"id", "text", "edit_history_tweet_ids"}}
   POST /2/oauth2/token   -> a fresh access token (refresh grant)
@@ -62,10 +64,12 @@ class FakeX(FakeApi):
         self._ids = itertools.count(1_880_000_000_000_000_001)
         self.created: list[dict[str, Any]] = []
         self.uploads: dict[str, dict[str, bytes]] = {}
+        self.alt_texts: dict[str, str] = {}
 
     def clear(self) -> None:
         self.created.clear()
         self.uploads.clear()
+        self.alt_texts.clear()
 
     def creates(self) -> list[dict[str, Any]]:
         with self._cond:
@@ -89,6 +93,17 @@ class FakeX(FakeApi):
                         "expires_after_secs": 86400,
                     }
                 },
+            )
+        if request.method == "POST" and request.path == "/2/media/metadata":
+            body = request.json()
+            if body["id"] not in self.uploads:
+                return Answer(
+                    400, {"title": "Invalid Request", "status": 400, "detail": "no media"}
+                )
+            with self._cond:
+                self.alt_texts[body["id"]] = body["metadata"]["alt_text"]["text"]
+            return Answer(
+                200, {"data": {"id": body["id"], "associated_metadata": body["metadata"]}}
             )
         if request.method == "POST" and request.path == "/2/tweets":
             time.sleep(self.delay)
