@@ -7,6 +7,7 @@ tests/n8n/test_workflows.py fails when the JSON is not current.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,30 +15,34 @@ from typing import Any
 
 SRC = Path(__file__).resolve().parent
 OUT = SRC.parent
+REPO = OUT.parent
+for root in (SRC, REPO / "operator"):
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+from nodes import code, if_true, js, node, request  # noqa: E402
+
+from herald.statuses import RETRYABLE_4XX  # noqa: E402
+
+__all__ = ["code", "if_true", "js", "node", "request"]
 
 # Fixed ids keep re-imports idempotent: importing again updates, never duplicates.
-ECHO_ID, LINKEDIN_ID = "HeraldEchoPub001", "HeraldLinkedIn01"
-OAUTH_CREDENTIAL = {"id": "HeraldLinkedInOA", "name": "LinkedIn (Herald)"}
+ECHO_ID, PUBLISH_ID = "HeraldEchoPub001", "HeraldPublish001"
+# Every channel the CRD accepts, in the order the router's outputs take when present.
+CHANNELS = ("linkedin", "x", "mastodon", "bluesky", "facebook", "instagram", "threads")
 
 
-def js(name: str) -> str:
-    return (SRC / f"{name}.js").read_text()
+def branches() -> list[tuple[str, Any]]:
+    """The branch modules present (n8n/src/net_<channel>.py), in CHANNELS order."""
+    found = []
+    for channel in CHANNELS:
+        if (SRC / f"net_{channel}.py").exists():
+            found.append((channel, importlib.import_module(f"net_{channel}")))
+    return found
 
 
-def node(name: str, kind: str, version: float, x: int, y: int, **params: Any) -> dict[str, Any]:
-    extra = params.pop("_extra", {})
-    return {
-        "parameters": params,
-        "name": name,
-        "type": f"n8n-nodes-base.{kind}",
-        "typeVersion": version,
-        "position": [x, y],
-        **extra,
-    }
-
-
-def code(name: str, source: str, x: int, y: int) -> dict[str, Any]:
-    return node(name, "code", 2, x, y, jsCode=js(source))
+def retryable_4xx() -> str:
+    return json.dumps(sorted(RETRYABLE_4XX))
 
 
 def webhook(path: str, webhook_id: str) -> dict[str, Any]:
@@ -52,29 +57,6 @@ def webhook(path: str, webhook_id: str) -> dict[str, Any]:
         responseMode="responseNode",
         options={"rawBody": True},
         _extra={"webhookId": webhook_id},
-    )
-
-
-def if_true(name: str, expression: str, x: int, y: int) -> dict[str, Any]:
-    return node(
-        name,
-        "if",
-        2.2,
-        x,
-        y,
-        conditions={
-            "options": {"caseSensitive": True, "leftValue": "", "typeValidation": "loose"},
-            "conditions": [
-                {
-                    "id": f"{name}-cond",
-                    "leftValue": expression,
-                    "rightValue": "",
-                    "operator": {"type": "boolean", "operation": "true", "singleValue": True},
-                }
-            ],
-            "combinator": "and",
-        },
-        options={},
     )
 
 
@@ -123,39 +105,6 @@ def callback(x: int, y: int) -> dict[str, Any]:
     )
 
 
-def linkedin_request(
-    name: str, method: str, url: str, x: int, y: int, **params: Any
-) -> dict[str, Any]:
-    """An HTTP Request to LinkedIn with the OAuth2 credential; never throws on a status."""
-    options = params.pop("options", {})
-    return node(
-        name,
-        "httpRequest",
-        4.2,
-        x,
-        y,
-        method=method,
-        url=url,
-        authentication="genericCredentialType",
-        genericAuthType="oAuth2Api",
-        options={
-            "response": {"response": {"fullResponse": True, "neverError": True, **options}},
-            "timeout": 30000,
-        },
-        **params,
-        _extra={
-            "credentials": {"oAuth2Api": OAUTH_CREDENTIAL},
-            "onError": "continueRegularOutput",
-        },
-    )
-
-
-LINKEDIN_HEADERS = {
-    "parameters": [
-        {"name": "LinkedIn-Version", "value": "={{ $json.version }}"},
-        {"name": "X-Restli-Protocol-Version", "value": "2.0.0"},
-    ]
-}
 ACCEPTED = "={{ JSON.stringify({ status: 'accepted' }) }}"
 REJECTED = "={{ JSON.stringify({ code: 'invalid_signature', message: $json.reason }) }}"
 
@@ -202,74 +151,42 @@ def echo() -> dict[str, Any]:
     return workflow(ECHO_ID, "Herald: publish (echo)", nodes, edges)
 
 
-def linkedin() -> dict[str, Any]:
+def publish() -> dict[str, Any]:
+    """Webhook → signature → 202 → de-duplicate → prepare → media → route on channel →
+    the channel's branch → outcome → callback. n8n/README.md describes each stage."""
+    present = branches()
+    replace = {"__RETRYABLE_4XX__": retryable_4xx()}
     nodes = [
-        webhook("herald-linkedin", "6f4f0c3e-6c2b-4f7e-9d55-0e6b0c1e0a02"),
+        webhook("herald-publish", "6f4f0c3e-6c2b-4f7e-9d55-0e6b0c1e0a03"),
         code("Verify signature", "verify-signature", 220, 0),
         if_true("Signature valid?", "={{ $json.verified }}", 440, 0),
         respond("Reject", 401, REJECTED, 660, 160),
         respond("Accept", 202, ACCEPTED, 660, -60),
         code("De-duplicate", "dedup", 880, -60),
-        if_true("Already published?", "={{ $json.duplicate }}", 1100, -60),
-        code("Prepare", "prepare", 1320, 40),
-        if_true("Has media?", "={{ $json.media !== null }}", 1540, 40),
-        linkedin_request(
-            "Initialize upload",
-            "POST",
-            "={{ $json.base }}/rest/images?action=initializeUpload",
-            1760,
-            -60,
-            sendHeaders=True,
-            headerParameters=LINKEDIN_HEADERS,
-            sendBody=True,
-            specifyBody="json",
-            jsonBody="={{ JSON.stringify({ initializeUploadRequest: { owner: $json.author } }) }}",
+        if_true("Already handled?", "={{ $json.handled }}", 1100, -60),
+        code(
+            "Prepare",
+            "prepare",
+            1320,
+            40,
+            {"__BRANCHES__": json.dumps([channel for channel, _ in present])},
         ),
+        if_true("Post valid?", "={{ $json.outcome === undefined }}", 1540, 40),
+        if_true("Has media?", "={{ $json.hasMedia }}", 1650, -60),
+        code("Download media", "download-media", 1760, -60, replace),
+        if_true("Media ready?", "={{ $json.outcome === undefined }}", 1980, -60),
         node(
-            "Download media",
-            "httpRequest",
-            4.2,
-            1980,
-            -60,
-            url="={{ $('Prepare').item.json.media.url }}",
-            options={
-                "response": {
-                    "response": {
-                        "fullResponse": True,
-                        "neverError": True,
-                        "responseFormat": "file",
-                    }
-                },
-                "timeout": 30000,
-            },
-            _extra={"onError": "continueRegularOutput"},
-        ),
-        linkedin_request(
-            "Upload image",
-            "PUT",
-            "={{ $('Initialize upload').item.json.body.value.uploadUrl }}",
+            "Route on channel",
+            "switch",
+            3.2,
             2200,
             -60,
-            sendBody=True,
-            contentType="binaryData",
-            inputDataFieldName="data",
+            mode="expression",
+            numberOutputs=len(present),
+            output="={{ $json.route }}",
         ),
-        code("Build post", "build-post", 2420, 40),
-        if_true("Ready to post?", "={{ $json.ready }}", 2640, 40),
-        linkedin_request(
-            "Create post",
-            "POST",
-            "={{ $json.base }}/rest/posts",
-            2860,
-            -60,
-            sendHeaders=True,
-            headerParameters=LINKEDIN_HEADERS,
-            sendBody=True,
-            specifyBody="json",
-            jsonBody="={{ JSON.stringify($json.body) }}",
-        ),
-        code("Outcome", "outcome", 3080, -60),
-        callback(3300, 40),
+        code("Outcome", "outcome", 4600, 40, replace),
+        callback(4820, 40),
     ]
     edges = [
         ("Herald webhook", 0, "Verify signature"),
@@ -277,28 +194,31 @@ def linkedin() -> dict[str, Any]:
         ("Signature valid?", 0, "Accept"),
         ("Signature valid?", 1, "Reject"),
         ("Accept", 0, "De-duplicate"),
-        ("De-duplicate", 0, "Already published?"),
-        ("Already published?", 0, "Call Herald back"),
-        ("Already published?", 1, "Prepare"),
-        ("Prepare", 0, "Has media?"),
-        ("Has media?", 0, "Initialize upload"),
-        ("Has media?", 1, "Build post"),
-        ("Initialize upload", 0, "Download media"),
-        ("Download media", 0, "Upload image"),
-        ("Upload image", 0, "Build post"),
-        ("Build post", 0, "Ready to post?"),
-        ("Ready to post?", 0, "Create post"),
-        ("Ready to post?", 1, "Call Herald back"),
-        ("Create post", 0, "Outcome"),
+        ("De-duplicate", 0, "Already handled?"),
+        ("Already handled?", 0, "Call Herald back"),
+        ("Already handled?", 1, "Prepare"),
+        ("Prepare", 0, "Post valid?"),
+        ("Post valid?", 0, "Has media?"),
+        ("Has media?", 0, "Download media"),
+        ("Has media?", 1, "Route on channel"),
+        ("Post valid?", 1, "Outcome"),
+        ("Download media", 0, "Media ready?"),
+        ("Media ready?", 0, "Route on channel"),
+        ("Media ready?", 1, "Outcome"),
         ("Outcome", 0, "Call Herald back"),
     ]
-    return workflow(LINKEDIN_ID, "Herald: publish to LinkedIn", nodes, edges)
+    for index, (_, module) in enumerate(present):
+        branch_nodes, branch_edges, entry, exit_ = module.branch(2420, -60 + index * 400)
+        nodes += branch_nodes
+        edges += branch_edges
+        edges += [("Route on channel", index, entry), (exit_, 0, "Outcome")]
+    return workflow(PUBLISH_ID, "Herald: publish (routes on channel)", nodes, edges)
 
 
 def render() -> dict[str, str]:
     return {
         name: json.dumps(flow, indent=2) + "\n"
-        for name, flow in (("publish-echo.json", echo()), ("publish-linkedin.json", linkedin()))
+        for name, flow in (("publish-echo.json", echo()), ("publish.json", publish()))
     }
 
 

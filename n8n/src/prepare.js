@@ -1,18 +1,23 @@
-// Where and as whom to post, and one item per media file to upload.
-// LINKEDIN_API_BASE_URL overrides https://api.linkedin.com (tests point it at a fake);
-// LINKEDIN_API_VERSION is the LinkedIn-Version header (YYYYMM, LinkedIn retires old ones).
-// The author is the post's spec.account when it is a URN (urn:li:person:… or
-// urn:li:organization:…), else LINKEDIN_AUTHOR_URN.
-const { post, idempotencyKey } = $input.first().json;
-const base = ($env.LINKEDIN_API_BASE_URL || 'https://api.linkedin.com').replace(/\/+$/, '');
-const version = $env.LINKEDIN_API_VERSION || '202601';
-const account = post.account || '';
-const author = account.startsWith('urn:li:') ? account : $env.LINKEDIN_AUTHOR_URN;
-const common = { post, idempotencyKey, base, version, author };
-if (!author) {
-  const error = `account ${JSON.stringify(account)} is not a LinkedIn URN and n8n has no LINKEDIN_AUTHOR_URN`;
-  return [{ json: { ...common, media: null, error } }];
+// Checks the post and picks its channel's branch. BRANCHES lists the channels this
+// workflow has a branch for, in the order of the "Route on channel" outputs (build.py
+// writes it from the net_*.py modules present). A channel without a branch fails for
+// good with ChannelNotConfigured: a post is never published on another network.
+const BRANCHES = __BRANCHES__;
+const { post, idempotencyKey, dedupFile } = $input.first().json;
+const fail = (code, message) => [{
+  json: { post, idempotencyKey, dedupFile, outcome: { ok: false, code, message, permanent: true } },
+}];
+const channel = post.channel;
+const route = BRANCHES.indexOf(channel);
+if (route < 0) {
+  return fail('ChannelNotConfigured',
+    `channel ${JSON.stringify(channel)} has no branch in this n8n workflow (it has: ${BRANCHES.join(', ')}); nothing was posted`);
 }
-const media = post.content.media || [];
-if (!media.length) return [{ json: { ...common, media: null } }];
-return media.map((m) => ({ json: { ...common, media: m } }));
+const content = post.content || {};
+if (typeof content.text !== 'string') return fail('InvalidPost', 'content.text is missing or not a string');
+const media = Array.isArray(content.media) ? content.media : [];
+for (const [i, m] of media.entries()) {
+  if (!m || typeof m.url !== 'string') return fail('InvalidPost', `content.media[${i}].url is missing`);
+}
+// media: [] for a post without any: the download stage is skipped (a Code node less).
+return [{ json: { post, idempotencyKey, dedupFile, route, channel, media: [], hasMedia: media.length > 0 } }];

@@ -1,7 +1,7 @@
 """Herald and a real n8n running the shipped workflows, end to end.
 
 Real control plane, real `herald run` and `herald callback-server` subprocesses, a real
-n8n (hack/n8n.sh install) running n8n/publish-linkedin.json and n8n/publish-echo.json,
+n8n (hack/n8n.sh install) running n8n/publish.json and n8n/publish-echo.json,
 and LinkedIn's REST API faked on 127.0.0.1 (tests/support/fake_linkedin.py).
 """
 
@@ -23,14 +23,22 @@ import pytest
 from tests.e2e.conftest import Posts, in_seconds, parse_time
 from tests.support.callback_relay import CallbackRelay
 from tests.support.fake_linkedin import FakeLinkedIn
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.fake_x import FakeX
 from tests.support.herald_proc import HeraldProcess
-from tests.support.n8n_server import ECHO, LINKEDIN, N8nServer, oauth2_credential
+from tests.support.n8n_server import (
+    ECHO,
+    PUBLISH,
+    N8nServer,
+    header_credential,
+    oauth2_credential,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.n8n]
 
 SIGNING_KEY = "whsec_" + base64.b64encode(b"herald-n8n-e2e-signing-key-32byt").decode()
 AUTHOR = "urn:li:organization:2414183"
-LINKEDIN_HOOK, ECHO_HOOK = "herald-linkedin", "herald-echo"
+LINKEDIN_HOOK, ECHO_HOOK = "herald-publish", "herald-echo"
 # A PNG's first bytes are enough: LinkedIn's upload takes whatever bytes it is given.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -44,18 +52,45 @@ def linkedin() -> Iterator[FakeLinkedIn]:
 
 
 @pytest.fixture(scope="module")
-def n8n(linkedin: FakeLinkedIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8nServer]:
+def x_fake() -> Iterator[FakeX]:
+    with FakeX() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def mastodon() -> Iterator[FakeMastodon]:
+    with FakeMastodon() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def n8n(
+    linkedin: FakeLinkedIn,
+    x_fake: FakeX,
+    mastodon: FakeMastodon,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[N8nServer]:
     server = N8nServer(
         tmp_path_factory.mktemp("n8n"),
         env_extra={
             "HERALD_SIGNING_KEY": SIGNING_KEY,
             "LINKEDIN_API_BASE_URL": linkedin.base_url,
             "LINKEDIN_AUTHOR_URN": AUTHOR,
+            # The fake serves the media on 127.0.0.1: allowed for its host:port only.
+            "HERALD_MEDIA_ALLOW_HOSTS": linkedin.base_url.removeprefix("http://"),
+            "X_API_BASE_URL": x_fake.base_url,
+            "MASTODON_API_BASE_URL": mastodon.base_url,
         },
     )
     server.setup(
-        [LINKEDIN, ECHO],
-        credentials=[oauth2_credential(f"{linkedin.base_url}/oauth/v2/accessToken")],
+        [PUBLISH, ECHO],
+        credentials=[
+            oauth2_credential(f"{linkedin.base_url}/oauth/v2/accessToken"),
+            oauth2_credential(
+                f"{x_fake.base_url}/2/oauth2/token", ref=("HeraldXOAuth2001", "X (Herald)")
+            ),
+            header_credential("HeraldMastodon01", "Mastodon (Herald)", "Bearer mastodon-token"),
+        ],
     )
     try:
         server.start(probe_path=LINKEDIN_HOOK)
@@ -78,7 +113,7 @@ def operator(
 
 
 def little_text(text: str) -> str:
-    """LinkedIn's escaping of reserved characters in commentary."""
+    """LinkedIn's little text of a text without hashtags: reserved characters escaped."""
     return "".join(f"\\{c}" if c in "\\|{}@[]()<>#*_~" else c for c in text)
 
 
@@ -130,7 +165,9 @@ def test_post_goes_through_n8n_to_linkedin_once(
     assert created.headers["linkedin-version"].isdigit()
     body = created.body
     assert body["author"] == AUTHOR
-    assert body["commentary"] == little_text(text)
+    # The hashtag stays a hashtag; the rest is escaped.
+    hashtag = "{hashtag|\\#|launch}"
+    assert body["commentary"] == little_text("Herald 1.0 is out (finally) ") + hashtag
     assert body["lifecycleState"] == "PUBLISHED"
     article = body["content"]["article"]
     assert article["source"] == link
@@ -218,6 +255,9 @@ def test_redispatch_after_a_lost_callback_does_not_post_twice(
             retry={"maxAttempts": 3, "backoffSeconds": 1},
         )
         status = posts.wait_phase("lost-callback", "Published", 90)
+        # The relay records a callback once the sidecar has answered it, which can be
+        # after the status it patched is visible.
+        wait_until(lambda: any(not r.dropped for r in relay.records()), 10, "the record")
         records = relay.records()
     assert status["attempt"] == 2
     (created,) = fresh.creates()
@@ -371,33 +411,43 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 ROUND_TRIPS = 20
+CHANNELS = ["linkedin", "x", "mastodon"]
 
 
+@pytest.mark.parametrize("channel", CHANNELS)
 def test_round_trip_publish_at_to_published(
     n8n: N8nServer,
     fresh: FakeLinkedIn,
+    x_fake: FakeX,
+    mastodon: FakeMastodon,
     herald: Start,
     sidecar: Any,
     posts: Posts,
     capsys: pytest.CaptureFixture[str],
+    channel: str,
 ) -> None:
-    """publishAt → Published through real n8n and the LinkedIn workflow; prints the p50."""
+    """publishAt → Published through real n8n, per channel's branch; prints the p50."""
+    x_fake.reset()
+    mastodon.reset()
     _, callback = sidecar()
     operator(herald, n8n, callback)
-    names = [f"rt-{i:02d}" for i in range(ROUND_TRIPS)]
+    names = [f"rt-{channel}-{i:02d}" for i in range(ROUND_TRIPS)]
     for i, name in enumerate(names):
         # Spread out so each round trip is measured on its own, not as a burst.
-        posts.create(name, in_seconds(3 + i * 0.5))
+        posts.create(name, in_seconds(3 + i * 0.5), channel=channel)
     delays = []
     for name in names:
         status = posts.wait_phase(name, "Published", 90)
         spec = posts.get(name)["spec"]
         delays.append(parse_time(status["publishedAt"]) - parse_time(spec["publishAt"]))
-    assert len(fresh.creates()) == ROUND_TRIPS
+    created = {"linkedin": fresh.creates, "x": x_fake.creates, "mastodon": mastodon.creates}
+    for network, creates in created.items():
+        # Every post reached its own network, and no other.
+        assert len(creates()) == (ROUND_TRIPS if network == channel else 0), network
     p50 = statistics.median(delays)
     with capsys.disabled():
         print(
-            f"\nround trip publishAt -> Published through n8n {n8n.version()}: "
+            f"\nround trip publishAt -> Published through n8n {n8n.version()} ({channel}): "
             f"p50 {p50 * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms over {ROUND_TRIPS} posts"
         )
     assert p50 < 5.0

@@ -4,6 +4,10 @@ Speaks just enough of the Posts and Images APIs for n8n/publish-linkedin.json:
 
   POST /rest/images?action=initializeUpload  -> {"value": {"uploadUrl", "image"}}
   PUT  /upload/<image id>                     -> 201 (stores the bytes)
+  POST /rest/videos?action=initializeUpload  -> {"value": {"video", "uploadInstructions"
+                                                  (4 MiB parts), "uploadToken"}}
+  PUT  /upload-video/<video id>/<part>        -> 200 with an ETag (stores the bytes)
+  POST /rest/videos?action=finalizeUpload    -> 200 (records uploadedPartIds)
   POST /rest/posts                            -> 201, `x-restli-id: urn:li:share:<n>`
   POST /oauth/v2/accessToken                  -> a fresh access token (refresh grant)
   GET  /media/<name>                          -> bytes registered with `serve_media`
@@ -53,6 +57,8 @@ ERRORS = {
     403: {"status": 403, "serviceErrorCode": 100, "code": "ACCESS_DENIED",
           "message": "Not enough permissions to access: partnerApiPostsExternal.CREATE"},
     429: {"status": 429, "code": "TOO_MANY_REQUESTS", "message": "Resource level throttle limit"},
+    422: {"status": 422, "code": "UNPROCESSABLE_ENTITY",
+          "message": "Content is a duplicate of urn:li:share:7000000000000000001"},
     503: {"status": 503, "code": "SERVICE_UNAVAILABLE", "message": "Service Unavailable"},
 }  # fmt: skip
 
@@ -62,8 +68,11 @@ class FakeLinkedIn:
         self.requests: list[Request] = []
         self.created: list[Create] = []
         self.uploads: dict[str, bytes] = {}
+        self.video_parts: dict[str, dict[int, bytes]] = {}
+        self.finalized: list[dict[str, Any]] = []
         self.media: dict[str, tuple[str, bytes]] = {}
-        self._script: deque[int] = deque()
+        self._script: deque[int | tuple[int, dict[str, Any], dict[str, str]]] = deque()
+        self.delay = 0.0
         self._ids = itertools.count(7_000_000_000_000_000_001)
         self._cond = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -95,9 +104,13 @@ class FakeLinkedIn:
             self.requests.clear()
             self.created.clear()
             self.uploads.clear()
+            self.video_parts.clear()
+            self.finalized.clear()
             self._script.clear()
+            self.delay = 0.0
 
-    def script(self, *statuses: int) -> None:
+    def script(self, *statuses: int | tuple[int, dict[str, Any], dict[str, str]]) -> None:
+        """Answers for the next creates: a status (its usual body), or (status, body, headers)."""
         with self._cond:
             self._script.extend(statuses)
 
@@ -133,7 +146,7 @@ class FakeLinkedIn:
             self.requests.append(request)
             self._cond.notify_all()
 
-    def _next_status(self) -> int:
+    def _next_status(self) -> int | tuple[int, dict[str, Any], dict[str, str]]:
         with self._cond:
             return self._script.popleft() if self._script else 201
 
@@ -182,6 +195,12 @@ class FakeLinkedIn:
 
             def do_PUT(self) -> None:
                 request = self._read()
+                if self.path.startswith("/upload-video/"):
+                    video, part = self.path.removeprefix("/upload-video/").split("/")
+                    with fake._cond:
+                        fake.video_parts.setdefault(video, {})[int(part)] = request.raw
+                    self._reply(200, None, {"ETag": f"/ambry-video/etag-{video}-{part}"})
+                    return
                 if not self.path.startswith("/upload/"):
                     self._reply(404, {"status": 404, "message": "not found"})
                     return
@@ -211,10 +230,43 @@ class FakeLinkedIn:
                         },
                     )
                     return
+                if url.path == "/rest/videos" and "action=initializeUpload" in url.query:
+                    size = request.json()["initializeUploadRequest"]["fileSizeBytes"]
+                    video = f"C5F10AQ{next(fake._ids)}"
+                    part = 4 * 1024 * 1024
+                    instructions = [
+                        {
+                            "uploadUrl": f"{fake.base_url}/upload-video/{video}/{i}",
+                            "firstByte": first,
+                            "lastByte": min(first + part, size) - 1,
+                        }
+                        for i, first in enumerate(range(0, size, part))
+                    ]
+                    self._reply(
+                        200,
+                        {
+                            "value": {
+                                "uploadUrlsExpireAt": int(time.time() * 1000) + 3_600_000,
+                                "video": f"urn:li:video:{video}",
+                                "uploadInstructions": instructions,
+                                "uploadToken": "",
+                            }
+                        },
+                    )
+                    return
+                if url.path == "/rest/videos" and "action=finalizeUpload" in url.query:
+                    with fake._cond:
+                        fake.finalized.append(request.json()["finalizeUploadRequest"])
+                    self._reply(200)
+                    return
                 if url.path != "/rest/posts":
                     self._reply(404, {"status": 404, "message": f"no route {url.path}"})
                     return
+                time.sleep(fake.delay)
                 status = fake._next_status()
+                if isinstance(status, tuple):
+                    self._reply(*status)
+                    return
                 if status == 201:
                     urn = f"urn:li:share:{next(fake._ids)}"
                     with fake._cond:

@@ -24,7 +24,11 @@ from tests.support.controlplane import REPO, free_port, tools_bin
 
 WORKFLOWS = REPO / "n8n"
 ECHO = WORKFLOWS / "publish-echo.json"
-LINKEDIN = WORKFLOWS / "publish-linkedin.json"
+PUBLISH = WORKFLOWS / "publish.json"
+
+
+# The Node.js modules the shipped workflows' Code nodes require (n8n/README.md).
+BUILTINS = "crypto,fs,path,http,https,dns,net,url"
 
 
 def n8n_binary() -> Path:
@@ -43,13 +47,16 @@ def n8n_version() -> str:
 
 
 def oauth2_credential(
-    token_url: str, access_token: str = "test-access-token", refresh_token: str = "refresh-me"
+    token_url: str,
+    access_token: str = "test-access-token",
+    refresh_token: str = "refresh-me",
+    ref: tuple[str, str] = ("HeraldLinkedInOA", "LinkedIn (Herald)"),
 ) -> dict[str, Any]:
-    """The OAuth2 credential publish-linkedin.json uses, already authorised (as after
+    """The OAuth2 credential publish.json's LinkedIn branch uses, already authorised (as after
     "Connect my account"), with its token URL wherever the test wants it."""
     return {
-        "id": "HeraldLinkedInOA",
-        "name": "LinkedIn (Herald)",
+        "id": ref[0],
+        "name": ref[1],
         "type": "oAuth2Api",
         "data": {
             "grantType": "authorizationCode",
@@ -67,6 +74,16 @@ def oauth2_credential(
                 "expires_in": 5184000,
             },
         },
+    }
+
+
+def header_credential(cid: str, name: str, value: str) -> dict[str, Any]:
+    """A Header Auth credential sending `Authorization: <value>`."""
+    return {
+        "id": cid,
+        "name": name,
+        "type": "httpHeaderAuth",
+        "data": {"name": "Authorization", "value": value},
     }
 
 
@@ -119,9 +136,10 @@ class N8nServer:
                 "N8N_NO_COLOR": "true",
                 "DB_SQLITE_POOL_SIZE": "2",
                 # What the shipped workflows need (n8n/README.md): the signing key from the
-                # environment and node's crypto in the Code node.
+                # environment, node's modules in the Code nodes, the de-duplication records.
                 "N8N_BLOCK_ENV_ACCESS_IN_NODE": "false",
-                "NODE_FUNCTION_ALLOW_BUILTIN": "crypto",
+                "NODE_FUNCTION_ALLOW_BUILTIN": BUILTINS,
+                "HERALD_DEDUP_DIR": str(self.workdir / "herald-dedup"),
                 "CODE_ENABLE_STDOUT": "true",
             }
         )

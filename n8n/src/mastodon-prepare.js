@@ -1,0 +1,15 @@
+// Mastodon: the instance and one item per media file to upload (binary `data`).
+// MASTODON_API_BASE_URL is the instance's URL (https://mastodon.social, …): Mastodon has
+// no central API. Mastodon takes up to 4 media per post by default.
+const entry = $input.first();
+const { post, media } = entry.json;
+const base = String($env.MASTODON_API_BASE_URL || '').replace(/\/+$/, '');
+const refuse = (code, message) => [{ json: { upload: false, outcome: { ok: false, code, message, permanent: true } } }];
+if (!base) return refuse('MastodonInstance', 'n8n has no MASTODON_API_BASE_URL (the instance URL, e.g. https://mastodon.social); nothing was posted');
+const max = Number($env.MASTODON_MAX_MEDIA || 4);
+if (media.length > max) return refuse('MediaNotSupported', `this Mastodon instance takes up to ${max} media per post (MASTODON_MAX_MEDIA); this post has ${media.length}; nothing was posted`);
+if (!media.length) return [{ json: { upload: false, base } }];
+return media.map((m) => ({
+  json: { upload: true, base, description: m.altText || '' },
+  binary: { data: entry.binary[m.binaryKey] },
+}));

@@ -1,0 +1,435 @@
+"""The shipped publish.json in a real n8n, with every network faked on 127.0.0.1.
+
+No Kubernetes: each test signs Herald's webhook request itself (as Herald does) and
+reads the callback n8n sends to a sink. One n8n serves the module. Covers issue #15:
+routing on channel, each network's request shapes and answers (duplicate, 429 with a
+reset, 401), media safety, and de-duplication under concurrency.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.n8n.test_workflows import build_module
+from tests.support import fake_mastodon, fake_x
+from tests.support.callback_relay import CallbackRelay
+from tests.support.fake_api import Answer
+from tests.support.fake_linkedin import FakeLinkedIn
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.fake_x import FakeX
+from tests.support.n8n_server import PUBLISH, N8nServer, header_credential, oauth2_credential
+
+pytestmark = [pytest.mark.n8n]
+
+SIGNING_KEY = "whsec_" + base64.b64encode(b"herald-n8n-net-signing-key-32byt").decode()
+AUTHOR = "urn:li:organization:2414183"
+HOOK = "herald-publish"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+BRANCHES = [channel for channel, _ in build_module().branches()]
+ALL_CHANNELS = list(build_module().CHANNELS)
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.linkedin = FakeLinkedIn()
+        self.x = FakeX()
+        self.mastodon = FakeMastodon()
+        # Stands for a host inside n8n's network: never in the allowlist.
+        self.intranet = FakeX()
+        self.sink = CallbackRelay(None)
+
+    def reset(self) -> None:
+        self.linkedin.reset()
+        for fake in (self.x, self.mastodon, self.intranet):
+            fake.reset()
+        with self.sink._lock:
+            self.sink.seen.clear()
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Fakes]:
+    f = Fakes()
+    with f.linkedin, f.x, f.mastodon, f.intranet, f.sink:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def n8n(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8nServer]:
+    allowed = [fakes.linkedin.base_url.removeprefix("http://"), fakes.x.host, fakes.mastodon.host]
+    server = N8nServer(
+        tmp_path_factory.mktemp("n8n-networks"),
+        env_extra={
+            "HERALD_SIGNING_KEY": SIGNING_KEY,
+            "LINKEDIN_API_BASE_URL": fakes.linkedin.base_url,
+            "LINKEDIN_AUTHOR_URN": AUTHOR,
+            "X_API_BASE_URL": fakes.x.base_url,
+            "MASTODON_API_BASE_URL": fakes.mastodon.base_url,
+            # The fakes' hosts only: everything else on 127.0.0.1 stays refused.
+            "HERALD_MEDIA_ALLOW_HOSTS": ",".join(allowed),
+        },
+    )
+    server.setup(
+        [PUBLISH],
+        credentials=[
+            oauth2_credential(f"{fakes.linkedin.base_url}/oauth/v2/accessToken"),
+            oauth2_credential(
+                f"{fakes.x.base_url}/2/oauth2/token", ref=("HeraldXOAuth2001", "X (Herald)")
+            ),
+            header_credential("HeraldMastodon01", "Mastodon (Herald)", "Bearer mastodon-token"),
+        ],
+    )
+    try:
+        server.start(probe_path=HOOK)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def f(fakes: Fakes, n8n: N8nServer) -> Fakes:
+    fakes.reset()
+    return fakes
+
+
+def sign(msg_id: str, timestamp: int, body: bytes) -> str:
+    secret = base64.b64decode(SIGNING_KEY.removeprefix("whsec_"))
+    digest = hmac.new(secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def make_post(name: str, channel: str, sink: CallbackRelay, **content: Any) -> dict[str, Any]:
+    content.setdefault("text", f"Post {name}")
+    return {
+        "id": str(uuid.uuid4()),
+        "namespace": "default",
+        "name": name,
+        "attempt": 1,
+        "publishAt": "2030-01-01T00:00:00Z",
+        "channel": channel,
+        "account": "",
+        "content": content,
+        "callback": {"url": f"{sink.url}/v1/callbacks", "token": "v1.t"},
+    }
+
+
+def dispatch(n8n: N8nServer, post: dict[str, Any], key: str | None = None) -> int:
+    body = json.dumps(post, separators=(",", ":"), sort_keys=True).encode()
+    now, msg = int(time.time()), f"msg_{uuid.uuid4().hex}"
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg,
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(msg, now, body),
+        "Idempotency-Key": key or post["id"],
+    }
+    request = urllib.request.Request(n8n.webhook_url(HOOK), data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def callbacks(sink: CallbackRelay, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = [r.body for r in sink.records()]
+        if len(got) >= count:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{len(sink.records())} of {count} callbacks in {timeout}s")
+
+
+def one(n8n: N8nServer, f: Fakes, post: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    assert dispatch(n8n, post, key) == 202
+    (body,) = callbacks(f.sink, 1)
+    return body
+
+
+def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes) -> None:
+    png = f.linkedin.serve_media("li.png", PNG)
+    x_png = f.x.serve_media("x.png", PNG[:300])
+    m_png = f.mastodon.serve_media("m.png", PNG[:400])
+    posts = {
+        "linkedin": make_post(
+            "to-linkedin",
+            "linkedin",
+            f.sink,
+            text="Launch #herald",
+            media=[{"url": png, "altText": "Rocket"}],
+        ),
+        "x": make_post(
+            "to-x",
+            "x",
+            f.sink,
+            text="On X",
+            link="https://example.com/a",
+            media=[{"url": x_png, "altText": "An X picture"}, {"url": x_png}],
+        ),
+        "mastodon": make_post(
+            "to-mastodon",
+            "mastodon",
+            f.sink,
+            text="On Mastodon",
+            media=[{"url": m_png, "altText": "A toot picture"}],
+        ),
+    }
+    for channel in ALL_CHANNELS:
+        posts.setdefault(channel, make_post(f"to-{channel}", channel, f.sink))
+    for channel, post in posts.items():
+        assert dispatch(n8n, post) == 202, channel
+    by_name = {b["name"]: b for b in callbacks(f.sink, len(posts))}
+
+    (li,) = f.linkedin.creates()
+    assert by_name["to-linkedin"]["status"] == "published"
+    assert by_name["to-linkedin"]["externalId"] == li.urn
+    assert li.body["commentary"] == "Launch {hashtag|\\#|herald}"
+    assert li.body["content"]["media"]["altText"] == "Rocket"
+    assert li.headers["authorization"] == "Bearer test-access-token"
+
+    (tweet,) = f.x.creates()
+    assert by_name["to-x"] == {**by_name["to-x"], "status": "published", "externalId": tweet["id"]}
+    assert by_name["to-x"]["externalUrl"] == f"https://x.com/i/web/status/{tweet['id']}"
+    media_ids = tweet["body"]["media"]["media_ids"]
+    assert tweet["body"]["text"] == "On X https://example.com/a"
+    assert "reply_settings" not in tweet["body"]  # not restricted unless configured
+    for media_id in media_ids:
+        upload = f.x.uploads[media_id]
+        assert upload["media"] == PNG[:300] and upload["media_category"] == b"tweet_image"
+    # Alt text where the post has one, none made up for the other.
+    assert f.x.alt_texts == {media_ids[0]: "An X picture"}
+
+    (toot,) = f.mastodon.creates()
+    assert by_name["to-mastodon"]["externalId"] == toot["id"]
+    assert toot["headers"]["idempotency-key"] == posts["mastodon"]["id"]
+    assert toot["headers"]["authorization"] == "Bearer mastodon-token"
+    (mid,) = toot["body"]["media_ids"]
+    assert f.mastodon.uploads[mid] == {"file": PNG[:400], "description": b"A toot picture"}
+
+    # Each network saw its own post only (and its own media download).
+    assert len(f.linkedin.post_requests()) == 1
+    assert len(f.x.of("POST", "/2/tweets")) == 1
+    assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 1
+    for channel in set(ALL_CHANNELS) - set(BRANCHES):
+        body = by_name[f"to-{channel}"]
+        assert body["status"] == "failed"
+        assert body["error"]["code"] == "ChannelNotConfigured"
+        assert body["error"]["retryable"] is False
+        assert json.dumps(channel) in body["error"]["message"]
+
+
+# --- per network: duplicate, 429 with a reset, 401 -----------------------------------
+
+
+def test_linkedin_duplicate_is_published_with_the_urn_it_names(n8n: N8nServer, f: Fakes) -> None:
+    f.linkedin.script(422)
+    body = one(n8n, f, make_post("li-dup", "linkedin", f.sink))
+    assert body["status"] == "published"
+    assert body["externalId"] == "urn:li:share:7000000000000000001"
+    assert f.linkedin.creates() == []
+
+
+def test_x_duplicate_fails_for_good_as_duplicate(n8n: N8nServer, f: Fakes) -> None:
+    f.x.script(fake_x.duplicate())
+    body = one(n8n, f, make_post("x-dup", "x", f.sink))
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "Duplicate"
+    assert body["error"]["retryable"] is False
+    assert "duplicate content" in body["error"]["message"]
+
+
+def test_mastodon_repeat_of_a_key_is_the_first_status(n8n: N8nServer, f: Fakes) -> None:
+    """Mastodon's own Idempotency-Key: even with n8n's record gone (a new n8n), the
+    instance answers the first status."""
+    post = make_post("m-dup", "mastodon", f.sink)
+    first = one(n8n, f, post, key="mastodon-key-1")
+    f.sink.seen.clear()
+    for record in (n8n.workdir / "herald-dedup").glob("*.json"):
+        record.unlink()  # as if n8n's records were lost
+    second = one(n8n, f, {**post, "attempt": 2}, key="mastodon-key-1")
+    assert (second["attempt"], second["externalId"]) == (2, first["externalId"])
+    assert len(f.mastodon.creates()) == 1
+    assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 2
+
+
+@pytest.mark.parametrize("channel", ["linkedin", "x", "mastodon"])
+def test_429_with_a_reset_time_carries_retry_after_seconds(
+    n8n: N8nServer, f: Fakes, channel: str
+) -> None:
+    if channel == "linkedin":
+        f.linkedin.script((429, {"status": 429, "message": "Daily limit"}, {"Retry-After": "3600"}))
+    elif channel == "x":
+        f.x.script(fake_x.rate_limited(900))
+    else:
+        f.mastodon.script(fake_mastodon.rate_limited(300))
+    body = one(n8n, f, make_post(f"{channel}-429", channel, f.sink))
+    wanted = {"linkedin": 3600, "x": 900, "mastodon": 300}[channel]
+    assert body["status"] == "failed"
+    assert body["error"]["retryable"] is True
+    assert wanted - 5 <= body["error"]["retryAfterSeconds"] <= wanted + 1, body
+
+
+@pytest.mark.parametrize("channel", ["linkedin", "x", "mastodon"])
+def test_401_asks_to_reconnect_the_credential(n8n: N8nServer, f: Fakes, channel: str) -> None:
+    # OAuth2 credentials: n8n refreshes the token after the first 401 and tries once more.
+    if channel == "linkedin":
+        f.linkedin.script(401, 401)
+    elif channel == "x":
+        f.x.script(fake_x.unauthorized(), fake_x.unauthorized())
+    else:
+        f.mastodon.script(fake_mastodon.unauthorized())
+    body = one(n8n, f, make_post(f"{channel}-401", channel, f.sink))
+    credential = {
+        "linkedin": "LinkedIn (Herald)",
+        "x": "X (Herald)",
+        "mastodon": "Mastodon (Herald)",
+    }
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "ReconnectAccount"
+    assert body["error"]["retryable"] is False
+    assert f'"{credential[channel]}"' in body["error"]["message"]
+
+
+# --- media safety --------------------------------------------------------------------
+
+
+def test_hostile_media_urls_are_never_fetched(n8n: N8nServer, f: Fakes) -> None:
+    inside = f.intranet.serve_media("secret.png", PNG)  # http://127.0.0.1:<not allowed>/…
+    https_inside = inside.replace("http://", "https://")
+    hostile = {
+        "loopback": inside,
+        "loopback over https": https_inside,
+        "localhost name": https_inside.replace("127.0.0.1", "localhost"),
+        "metadata": "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "redirect to loopback": f.x.redirect("hop.png", https_inside),
+        "redirect to private": f.x.redirect("hop2.png", "https://10.0.0.7/secret.png"),
+    }
+    for case, url in hostile.items():
+        post = make_post(case.replace(" ", "-"), "x", f.sink, media=[{"url": url}])
+        assert dispatch(n8n, post) == 202, case
+    by_name = {b["name"]: b for b in callbacks(f.sink, len(hostile))}
+    for case, url in hostile.items():
+        error = by_name[case.replace(" ", "-")]["error"]
+        assert error["code"] == "MediaRefused", (case, error)
+        assert error["retryable"] is False, case
+        assert url in error["message"], (case, error)
+    assert f.intranet.requests == []
+    assert f.x.creates() == [] and f.x.of("POST", "/2/media/upload") == []
+
+
+def test_media_of_the_wrong_type_or_size_is_refused(n8n: N8nServer, f: Fakes) -> None:
+    page = f.x.serve_media("page.png", b"<html>login</html>", "text/html")
+    big = f.x.serve_media("big.png", b"\x89PNG" + bytes(5 * 1024 * 1024 + 1))  # X: 5 MiB
+    for name, url in (("html", page), ("big", big)):
+        assert dispatch(n8n, make_post(name, "x", f.sink, media=[{"url": url}])) == 202
+    by_name = {b["name"]: b["error"] for b in callbacks(f.sink, 2)}
+    assert by_name["html"]["code"] == "MediaRefused" and "text/html" in by_name["html"]["message"]
+    assert (
+        by_name["big"]["code"] == "MediaRefused"
+        and str(5 * 1024 * 1024) in by_name["big"]["message"]
+    )
+    assert f.x.creates() == []
+
+
+def test_linkedin_link_with_several_images_is_refused_not_trimmed(n8n: N8nServer, f: Fakes) -> None:
+    media = [{"url": f.linkedin.serve_media(n, PNG)} for n in ("a.png", "b.png")]
+    post = make_post("li-link-images", "linkedin", f.sink, link="https://example.com", media=media)
+    body = one(n8n, f, post)
+    assert body["error"]["code"] == "MediaNotSupported"
+    assert "link and 2 images" in body["error"]["message"]
+    assert f.linkedin.creates() == [] and f.linkedin.uploads == {}
+
+
+def test_linkedin_video_goes_through_the_videos_api_in_parts(n8n: N8nServer, f: Fakes) -> None:
+    part = 4 * 1024 * 1024
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * (part // 256 + 100)
+    url = f.linkedin.serve_media("clip.mp4", video, "video/mp4")
+    post = make_post("li-video", "linkedin", f.sink, media=[{"url": url, "type": "video"}])
+    body = one(n8n, f, post)
+    (created,) = f.linkedin.creates()
+    assert (body["status"], body["externalId"]) == ("published", created.urn)
+    assert f.linkedin.uploads == {}  # nothing went to the Images API
+    ((video_id, parts),) = f.linkedin.video_parts.items()
+    assert b"".join(parts[i] for i in sorted(parts)) == video
+    assert len(parts) == 2
+    (finalized,) = f.linkedin.finalized
+    assert finalized["video"] == f"urn:li:video:{video_id}"
+    assert finalized["uploadedPartIds"] == [f"/ambry-video/etag-{video_id}-{i}" for i in (0, 1)]
+    assert created.body["content"]["media"]["id"] == f"urn:li:video:{video_id}"
+
+
+# --- de-duplication under concurrency ------------------------------------------------
+
+
+def fire(n8n: N8nServer, jobs: list[tuple[dict[str, Any], str]]) -> list[int]:
+    statuses: list[int] = [0] * len(jobs)
+
+    def run(i: int) -> None:
+        statuses[i] = dispatch(n8n, *jobs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses
+
+
+BURST = 50
+
+
+def test_a_burst_then_every_key_again_posts_each_once(n8n: N8nServer, f: Fakes) -> None:
+    posts = [make_post(f"burst-{i:02d}", "x", f.sink) for i in range(BURST)]
+    assert fire(n8n, [(p, f"burst-key-{i}") for i, p in enumerate(posts)]) == [202] * BURST
+    first = {b["name"]: b for b in callbacks(f.sink, BURST, timeout=240)}
+    assert len(f.x.creates()) == BURST
+    again = [{**p, "attempt": 2} for p in posts]
+    assert fire(n8n, [(p, f"burst-key-{i}") for i, p in enumerate(again)]) == [202] * BURST
+    second = [b for b in callbacks(f.sink, 2 * BURST, timeout=240) if b["attempt"] == 2]
+    assert len(second) == BURST
+    for body in second:
+        assert body["status"] == "published"
+        assert body["externalId"] == first[body["name"]]["externalId"]
+    assert len(f.x.creates()) == BURST
+    assert len(f.x.of("POST", "/2/tweets")) == BURST
+
+
+def test_a_second_delivery_during_a_slow_publish_posts_once(n8n: N8nServer, f: Fakes) -> None:
+    f.x.delay = 5.0
+    post = make_post("slow", "x", f.sink)
+    assert dispatch(n8n, post, "slow-key") == 202
+    time.sleep(1)
+    assert dispatch(n8n, {**post, "attempt": 2}, "slow-key") == 202
+    bodies = callbacks(f.sink, 2, timeout=60)
+    (tweet,) = f.x.creates()
+    assert sorted((b["attempt"], b["status"], b["externalId"]) for b in bodies) == [
+        (1, "published", tweet["id"]),
+        (2, "published", tweet["id"]),
+    ]
+    assert len(f.x.of("POST", "/2/tweets")) == 1
+
+
+def test_a_failed_attempt_releases_its_key(n8n: N8nServer, f: Fakes) -> None:
+    f.x.script(Answer(503, {"title": "Service Unavailable", "status": 503}))
+    # With an image without alt text: no metadata request is made for it.
+    post = make_post("retry-me", "x", f.sink, media=[{"url": f.x.serve_media("r.png", PNG)}])
+    failed = one(n8n, f, post, "retry-key")
+    assert failed["error"] == {**failed["error"], "code": "X503", "retryable": True}
+    f.sink.seen.clear()
+    published = one(n8n, f, {**post, "attempt": 2}, "retry-key")
+    (tweet,) = f.x.creates()
+    assert (published["status"], published["externalId"]) == ("published", tweet["id"])
+    assert len(tweet["body"]["media"]["media_ids"]) == 1
+    assert f.x.alt_texts == {} and f.x.of("POST", "/2/media/metadata") == []
