@@ -294,3 +294,124 @@ def test_bluesky_posts_text_with_facets_and_images_with_alt_text(
         "externalId": uri,
         "externalUrl": f"https://bsky.app/profile/{fake_bluesky.DID}/post/{rkey}",
     }
+
+
+def test_bluesky_link_without_images_is_an_external_card(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    outcome = run(n8n, "bluesky", entry("bluesky", "Read this", link="https://example.com/a"))
+
+    assert outcome["ok"] is True
+    assert bluesky.calls("com.atproto.repo.uploadBlob") == []
+    (create,) = bluesky.calls("com.atproto.repo.createRecord")
+    record = create.json()["record"]
+    assert record["text"] == "Read this"
+    assert "facets" not in record
+    assert record["embed"] == {
+        "$type": "app.bsky.embed.external",
+        "external": {
+            "uri": "https://example.com/a",
+            "title": "https://example.com/a",
+            "description": "",
+        },
+    }
+
+
+def test_bluesky_post_already_in_the_repo_is_a_duplicate_with_its_uri(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    publish_at = datetime.now(UTC) - timedelta(minutes=5)
+    made = (publish_at + timedelta(seconds=2)).isoformat()
+    uri = bluesky.seed_post("Once only", made)
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Once only", publish_at=publish_at))
+
+    (listing,) = bluesky.calls("com.atproto.repo.listRecords")
+    assert listing.query == {
+        "repo": fake_bluesky.DID,
+        "collection": "app.bsky.feed.post",
+        "limit": "10",
+    }
+    assert bluesky.calls("com.atproto.repo.createRecord") == []
+    rkey = uri.rsplit("/", 1)[1]
+    assert outcome == {
+        "ok": False,
+        "code": "BlueskyDuplicate",
+        "duplicate": True,
+        "externalId": uri,
+        "externalUrl": f"https://bsky.app/profile/{fake_bluesky.DID}/post/{rkey}",
+        "message": f"Bluesky already has this post: {uri}",
+    }
+
+
+def test_bluesky_same_text_before_publish_at_is_a_new_post(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    publish_at = datetime.now(UTC)
+    bluesky.seed_post("Good morning", (publish_at - timedelta(days=1)).isoformat())
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Good morning", publish_at=publish_at))
+
+    assert outcome["ok"] is True
+    assert len(bluesky.calls("com.atproto.repo.createRecord")) == 1
+
+
+def test_bluesky_429_reports_seconds_until_ratelimit_reset(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    reset = int(time.time()) + 3600
+    bluesky.fail_next(
+        "com.atproto.repo.createRecord",
+        429,
+        {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+        {"ratelimit-remaining": "0", "ratelimit-reset": str(reset)},
+    )
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Busy day"))
+
+    retry = outcome.pop("retryAfterSeconds")
+    assert reset - time.time() - 60 <= retry <= reset - time.time() + 1
+    assert outcome == {
+        "ok": False,
+        "status": 429,
+        "code": "BlueskyRateLimitExceeded",
+        "message": "creating the post: Bluesky answered HTTP 429 RateLimitExceeded: "
+        "Rate Limit Exceeded",
+    }
+
+
+def test_bluesky_wrong_app_password_is_401_naming_the_credential(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    bluesky.fail_next(
+        "com.atproto.server.createSession",
+        401,
+        {"error": "AuthenticationRequired", "message": "Invalid identifier or password"},
+    )
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Hello"))
+
+    assert [r.nsid for r in bluesky.requests] == ["com.atproto.server.createSession"]
+    assert outcome == {
+        "ok": False,
+        "status": 401,
+        "code": "BlueskyAuthenticationRequired",
+        "credential": "Bluesky (Herald)",
+        "message": 'signing in with the credential "Bluesky (Herald)": Bluesky answered '
+        "HTTP 401 AuthenticationRequired: Invalid identifier or password",
+    }
+
+
+def test_bluesky_refuses_five_images_before_any_request(
+    n8n: N8nServer, bluesky: FakeBluesky
+) -> None:
+    media = [(f"https://cdn.example.com/{i}.png", PNG, "image/png", "") for i in range(5)]
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Too many", media=media))
+
+    assert bluesky.requests == []
+    assert outcome == {
+        "ok": False,
+        "code": "BlueskyTooManyImages",
+        "message": "Bluesky takes at most 4 images per post; this post has 5",
+    }
