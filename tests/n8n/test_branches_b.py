@@ -31,7 +31,7 @@ from tests.support.n8n_server import N8nServer
 pytestmark = [pytest.mark.e2e, pytest.mark.n8n]
 
 SRC = REPO / "n8n" / "src"
-NETWORKS = ("bluesky",)
+NETWORKS = ("bluesky", "facebook", "instagram", "threads")
 HARNESS_ID = "HeraldNetBTest01"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) * 4
@@ -414,4 +414,423 @@ def test_bluesky_refuses_five_images_before_any_request(
         "ok": False,
         "code": "BlueskyTooManyImages",
         "message": "Bluesky takes at most 4 images per post; this post has 5",
+    }
+
+
+# --- Meta Graph APIs: Facebook Page, Instagram, Threads --------------------------------
+
+
+def usage_header(account: str, minutes: int) -> dict[str, str]:
+    """X-Business-Use-Case-Usage as Graph sends it when a Page or account is throttled."""
+    row = {"type": "pages", "call_count": 100, "total_cputime": 12, "total_time": 14,
+           "estimated_time_to_regain_access": minutes}  # fmt: skip
+    return {"x-business-use-case-usage": json.dumps({account: [row]})}
+
+
+def assert_token(fake: FakeMeta) -> None:
+    """Every call carries the credential's token, as n8n's Facebook Graph API credential
+    sends it (the access_token query parameter), and nothing else authenticates."""
+    assert fake.requests
+    for call in fake.requests:
+        assert call.query["access_token"] == fake_meta.TOKEN, call.path
+        assert "authorization" not in call.headers
+
+
+def graph_path(fake: FakeMeta, edge: str) -> str:
+    return f"/{fake.version}/{fake.account_id}/{edge}"
+
+
+def test_facebook_link_post_goes_to_the_page_feed(n8n: N8nServer, fakes: dict[str, Any]) -> None:
+    facebook = meta(fakes, "facebook")
+
+    outcome = run(
+        n8n, "facebook", entry("facebook", "New release #herald", link="https://example.com/r")
+    )
+
+    assert [(r.method, r.path) for r in facebook.requests] == [
+        ("GET", f"/{facebook.version}/me"),
+        ("POST", graph_path(facebook, "feed")),
+    ]
+    assert facebook.requests[0].query["fields"] == "id,name"
+    assert_token(facebook)
+    assert facebook.requests[1].json() == {
+        "message": "New release #herald",
+        "link": "https://example.com/r",
+    }
+    (post_id,) = facebook.published
+    assert post_id.startswith(f"{facebook.account_id}_")
+    assert outcome == {
+        "ok": True,
+        "externalId": post_id,
+        "externalUrl": f"https://www.facebook.com/{post_id}",
+    }
+
+
+def test_facebook_one_photo_is_the_post_with_its_caption(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    facebook = meta(fakes, "facebook")
+
+    outcome = run(
+        n8n,
+        "facebook",
+        entry(
+            "facebook",
+            "Our stand",
+            link="https://example.com/s",
+            media=[("https://cdn.example.com/a.png", PNG, "image/png", "The stand")],
+        ),
+    )
+
+    (photo,) = facebook.calls("POST", "/photos")
+    assert photo.path == graph_path(facebook, "photos")
+    assert photo.form["source"][1:] == ("image/png", PNG)
+    assert photo.form["published"] == "true"
+    # No link preview on a photo: the link goes into the caption, not dropped.
+    assert photo.form["message"] == "Our stand\nhttps://example.com/s"
+    assert photo.form["alt_text_custom"] == "The stand"
+    assert facebook.calls("POST", "/feed") == []
+    assert_token(facebook)
+    (post_id,) = facebook.published
+    assert outcome == {
+        "ok": True,
+        "externalId": post_id,
+        "externalUrl": f"https://www.facebook.com/{post_id}",
+    }
+
+
+def test_facebook_several_photos_are_attached_to_one_feed_post(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    facebook = meta(fakes, "facebook")
+    media = [
+        ("https://cdn.example.com/a.png", PNG, "image/png", ""),
+        ("https://cdn.example.com/b.jpg", JPEG, "image/jpeg", ""),
+    ]
+
+    outcome = run(n8n, "facebook", entry("facebook", "Two views", media=media))
+
+    photos = facebook.calls("POST", "/photos")
+    assert sorted(p.form["source"][2] for p in photos) == sorted([PNG, JPEG])
+    assert {p.form["published"] for p in photos} == {"false"}
+    (feed,) = facebook.calls("POST", "/feed")
+    body = feed.json()
+    assert body["message"] == "Two views"
+    assert len(body["attached_media"]) == 2
+    assert outcome["ok"] is True
+    assert facebook.published[outcome["externalId"]]["body"] == body
+
+
+def test_facebook_duplicate_status_message_is_a_duplicate(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    facebook = meta(fakes, "facebook")
+    facebook.fail_next("/feed", 400, graph_error(506, "Duplicate status message"))
+
+    outcome = run(n8n, "facebook", entry("facebook", "Said it already"))
+
+    assert outcome == {
+        "ok": False,
+        "status": 400,
+        "code": "FacebookDuplicate",
+        "duplicate": True,
+        "message": "creating the post: Facebook answered HTTP 400 (#506): Duplicate status message",
+    }
+
+
+def test_facebook_page_rate_limit_is_429_with_the_time_to_regain_access(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    facebook = meta(fakes, "facebook")
+    facebook.fail_next(
+        "/feed",
+        400,
+        graph_error(32, "Page request limit reached"),
+        usage_header(facebook.account_id, 17),
+    )
+
+    outcome = run(n8n, "facebook", entry("facebook", "Busy page"))
+
+    assert outcome == {
+        "ok": False,
+        "status": 429,
+        "code": "FacebookError32",
+        "retryAfterSeconds": 17 * 60,
+        "message": "creating the post: Facebook answered HTTP 400 (#32): "
+        "Page request limit reached",
+    }
+
+
+def test_facebook_expired_token_is_401_naming_the_credential(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    facebook = meta(fakes, "facebook")
+    facebook.fail_next(
+        "/me", 400, graph_error(190, "Error validating access token: Session has expired", 463)
+    )
+
+    outcome = run(n8n, "facebook", entry("facebook", "Hello"))
+
+    assert [r.path for r in facebook.requests] == [f"/{facebook.version}/me"]
+    assert outcome == {
+        "ok": False,
+        "status": 401,
+        "code": "FacebookError190",
+        "credential": "Facebook Page (Herald)",
+        "message": 'reading the Page of the credential "Facebook Page (Herald)": Facebook '
+        "answered HTTP 400 (#190/463): Error validating access token: Session has expired",
+    }
+
+
+def test_instagram_one_image_is_a_container_then_media_publish(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    instagram = meta(fakes, "instagram")
+    url = "https://cdn.example.com/photo.jpg"
+
+    outcome = run(
+        n8n,
+        "instagram",
+        entry("instagram", "Sunrise #nofilter", link="https://example.com/sun",
+              media=[(url, JPEG, "image/jpeg", "Sun over hills")]),
+    )  # fmt: skip
+
+    assert [(r.method, r.path) for r in instagram.requests] == [
+        ("GET", f"/{instagram.version}/me"),
+        ("GET", graph_path(instagram, "media")),
+        ("POST", graph_path(instagram, "media")),
+        ("POST", graph_path(instagram, "media_publish")),
+    ]
+    assert instagram.requests[0].query["fields"] == "user_id,username"
+    assert_token(instagram)
+    container = instagram.requests[2].json()
+    # Instagram fetches the image itself: the original URL, never the bytes.
+    assert container == {
+        "image_url": url,
+        "caption": "Sunrise #nofilter\nhttps://example.com/sun",
+        "alt_text": "Sun over hills",
+    }
+    (media_id,) = instagram.published
+    assert instagram.requests[3].json() == {
+        "creation_id": instagram.published[media_id]["creation_id"]
+    }
+    assert instagram.published[media_id]["container"] == container
+    assert outcome == {"ok": True, "externalId": media_id}
+
+
+def test_instagram_several_images_are_a_carousel(n8n: N8nServer, fakes: dict[str, Any]) -> None:
+    instagram = meta(fakes, "instagram")
+    urls = ["https://cdn.example.com/1.jpg", "https://cdn.example.com/2.jpg"]
+
+    outcome = run(
+        n8n,
+        "instagram",
+        entry("instagram", "Two", media=[(u, JPEG, "image/jpeg", "") for u in urls]),
+    )
+
+    containers = instagram.calls("POST", "/media")
+    items, carousel = containers[:2], containers[2]
+    assert sorted(c.json()["image_url"] for c in items) == urls
+    assert all(c.json()["is_carousel_item"] is True for c in items)
+    assert all("caption" not in c.json() for c in items)
+    body = carousel.json()
+    assert body["media_type"] == "CAROUSEL"
+    assert body["caption"] == "Two"
+    assert len(body["children"].split(",")) == 2
+    assert outcome["ok"] is True
+    assert instagram.published[outcome["externalId"]]["container"] == body
+
+
+def test_instagram_without_an_image_fails_before_any_request(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    instagram = meta(fakes, "instagram")
+
+    outcome = run(n8n, "instagram", entry("instagram", "Words only"))
+
+    assert instagram.requests == []
+    assert outcome == {
+        "ok": False,
+        "code": "InstagramNeedsImage",
+        "message": "Instagram publishes only posts with at least one image; this post has none",
+    }
+
+
+def test_instagram_post_already_published_is_a_duplicate_with_its_id(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    instagram = meta(fakes, "instagram")
+    publish_at = datetime.now(UTC) - timedelta(minutes=3)
+    made = (publish_at + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    media_id = instagram.seed_post("Again?", made)
+
+    outcome = run(
+        n8n,
+        "instagram",
+        entry("instagram", "Again?", publish_at=publish_at,
+              media=[("https://cdn.example.com/a.jpg", JPEG, "image/jpeg", "")]),
+    )  # fmt: skip
+
+    assert instagram.calls("POST", "") == []
+    (listing,) = instagram.calls("GET", "/media")
+    assert listing.query["fields"] == "id,caption,timestamp,permalink"
+    assert outcome == {
+        "ok": False,
+        "code": "InstagramDuplicate",
+        "duplicate": True,
+        "externalId": media_id,
+        "externalUrl": f"https://example.test/instagram/{media_id}",
+        "message": f"Instagram already has this post: {media_id}",
+    }
+
+
+def test_instagram_rate_limit_is_429_with_the_time_to_regain_access(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    instagram = meta(fakes, "instagram")
+    instagram.fail_next(
+        "/media_publish",
+        403,
+        graph_error(4, "Application request limit reached", 2207051),
+        usage_header(instagram.account_id, 5),
+    )
+
+    outcome = run(
+        n8n,
+        "instagram",
+        entry("instagram", "Later", media=[("https://cdn.example.com/a.jpg", JPEG,
+                                            "image/jpeg", "")]),
+    )  # fmt: skip
+
+    assert outcome == {
+        "ok": False,
+        "status": 429,
+        "code": "InstagramError4",
+        "retryAfterSeconds": 300,
+        "message": "publishing: Instagram answered HTTP 403 (#4/2207051): "
+        "Application request limit reached",
+    }
+
+
+def test_instagram_expired_token_is_401_naming_the_credential(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    instagram = meta(fakes, "instagram")
+    instagram.fail_next("/me", 400, graph_error(190, "Error validating access token", 460))
+
+    outcome = run(
+        n8n,
+        "instagram",
+        entry("instagram", "Hi", media=[("https://cdn.example.com/a.jpg", JPEG,
+                                         "image/jpeg", "")]),
+    )  # fmt: skip
+
+    assert len(instagram.requests) == 1
+    assert outcome["status"] == 401
+    assert outcome["credential"] == "Instagram (Herald)"
+    assert outcome["code"] == "InstagramError190"
+
+
+def test_threads_text_post_with_its_link_as_attachment(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    threads = meta(fakes, "threads")
+
+    outcome = run(
+        n8n, "threads", entry("threads", "Read the notes #herald", link="https://example.com/n")
+    )
+
+    assert [(r.method, r.path) for r in threads.requests] == [
+        ("GET", f"/{threads.version}/me"),
+        ("GET", graph_path(threads, "threads")),
+        ("POST", graph_path(threads, "threads")),
+        ("POST", graph_path(threads, "threads_publish")),
+    ]
+    assert threads.requests[0].query["fields"] == "id,username"
+    assert threads.requests[1].query["fields"] == "id,text,timestamp,permalink"
+    assert_token(threads)
+    container = threads.requests[2].json()
+    assert container == {
+        "media_type": "TEXT",
+        "text": "Read the notes #herald",
+        "link_attachment": "https://example.com/n",
+    }
+    (media_id,) = threads.published
+    assert threads.published[media_id]["container"] == container
+    assert outcome == {"ok": True, "externalId": media_id}
+
+
+def test_threads_images_are_a_carousel_with_alt_text(n8n: N8nServer, fakes: dict[str, Any]) -> None:
+    threads = meta(fakes, "threads")
+    media = [
+        ("https://cdn.example.com/1.png", PNG, "image/png", "first"),
+        ("https://cdn.example.com/2.jpg", JPEG, "image/jpeg", "second"),
+    ]
+
+    outcome = run(n8n, "threads", entry("threads", "Pair", media=media))
+
+    containers = [c.json() for c in threads.calls("POST", "/threads")]
+    assert sorted((c["image_url"], c["alt_text"]) for c in containers[:2]) == [
+        ("https://cdn.example.com/1.png", "first"),
+        ("https://cdn.example.com/2.jpg", "second"),
+    ]
+    assert all(c["media_type"] == "IMAGE" and c["is_carousel_item"] for c in containers[:2])
+    assert containers[2]["media_type"] == "CAROUSEL"
+    assert containers[2]["text"] == "Pair"
+    assert outcome["ok"] is True
+
+
+def test_threads_post_already_published_is_a_duplicate_with_its_id(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    threads = meta(fakes, "threads")
+    publish_at = datetime.now(UTC) - timedelta(minutes=1)
+    made = (publish_at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    media_id = threads.seed_post("Once", made)
+
+    outcome = run(n8n, "threads", entry("threads", "Once", publish_at=publish_at))
+
+    assert threads.calls("POST", "") == []
+    assert outcome["duplicate"] is True
+    assert outcome["externalId"] == media_id
+    assert outcome["code"] == "ThreadsDuplicate"
+
+
+def test_threads_rate_limit_is_429_with_the_time_to_regain_access(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    threads = meta(fakes, "threads")
+    threads.fail_next(
+        "/threads_publish",
+        400,
+        graph_error(613, "Calls to this api have exceeded the rate limit."),
+        usage_header(threads.account_id, 60),
+    )
+
+    outcome = run(n8n, "threads", entry("threads", "Slow down"))
+
+    assert outcome["status"] == 429
+    assert outcome["retryAfterSeconds"] == 3600
+    assert outcome["code"] == "ThreadsError613"
+
+
+def test_threads_revoked_token_is_401_naming_the_credential(
+    n8n: N8nServer, fakes: dict[str, Any]
+) -> None:
+    threads = meta(fakes, "threads")
+    threads.fail_next(
+        "/threads_publish",
+        401,
+        graph_error(190, "Error validating access token: The user has not authorized application."),
+    )
+
+    outcome = run(n8n, "threads", entry("threads", "Hi"))
+
+    assert outcome == {
+        "ok": False,
+        "status": 401,
+        "code": "ThreadsError190",
+        "credential": "Threads (Herald)",
+        "message": "publishing: Threads answered HTTP 401 (#190): Error validating access "
+        "token: The user has not authorized application.",
     }

@@ -231,6 +231,7 @@ class FakeMeta:
                     "timestamp": now,
                     "permalink": f"https://example.test/{self.network}/{new}",
                     "container": container,
+                    "creation_id": str(body.get("creation_id")),
                 }
             return 200, {"id": new}
         return 400, graph_error(100, f"Unsupported post request {edge}")
