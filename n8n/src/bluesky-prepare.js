@@ -4,7 +4,8 @@
 const item = $input.first();
 const { post } = item.json;
 const media = item.json.media || [];
-const fail = (code, message) => [{ json: { outcome: { ok: false, code, message } } }];
+// Refused before any request: permanent (no status would read as "no answer", retryable).
+const fail = (code, message) => [{ json: { outcome: { ok: false, code, message, permanent: true } } }];
 const link = post.content.link || '';
 let text = post.content.text || '';
 if (media.length > 4) {

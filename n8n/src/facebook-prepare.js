@@ -3,7 +3,8 @@
 const item = $input.first();
 const { post } = item.json;
 const media = item.json.media || [];
-const fail = (code, message) => [{ json: { outcome: { ok: false, code, message } } }];
+// Refused before any request: permanent (no status would read as "no answer", retryable).
+const fail = (code, message) => [{ json: { outcome: { ok: false, code, message, permanent: true } } }];
 const other = media.find((m) => !String(m.mimeType || '').startsWith('image/'));
 if (other) {
   return fail('FacebookMediaType', `the Facebook branch posts photos only; ${other.url} is ${other.mimeType}`);

@@ -5,7 +5,8 @@
 const item = $input.first();
 const { post } = item.json;
 const media = item.json.media || [];
-const fail = (code, message) => [{ json: { outcome: { ok: false, code, message } } }];
+// Refused before any request: permanent (no status would read as "no answer", retryable).
+const fail = (code, message) => [{ json: { outcome: { ok: false, code, message, permanent: true } } }];
 if (!media.length) {
   return fail('InstagramNeedsImage', 'Instagram publishes only posts with at least one image; this post has none');
 }

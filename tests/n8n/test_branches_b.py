@@ -93,8 +93,19 @@ def harness() -> dict[str, Any]:
             ),
         ]
         edges += [(hook, 0, entry), (entry, 0, first), *branch_edges, (last, 0, reply)]
-    flow: dict[str, Any] = build.workflow(HARNESS_ID, "Herald netB branches (test)", nodes, edges)
-    return flow
+    connections: dict[str, Any] = {}
+    for source, output, target in edges:
+        outs = connections.setdefault(source, {"main": []})["main"]
+        outs.extend([] for _ in range(output + 1 - len(outs)))
+        outs[output].append({"node": target, "type": "main", "index": 0})
+    return {
+        "id": HARNESS_ID,
+        "name": "Herald netB branches (test)",
+        "nodes": nodes,
+        "connections": connections,
+        "settings": {"executionOrder": "v1"},
+        "active": False,
+    }
 
 
 def credentials() -> list[dict[str, Any]]:
@@ -223,6 +234,28 @@ def run(n8n: N8nServer, network: str, body: dict[str, Any]) -> dict[str, Any]:
     assert set(exit_item) == {"outcome"}, exit_item
     outcome: dict[str, Any] = exit_item["outcome"]
     return outcome
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_branch_nodes_are_prefixed_and_wired(network: str) -> None:
+    """No n8n needed: what build.py places is self-consistent and holds no secret."""
+    nodes, edges, first, last = branch_module(network).branch(0, 0)
+    names = [n["name"] for n in nodes]
+    assert len(set(names)) == len(names)
+    assert all(name.startswith(f"{network.capitalize()}: ") for name in names)
+    assert {first, last} <= set(names)
+    for source, _, target in edges:
+        assert source in names and target in names
+    # Every node but the exit leads somewhere; nothing leads back to the entry.
+    assert {s for s, _, _ in edges} == set(names) - {last}
+    assert first not in {t for _, _, t in edges}
+    text = json.dumps(nodes)
+    for secret in (fake_meta.TOKEN, fake_bluesky.PASSWORD, fake_bluesky.JWT):
+        assert secret not in text
+    for n in nodes:
+        for credential in n.get("credentials", {}).values():
+            assert set(credential) == {"id", "name"}
+            assert credential["name"].endswith("(Herald)")
 
 
 # --- Bluesky ----------------------------------------------------------------------------
@@ -414,6 +447,7 @@ def test_bluesky_refuses_five_images_before_any_request(
         "ok": False,
         "code": "BlueskyTooManyImages",
         "message": "Bluesky takes at most 4 images per post; this post has 5",
+        "permanent": True,
     }
 
 
@@ -653,6 +687,7 @@ def test_instagram_without_an_image_fails_before_any_request(
         "ok": False,
         "code": "InstagramNeedsImage",
         "message": "Instagram publishes only posts with at least one image; this post has none",
+        "permanent": True,
     }
 
 
