@@ -1,5 +1,6 @@
-// Bluesky: the app.bsky.feed.post record: text, facets, and either the uploaded images
-// (with alt text) or a link card (app.bsky.embed.external) for the post's link.
+// Bluesky: the app.bsky.feed.post record: text, facets (resolved mentions included),
+// and either the uploaded images (with alt text) or a link card (app.bsky.embed.external)
+// for the post's link.
 const prepared = $('Bluesky: prepare').first().json;
 const session = $('Bluesky: create session').first().json.body;
 const { bluesky } = prepared;
@@ -13,8 +14,14 @@ for (const [index, item] of $input.all().entries()) {
   }
   images.push({ alt: media[index].altText || '', image: res.body.blob });
 }
+const resolved = $('Bluesky: mentions resolved').isExecuted ? $('Bluesky: mentions resolved').first().json.dids : {};
+const facets = [...bluesky.facets];
+for (const m of bluesky.mentions) {
+  if (resolved[m.handle]) facets.push({ index: m.index, features: [{ $type: 'app.bsky.richtext.facet#mention', did: resolved[m.handle] }] });
+}
+facets.sort((a, b) => a.index.byteStart - b.index.byteStart);
 const record = { $type: 'app.bsky.feed.post', text: bluesky.text, createdAt: new Date().toISOString() };
-if (bluesky.facets.length) record.facets = bluesky.facets;
+if (facets.length) record.facets = facets;
 if (images.length) {
   record.embed = { $type: 'app.bsky.embed.images', images };
 } else if (bluesky.link) {

@@ -1,4 +1,4 @@
-// Bluesky: the post's text with its facets (links and hashtags, at UTF-8 byte offsets, as
+// Bluesky: the post's text with its facets (links, hashtags and mentions, at UTF-8 byte offsets, as
 // app.bsky.richtext.facet says), checked against Bluesky's limits before any request.
 // BLUESKY_API_BASE_URL overrides https://bsky.social (the PDS; tests point it at a fake).
 const item = $input.first();
@@ -42,5 +42,12 @@ for (const m of text.matchAll(/(^|\s)#([^\s#]+)/gu)) {
   const start = m.index + m[1].length;
   facets.push({ index: span(start, start + 1 + tag.length), features: [{ $type: 'app.bsky.richtext.facet#tag', tag }] });
 }
+// Mentions link to an account by DID: bluesky-mentions.js has each handle resolved.
+const mentions = [];
+for (const m of text.matchAll(/(^|[\s(])@([a-zA-Z0-9][a-zA-Z0-9.-]*\.[a-zA-Z][a-zA-Z0-9.-]*)/g)) {
+  const handle = m[2].replace(/[.-]+$/, '');
+  const start = m.index + m[1].length;
+  mentions.push({ handle: handle.toLowerCase(), index: span(start, start + 1 + handle.length) });
+}
 const base = String($env.BLUESKY_API_BASE_URL || 'https://bsky.social').replace(/\/+$/, '');
-return [{ json: { ...item.json, bluesky: { base, text, facets, link } }, binary: item.binary }];
+return [{ json: { ...item.json, bluesky: { base, text, facets, mentions, link } }, binary: item.binary }];

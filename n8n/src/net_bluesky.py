@@ -1,9 +1,10 @@
 """The Bluesky branch of the publish workflow: AT Protocol XRPC calls to the account's PDS.
 
 createSession (handle + app password from the "Bluesky (Herald)" Custom Auth credential)
-→ listRecords (was this post made already?) → uploadBlob per image → createRecord of an
-app.bsky.feed.post with link and hashtag facets and an images or external embed. The
-JavaScript is in bluesky-*.js; build.py places the branch with `branch(x, y)`.
+→ resolveHandle per @mention → listRecords (was this post made already?) → uploadBlob
+per image → createRecord of an app.bsky.feed.post with link, hashtag and mention facets
+and an images or external embed. The JavaScript is in bluesky-*.js; build.py places the
+branch with `branch(x, y)`.
 """
 
 from __future__ import annotations
@@ -90,50 +91,71 @@ def branch(x: int, y: int) -> tuple[list[dict[str, Any]], list[Edge], str, str]:
             _credential=True,
         ),
         h.if_true("Bluesky: signed in?", "={{ $json.statusCode === 200 }}", x + 3 * step, y - 100),
+        code("Bluesky: mentions", ("bluesky-mentions",), x + 4 * step, y - 100),
+        h.if_true("Bluesky: mentions?", "={{ $json.resolve }}", x + 5 * step, y - 100),
+        request(
+            "Bluesky: resolve mention",
+            "GET",
+            f"={{{{ {BASE} }}}}/xrpc/com.atproto.identity.resolveHandle?handle="
+            "{{ encodeURIComponent($json.handle) }}",
+            x + 6 * step,
+            y - 200,
+            **bearer(),
+        ),
+        code("Bluesky: mentions resolved", (answer, "bluesky-resolved"), x + 7 * step, y - 200),
+        h.if_true("Bluesky: resolved?", "={{ !$json.outcome }}", x + 8 * step, y - 200),
         request(
             "Bluesky: recent posts",
             "GET",
             f"={{{{ {BASE} }}}}/xrpc/com.atproto.repo.listRecords?repo="
-            "{{ encodeURIComponent($json.body.did) }}&collection=app.bsky.feed.post&limit=10",
-            x + 4 * step,
+            "{{ encodeURIComponent($('Bluesky: create session').first().json.body.did) }}"
+            "&collection=app.bsky.feed.post&limit=10",
+            x + 9 * step,
             y - 200,
             **bearer(),
         ),
-        code("Bluesky: plan", (answer, "bluesky-plan"), x + 5 * step, y - 200),
-        h.if_true("Bluesky: new post?", "={{ !$json.outcome }}", x + 6 * step, y - 200),
-        h.if_true("Bluesky: images?", "={{ $json.upload }}", x + 7 * step, y - 300),
+        code("Bluesky: plan", (answer, "bluesky-plan"), x + 10 * step, y - 200),
+        h.if_true("Bluesky: new post?", "={{ !$json.outcome }}", x + 11 * step, y - 200),
+        h.if_true("Bluesky: images?", "={{ $json.upload }}", x + 12 * step, y - 300),
         request(
             "Bluesky: upload image",
             "POST",
             f"={{{{ {BASE} }}}}/xrpc/com.atproto.repo.uploadBlob",
-            x + 8 * step,
+            x + 13 * step,
             y - 400,
             **bearer(),
             sendBody=True,
             contentType="binaryData",
             inputDataFieldName="={{ $json.binaryKey }}",
         ),
-        code("Bluesky: build post", (answer, "bluesky-build"), x + 9 * step, y - 300),
-        h.if_true("Bluesky: ready?", "={{ !$json.outcome }}", x + 10 * step, y - 300),
+        code("Bluesky: build post", (answer, "bluesky-build"), x + 14 * step, y - 300),
+        h.if_true("Bluesky: ready?", "={{ !$json.outcome }}", x + 15 * step, y - 300),
         request(
             "Bluesky: create post",
             "POST",
             f"={{{{ {BASE} }}}}/xrpc/com.atproto.repo.createRecord",
-            x + 11 * step,
+            x + 16 * step,
             y - 400,
             **bearer(),
             sendBody=True,
             specifyBody="json",
             jsonBody="={{ JSON.stringify($json.request) }}",
         ),
-        code("Bluesky: outcome", (answer, "bluesky-outcome"), x + 12 * step, y),
+        code("Bluesky: outcome", (answer, "bluesky-outcome"), x + 17 * step, y),
     ]
     edges: list[Edge] = [
         ("Bluesky: prepare", 0, "Bluesky: valid?"),
         ("Bluesky: valid?", 0, "Bluesky: create session"),
         ("Bluesky: valid?", 1, "Bluesky: outcome"),
         ("Bluesky: create session", 0, "Bluesky: signed in?"),
-        ("Bluesky: signed in?", 0, "Bluesky: recent posts"),
+        ("Bluesky: signed in?", 0, "Bluesky: mentions"),
+        ("Bluesky: mentions", 0, "Bluesky: mentions?"),
+        ("Bluesky: mentions?", 0, "Bluesky: resolve mention"),
+        ("Bluesky: mentions?", 1, "Bluesky: recent posts"),
+        ("Bluesky: resolve mention", 0, "Bluesky: mentions resolved"),
+        ("Bluesky: mentions resolved", 0, "Bluesky: resolved?"),
+        ("Bluesky: resolved?", 0, "Bluesky: recent posts"),
+        ("Bluesky: resolved?", 1, "Bluesky: outcome"),
         ("Bluesky: signed in?", 1, "Bluesky: outcome"),
         ("Bluesky: recent posts", 0, "Bluesky: plan"),
         ("Bluesky: plan", 0, "Bluesky: new post?"),

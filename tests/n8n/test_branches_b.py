@@ -85,7 +85,7 @@ def harness() -> dict[str, Any]:
                 reply,
                 "respondToWebhook",
                 1.1,
-                440 + 14 * 220,
+                440 + 18 * 220,
                 y,
                 respondWith="json",
                 responseBody="={{ JSON.stringify($json) }}",
@@ -327,6 +327,37 @@ def test_bluesky_posts_text_with_facets_and_images_with_alt_text(
         "externalId": uri,
         "externalUrl": f"https://bsky.app/profile/{fake_bluesky.DID}/post/{rkey}",
     }
+
+
+def test_bluesky_mentions_link_to_the_resolved_did(n8n: N8nServer, bluesky: FakeBluesky) -> None:
+    text = "Thanks @alice.example.com and @nobody.example.com."
+
+    outcome = run(n8n, "bluesky", entry("bluesky", text))
+
+    assert outcome["ok"] is True
+    resolved = bluesky.calls("com.atproto.identity.resolveHandle")
+    assert sorted(r.query["handle"] for r in resolved) == [
+        "alice.example.com",
+        "nobody.example.com",
+    ]
+    (create,) = bluesky.calls("com.atproto.repo.createRecord")
+    record = create.json()["record"]
+    encoded = text.encode()
+    # The unknown handle stays plain text, as in Bluesky's own app.
+    assert [
+        (encoded[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode(), f["features"])
+        for f in record["facets"]
+    ] == [
+        (
+            "@alice.example.com",
+            [
+                {
+                    "$type": "app.bsky.richtext.facet#mention",
+                    "did": fake_bluesky.HANDLES["alice.example.com"],
+                }
+            ],
+        )
+    ]
 
 
 def test_bluesky_link_without_images_is_an_external_card(

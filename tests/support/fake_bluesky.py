@@ -4,6 +4,7 @@ Speaks the calls n8n/src/net_bluesky.py makes, with the lexicons' request and an
 
   POST /xrpc/com.atproto.server.createSession {identifier, password} -> {accessJwt, did, …}
   POST /xrpc/com.atproto.repo.uploadBlob  (raw bytes, Content-Type)  -> {"blob": {…}}
+  GET  /xrpc/com.atproto.identity.resolveHandle?handle               -> {"did"} (or 400)
   GET  /xrpc/com.atproto.repo.listRecords?repo&collection&limit      -> {"records": […]}
   POST /xrpc/com.atproto.repo.createRecord {repo, collection, record} -> {uri, cid, …}
 
@@ -29,6 +30,8 @@ from typing import Any
 HANDLE, PASSWORD = "herald.test", "abcd-efgh-ijkl-mnop"
 DID = "did:plc:heraldtestaccount0000000"
 JWT = "eyJhbGciOiJFUzI1NksifQ.herald-access.sig"
+# Handles com.atproto.identity.resolveHandle knows; any other is answered 400.
+HANDLES = {HANDLE: DID, "alice.example.com": "did:plc:alice00000000000000000000"}
 TID_CHARS = "234567abcdefghijklmnopqrstuvwxyz"
 
 
@@ -122,6 +125,11 @@ class FakeBluesky:
                          "did": DID, "active": True}  # fmt: skip
         if request.headers.get("authorization") != f"Bearer {JWT}":
             return 401, {"error": "AuthenticationRequired", "message": "Authentication Required"}
+        if request.nsid == "com.atproto.identity.resolveHandle" and request.method == "GET":
+            did = HANDLES.get(request.query.get("handle", ""))
+            if did is None:
+                return 400, {"error": "InvalidRequest", "message": "Unable to resolve handle"}
+            return 200, {"did": did}
         if request.nsid == "com.atproto.repo.uploadBlob" and request.method == "POST":
             cid = "bafkrei" + hashlib.sha256(request.raw).hexdigest()[:52]
             mime = request.headers.get("content-type", "*/*")
