@@ -466,6 +466,18 @@ def test_bluesky_wrong_app_password_is_401_naming_the_credential(
     }
 
 
+def test_bluesky_no_answer_has_no_status(n8n: N8nServer, bluesky: FakeBluesky) -> None:
+    bluesky.fail_next("com.atproto.repo.createRecord", 0, {})
+
+    outcome = run(n8n, "bluesky", entry("bluesky", "Into the void"))
+
+    # No status: the shared Outcome stage reads that as "no answer", worth another attempt.
+    assert "status" not in outcome
+    assert outcome["ok"] is False
+    assert outcome["code"] == "BlueskyUnreachable"
+    assert outcome["message"].startswith("creating the post: Bluesky gave no answer: ")
+
+
 def test_bluesky_refuses_five_images_before_any_request(
     n8n: N8nServer, bluesky: FakeBluesky
 ) -> None:

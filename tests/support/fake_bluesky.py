@@ -11,7 +11,8 @@ Speaks the calls n8n/src/net_bluesky.py makes, with the lexicons' request and an
 Every answer carries the PDS's rate-limit headers (ratelimit-limit/-remaining/-reset,
 reset in epoch seconds). XRPC errors are {"error": <name>, "message": …}. Requests after
 createSession need `Authorization: Bearer <accessJwt>`. `fail_next(method, status, error,
-headers)` answers the next call of that XRPC method with an error instead.
+headers)` answers the next call of that XRPC method with an error instead (status 0:
+drops the connection without an answer).
 """
 
 from __future__ import annotations
@@ -189,6 +190,11 @@ class FakeBluesky:
                     )
                     if failure is not None:
                         fake._failures.remove(failure)
+                if failure is not None and failure[1] == 0:
+                    # Status 0: no answer at all; the connection is dropped.
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if failure is not None:
                     _, status, body, scripted = failure
                     extra.update(scripted)
