@@ -36,6 +36,7 @@ class StandInN8n:
         self.sent: list[dict[str, Any]] = []
         self.script: deque[engine.Outcome | Exception] = deque()
         self.delay: dict[str, float] = {}
+        self.delay_for: dict[str, float] = {}  # by post name, before the target's delay
         self.on_send: Callable[[dict[str, Any]], None] | None = None
 
     async def dispatch(
@@ -44,8 +45,9 @@ class StandInN8n:
         self.sent.append({**body, "target": target, "key": idempotency_key, "at": time.time()})
         if self.on_send is not None:
             self.on_send(body)
-        if target in self.delay:
-            await asyncio.sleep(self.delay[target])
+        wait = self.delay_for.get(body["name"], self.delay.get(target))
+        if wait is not None:
+            await asyncio.sleep(wait)
         answer = self.script.popleft() if self.script else engine.Accepted()
         if isinstance(answer, Exception):
             raise answer
@@ -67,8 +69,8 @@ def engine_time(ts: float) -> Any:
 
 
 class Rig:
-    def __init__(self, **config: Any) -> None:
-        self.kube = FakeKube()
+    def __init__(self, kube: FakeKube | None = None, **config: Any) -> None:
+        self.kube = kube or FakeKube()
         self.n8n = StandInN8n()
         self.metrics = Metrics()
         self.metrics.initialise(TARGETS)
@@ -93,7 +95,7 @@ class Rig:
             record_grace=config.pop("record_grace", 0.3),
         )
         assert not config, config
-        self.writer = Writer(self.kube, self.metrics, ME)  # type: ignore[arg-type]
+        self.writer = Writer(self.kube, self.metrics, self.config.me)  # type: ignore[arg-type]
         self.d = Dispatcher(
             self.config,
             self.kube,  # type: ignore[arg-type]
@@ -152,8 +154,8 @@ class Rig:
 async def rig_factory() -> AsyncIterator[Callable[..., Rig]]:
     rigs: list[tuple[Rig, asyncio.Task[None]]] = []
 
-    def make(**config: Any) -> Rig:
-        rig = Rig(**config)
+    def make(kube: FakeKube | None = None, **config: Any) -> Rig:
+        rig = Rig(kube, **config)
         rigs.append((rig, asyncio.create_task(rig.d.run())))
         return rig
 
@@ -318,6 +320,10 @@ async def test_orphaned_claim_for_an_older_generation_is_replanned_not_resent(
     await until(lambda: len(rig.n8n.sent) == 1, within=4)
     assert rig.n8n.texts("p") == ["v2"]
     assert rig.n8n.sent[0]["attempt"] == 2  # attempt 1 may have gone out: never reused
+    # Replanned, not taken over: a take-over would also send v2 as attempt 2, but it
+    # records attempt 1 as Orphaned and posts a Reclaimed Event.
+    assert [r["outcome"] for r in rig.status("p")["history"]] == ["Cancelled"]
+    assert all(reason != "Reclaimed" for _, _, reason in rig.kube.events)
 
 
 # --- window 4: double-dispatch windows ---------------------------------------------------
@@ -327,11 +333,18 @@ async def test_failed_record_is_retried_and_never_resent(
     rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
-    rig = rig_factory(record_grace=0.0)
-    rig.n8n.on_send = lambda body: rig.kube.fail("patch", Unavailable("503"), times=3)
-    rig.create("p", 0.1)
+    rig = rig_factory(record_grace=0.0, claim_timeout=1.0)
+    # A peer replica that would take the claim over once its deadline passes.
+    peer = rig_factory(rig.kube, me="op-b/2222", record_grace=0.0, claim_timeout=1.0)
+    rig.n8n.on_send = peer.n8n.on_send = lambda body: rig.kube.fail(
+        "patch", Unavailable("503"), times=3
+    )
+    obj = rig.kube.create("ns", "p", spec(0.1))
+    rig.d.observe(obj)
+    peer.d.observe(obj)
     await until(lambda: "dispatchedAt" in rig.status("p"), within=4)
-    assert len(rig.n8n.sent) == 1
+    await asyncio.sleep(1.5)  # past the take-over deadline
+    assert len(rig.n8n.sent) + len(peer.n8n.sent) == 1
 
 
 async def test_shutdown_finishes_in_flight_requests_and_gives_back_unsent_claims(
