@@ -33,9 +33,9 @@ __all__ = ["rig_factory"]
 
 def open_circuit(rig: Rig, target: str = "default") -> None:
     """Three transient failures: the target's circuit opens for `circuit_open_min`."""
-    circuit = rig.d._circuit(target)
+    circuit = rig.d.sender.target(target).breaker
     for _ in range(3):
-        circuit.record_failure(rig.d.clock())
+        circuit.record_failure(rig.d.clock.monotonic())
 
 
 def writes(rig: Rig, names: list[str]) -> int:
