@@ -18,7 +18,6 @@ What the dispatcher holds per post while it works on it is one `Track` (herald.t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Iterable
@@ -30,17 +29,17 @@ from pydantic import ValidationError
 from herald import engine
 from herald.cache import Entry, PostCache
 from herald.clock import Clock
-from herald.kube import Conflict, KubeClient, KubeError, NotFound
+from herald.kube import KubeClient, KubeError, NotFound
 from herald.metrics import Metrics, PhaseCount
 from herald.n8n import N8nClient
 from herald.schedule import Schedule
 from herald.sender import Sender
 from herald.track import Track, View
+from herald.worker import Workers
 from herald.workqueue import FairQueue
-from herald.writer import Writer, post_context
+from herald.writer import Writer
 
 log = logging.getLogger("herald.dispatcher")
-HEARTBEAT_SECONDS = 1.0
 WRITE_BACKOFF_MIN = 1.0
 WRITE_BACKOFF_MAX = 60.0
 OWN_WRITE_WAIT = 10.0
@@ -103,10 +102,9 @@ class Dispatcher:
         self.tracks: dict[str, Track] = {}
         self.sender = Sender(self, n8n)
         self.stopping = False
-        self._working = 0
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self.wakeup = asyncio.Event()
+        """Set when the earliest wake-up changed: the loop recomputes its sleep."""
+        self.workers = Workers(self)
         self.last_beat = clock.monotonic()
         metrics.watch_cache(self._phase_counts, self._backlog)
 
@@ -223,7 +221,7 @@ class Dispatcher:
     def schedule_at(self, uid: str, when: float) -> None:
         """Wake `uid` at monotonic time `when`."""
         if self.schedule.set(uid, when):
-            self._wake.set()
+            self.wakeup.set()
 
     def enqueue(self, track: Track, *, urgent: bool = False) -> None:
         self.schedule.cancel(track.uid)
@@ -241,160 +239,23 @@ class Dispatcher:
         else:
             self.queue.put(track.uid, track.namespace, urgent=True)
 
-    # --- the loop and the workers --------------------------------------------------------
-
     async def run(self) -> None:
-        log.info("dispatcher started as %s", self.config.me)
-        self._workers = [
-            asyncio.create_task(self._worker(), name=f"herald-worker-{i}")
-            for i in range(self.config.concurrency)
-        ]
-        try:
-            while not self.stopping:
-                self.last_beat = self.clock.monotonic()
-                self.metrics.heartbeat.set(self.clock.wall().timestamp())
-                for uid in self.schedule.pop_due():
-                    entry = self.cache.get(uid)
-                    if entry is None:
-                        continue
-                    track = self.track(uid, entry.namespace)
-                    # Sends are late when they wait; records guard against a re-send.
-                    self.enqueue(track, urgent=track.claim is not None or track.sent is not None)
-                delay = HEARTBEAT_SECONDS
-                first = self.schedule.next_at()
-                if first is not None:
-                    delay = min(delay, max(0.0, first - self.clock.monotonic()))
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
-        except asyncio.CancelledError:
-            for task in self._workers:
-                task.cancel()
-            raise
-
-    async def _worker(self) -> None:
-        while True:
-            uid = await self.queue.get()
-            if self.stopping:
-                return  # shutting down: finish what is under way, start nothing new
-            await self.handle(uid)
-
-    async def handle(self, uid: str) -> None:
-        """One worker's turn on one post."""
-        entry = self.cache.get(uid)
-        if entry is None:
-            return
-        track = self.track(uid, entry.namespace)
-        track.busy = True
-        self._working += 1
-        try:
-            await self._work(track, entry)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unexpected error while handling post uid=%s", uid)
-            self.backoff(track)
-        finally:
-            track.busy = False
-            self._working -= 1
-            if not self._working:
-                self._idle.set()
-            self._after(track)
-
-    def _after(self, track: Track) -> None:
-        """Work on a post ended: plan what comes next, and drop the track if idle."""
-        if self.tracks.get(track.uid) is not track:
-            return  # forgotten meanwhile
-        if self.cache.get(track.uid) is None:
-            self.forget(track.uid)
-            return
-        if track.dirty:
-            track.dirty = False
-            self.enqueue(track)  # the watch brought news meanwhile
-            return
-        if track.uid not in self.queue:
-            self.sender.release_turn(track)  # woken, but it did not send
-            self._plan(track, None)
-        self.prune(track)
-
-    def prune(self, track: Track) -> None:
-        if track.idle() and self.tracks.get(track.uid) is track:
-            del self.tracks[track.uid]
+        await self.workers.run()
 
     async def stop(self, grace: float = 25.0) -> None:
         """Stop claiming; let sends under way finish and be recorded; give back the
         claims not sent yet, so another replica can take them at once."""
-        self.stopping = True
-        self._wake.set()
-        deadline = self.clock.monotonic() + grace
-        if self._working:
-            self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=grace)
-        for task in self._workers:
-            task.cancel()
-        if self._workers:
-            await asyncio.wait(self._workers, timeout=1)
-        await self.sender.shut_down(deadline)
-        await self.writer.drain()
+        await self.workers.stop(grace)
 
-    # --- acting on one post: read -> decide -> apply -----------------------------------
+    async def handle(self, uid: str) -> None:
+        """One worker's turn on one post (the workers call it; so do tests)."""
+        await self.workers.handle(uid)
 
-    async def _work(self, track: Track, entry: Entry) -> None:
-        if track.sent is not None:
-            await self.sender.record(track)
-            return
-        held = track.claim
-        if (
-            held is not None
-            and held.post.generation == entry.generation
-            and self.now() >= engine.send_at(held.post.status)
-        ):
-            await self.sender.send(track)
-            return
-        view = await self.read(track)
-        for _ in range(3):
-            if view is None:
-                return
-            decision = engine.act(view.post, self.now(), self.config.defaults, self.config.me)
-            view = await self._apply(track, view, decision)
-        if view is not None:
-            self.backoff(track)  # lost the compare-and-swap three times running
+    # --- for the workers and the sender: reading, backing off ---------------------------
 
-    async def _apply(self, track: Track, view: View, decision: engine.Decision) -> View | None:
-        """Carry a decision out; returns a fresh view to decide again after a lost
-        compare-and-swap, else None."""
-        post = view.post
-        if decision.action is engine.Action.SEND:
-            track.claim = view  # ours, and not sent (else `sent` would hold it)
-            await self.sender.send(track)
-            return None
-        if decision.action is engine.Action.DELETE:
-            await self._delete(track, view)
-            return None
-        if decision.status is None:
-            return None
-        if decision.action is engine.Action.CLAIM and self.sender.held_back(track, post):
-            return None
-        now = self.now()
-        try:
-            updated = await self.writer.apply(view.obj, post, decision, now)
-        except Conflict:
-            return await self.read(track, fresh=True)
-        except NotFound:
-            self.forget(track.uid)
-            return None
-        except KubeError:
-            self.backoff(track)
-            return None
-        track.failures, track.not_before = 0, 0.0
-        claimed = self.observe(updated, own=True) or View.of(updated)
-        if decision.action is engine.Action.CLAIM:
-            track.claim = claimed
-            track.reclaimed = any(e.reason == engine.Reason.RECLAIMED for e in decision.events)
-            if self.now() >= engine.send_at(claimed.post.status):
-                await self.sender.send(track)
-        return None
+    def prune(self, track: Track) -> None:
+        if track.idle() and self.tracks.get(track.uid) is track:
+            del self.tracks[track.uid]
 
     async def read(self, track: Track, *, fresh: bool = False) -> View | None:
         """The post as it is now: the version the watch last showed if we hold it, else
@@ -436,29 +297,6 @@ class Dispatcher:
             delay = min(delay, cap)
         track.not_before = self.clock.monotonic() + delay
         self.schedule_at(track.uid, track.not_before)
-
-    async def _delete(self, track: Track, view: View) -> None:
-        post = view.post
-        try:
-            await self.kube.delete_post(post.namespace, post.name, post.uid, view.resource_version)
-        except NotFound:
-            pass
-        except Conflict:
-            track.dirty = True  # edited or retried meanwhile: look again
-            return
-        except KubeError:
-            self.backoff(track)
-            return
-        phase = post.status.phase.value if post.status.phase else "Unknown"
-        self.metrics.deleted.labels(phase).inc()
-        log.info(
-            "%s/%s: deleted, %s and past its TTL",
-            post.namespace,
-            post.name,
-            phase,
-            extra=post_context(post),
-        )
-        self.forget(post.uid)
 
     # --- views for metrics and probes --------------------------------------------------
 
