@@ -18,8 +18,8 @@ import pytest
 
 from herald import dispatcher as dispatcher_module
 from herald import engine
-from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.clock import SYSTEM
+from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import Unavailable
 from herald.metrics import Metrics
 from herald.models import ErrorClass, format_time
