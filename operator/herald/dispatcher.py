@@ -34,6 +34,7 @@ from herald.metrics import Metrics, PhaseCount
 from herald.n8n import N8nClient
 from herald.schedule import Schedule
 from herald.sender import Sender
+from herald.targets import Targets
 from herald.track import Track, View
 from herald.worker import Workers
 from herald.workqueue import FairQueue
@@ -100,6 +101,7 @@ class Dispatcher:
         self.schedule = Schedule(clock.monotonic)
         self.queue = FairQueue()
         self.tracks: dict[str, Track] = {}
+        self.targets = Targets(self)
         self.sender = Sender(self, n8n)
         self.stopping = False
         self.wakeup = asyncio.Event()
@@ -189,7 +191,7 @@ class Dispatcher:
         self.queue.discard(uid)
         track = self.tracks.pop(uid, None)
         if track is not None:
-            self.sender.drop(track)
+            self.targets.drop(track)
 
     def _plan(self, track: Track | None, post: engine.Post | None) -> None:
         """Schedule the next wake-up from the freshest view of the post."""
@@ -228,7 +230,7 @@ class Dispatcher:
         if track.busy:
             track.dirty = True
             return
-        self.sender.drop(track)  # out of its target's lists: it is looked at now
+        self.targets.drop(track)  # out of its target's lists: it is looked at now
         self.queue.put(track.uid, track.namespace, urgent=urgent)
 
     def requeue(self, track: Track) -> None:
@@ -304,7 +306,7 @@ class Dispatcher:
         return [PhaseCount(p, ns, n) for p, ns, n in self.cache.counts()]
 
     def _backlog(self) -> int:
-        return len(self.queue) + self.sender.backlog()
+        return len(self.queue) + self.targets.backlog()
 
     def heartbeat_age(self) -> float:
         return self.clock.monotonic() - self.last_beat

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from herald import engine, signing
-from herald.circuit import CircuitBreaker, State
+from herald.circuit import State
 from herald.kube import Conflict, KubeError, NotFound
 from herald.metrics import CIRCUIT_STATES
 from herald.models import ErrorClass, ScheduledPostStatus
@@ -44,28 +44,8 @@ class Sender:
     def __init__(self, dispatcher: Dispatcher, n8n: N8nClient) -> None:
         self.d = dispatcher
         self.n8n = n8n
-        self.targets: dict[str, Target] = {}
         config = dispatcher.config
         self.budget = config.request_timeout + config.record_grace + RENEW_SLACK
-
-    def target(self, name: str) -> Target:
-        target = self.targets.get(name)
-        if target is None:
-            c = self.d.config
-            limit = c.target_concurrency.get(name) or self._default_limit()
-            breaker = CircuitBreaker(
-                c.circuit_threshold, c.circuit_window, c.circuit_open_for, c.circuit_open_min
-            )
-            target = self.targets[name] = Target(name, limit, breaker)
-        return target
-
-    def _default_limit(self) -> int:
-        """Unset per-target limit: with several targets, half the workers each, so one
-        slow target cannot hold every slot; with one target, all of them."""
-        targets = self.d.config.defaults.targets or frozenset()
-        if len(targets) > 1:
-            return max(1, self.d.config.concurrency // 2)
-        return self.d.config.concurrency
 
     # --- bookkeeping the dispatcher calls --------------------------------------------
 
@@ -76,7 +56,7 @@ class Sender:
             status, track.claim.post.status.attempt, me
         ):
             track.claim = None
-            self.drop(track)
+            self.d.targets.drop(track)
         sent = track.sent
         if (
             sent is not None
@@ -85,69 +65,10 @@ class Sender:
         ):
             track.sent = None  # n8n's callback (or someone) moved the attempt on
 
-    def drop(self, track: Track) -> None:
-        """The post leaves its target's parked/waiting list; the turn passes on."""
-        names = {track.parked, track.waiting, track.turn} - {None}
-        track.parked = track.waiting = track.turn = None
-        for name in names:
-            assert name is not None
-            target = self.target(name)
-            self._wake(target, target.drop(track.uid))
-
-    def release_turn(self, track: Track) -> None:
-        """A woken parked claim did not use its slot: the next one gets it."""
-        if track.turn is not None:
-            target = self.target(track.turn)
-            track.turn = None
-            target.turns.discard(track.uid)
-            self._wake(target, target.wake())
-
-    def _wake(self, target: Target, uids: list[str]) -> None:
-        for uid in uids:
-            track = self.d.tracks.get(uid)
-            if track is None:
-                target.drop(uid)  # cannot happen: forget() drops it first
-                continue
-            if uid in target.turns:
-                track.parked, track.turn = None, target.name
-            else:
-                track.waiting = None
-            self.d.requeue(track)
-
     def renew_at(self, status: ScheduledPostStatus) -> float:
         """When a parked claim must be renewed so that it never looks orphaned."""
         takeover = engine.takeover_at(status, self.d.config.defaults)
         return self.d.mono(takeover) - self.budget
-
-    def held_back(self, track: Track, post: engine.Post) -> bool:
-        """Before a claim is written: is the target's circuit open or its probe out?
-        Then the post waits without writing anything."""
-        target = self.target(post.spec.target)
-        now = self.d.clock.monotonic()
-        gate = target.gate(now)
-        if gate is State.OPEN:
-            self.d.metrics.dispatch_total.labels(target.name, "deferred_circuit_open").inc()
-            log.info(
-                "%s/%s deferred: circuit for target %s is open",
-                post.namespace,
-                post.name,
-                target.name,
-                extra=post_context(post),
-            )
-            track.not_before = target.breaker.retry_at(now)
-            self.d.schedule_at(track.uid, track.not_before)
-            return True
-        if gate is State.HALF_OPEN:
-            self._wait(track, target)
-            return True
-        return False
-
-    def _wait(self, track: Track, target: Target) -> None:
-        target.waiting[track.uid] = None
-        track.waiting = target.name
-
-    def backlog(self) -> int:
-        return sum(len(t.parked) + len(t.waiting) for t in self.targets.values())
 
     # --- send ----------------------------------------------------------------------------
 
@@ -160,7 +81,7 @@ class Sender:
             if renewed is None:
                 return
             held, post = renewed, renewed.post
-        target = self.target(post.spec.target)
+        target = self.d.targets.get(post.spec.target)
         if target.full(track.uid):
             # Aside, without holding a worker; renewed before a peer may take it over.
             target.parked[track.uid] = None
@@ -169,7 +90,7 @@ class Sender:
         now = self.d.clock.monotonic()
         gate = target.gate(now)
         if gate is State.HALF_OPEN:
-            self._wait(track, target)
+            self.d.targets.wait(track, target)
             return
         probe = None if gate is State.OPEN else target.take_slot(track.uid, now)
         if probe is None:
@@ -199,7 +120,7 @@ class Sender:
             if sent.outcome is not None:
                 self._count(target, sent.outcome, probe)
             track.probe = False
-            self._wake(target, target.release_slot(track.uid, probe))
+            self.d.targets.wake(target, target.release_slot(track.uid, probe))
         outcome = sent.outcome
         if (
             isinstance(outcome, engine.Accepted)
@@ -269,7 +190,7 @@ class Sender:
         if held is None:
             return
         track.claim = None
-        self.drop(track)
+        self.d.targets.drop(track)
         now = self.d.now()
         decision = engine.defer_claim(held.post, now, until, why, spent=track.reclaimed)
         try:

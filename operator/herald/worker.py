@@ -108,7 +108,7 @@ class Workers:
             self.d.enqueue(track)  # the watch brought news meanwhile
             return
         if track.uid not in self.d.queue:
-            self.d.sender.release_turn(track)  # woken, but it did not send
+            self.d.targets.release_turn(track)  # woken, but it did not send
             self.d._plan(track, None)
         self.d.prune(track)
 
@@ -163,7 +163,7 @@ class Workers:
             return None
         if decision.status is None:
             return None
-        if decision.action is engine.Action.CLAIM and self.d.sender.held_back(track, post):
+        if decision.action is engine.Action.CLAIM and self.d.targets.held_back(track, post):
             return None
         now = self.d.now()
         try:

@@ -371,7 +371,7 @@ async def test_probe_is_released_when_the_request_raises(
     rig_factory: Callable[..., Rig],
 ) -> None:
     rig = rig_factory()
-    circuit = rig.d.sender.target("default").breaker
+    circuit = rig.d.targets.get("default").breaker
     for t in (1.0, 2.0, 3.0):
         circuit.record_failure(SYSTEM.monotonic() - 10 + t)
     rig.n8n.script.append(RuntimeError("boom"))
@@ -430,7 +430,7 @@ async def test_unknown_target_fails_before_any_breaker_exists(
     rig.create("p", 0.0, target="nope")
     await until(lambda: phase(rig, "p") == "Failed")
     assert rig.status("p")["lastError"]["code"] == "UnknownTarget"
-    assert "nope" not in rig.d.sender.targets
+    assert "nope" not in rig.d.targets.by_name
     assert rig.n8n.sent == []
 
 

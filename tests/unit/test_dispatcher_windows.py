@@ -33,7 +33,7 @@ __all__ = ["rig_factory"]
 
 def open_circuit(rig: Rig, target: str = "default") -> None:
     """Three transient failures: the target's circuit opens for `circuit_open_min`."""
-    circuit = rig.d.sender.target(target).breaker
+    circuit = rig.d.targets.get(target).breaker
     for _ in range(3):
         circuit.record_failure(rig.d.clock.monotonic())
 
