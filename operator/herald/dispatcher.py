@@ -145,7 +145,7 @@ class Dispatcher:
                 # the echo never comes (a relist): then `_plan` reads the post again.
                 track.withheld = True
                 if not track.busy:
-                    self._plan(track, None)
+                    self.plan(track, None)
                 return None
         try:
             view = View.of(obj)
@@ -165,9 +165,12 @@ class Dispatcher:
                 track.view = view
             self.enqueue(track)
             return view
-        self._plan(track, view.post)
+        self.plan(track, view.post)
         if track is not None:
-            self.prune(track)
+            if self.cache.get(uid) is None:
+                self.finished(track)
+            else:
+                self.prune(track)
         return view
 
     def note(self, view: View) -> None:
@@ -193,7 +196,14 @@ class Dispatcher:
         if track is not None:
             self.targets.drop(track)
 
-    def _plan(self, track: Track | None, post: engine.Post | None) -> None:
+    def finished(self, track: Track) -> None:
+        """The post is finished (or gone): nothing is held for it any more. A late event
+        from before our own last write costs a read, never a wrong write (CAS)."""
+        if self.tracks.get(track.uid) is track:
+            del self.tracks[track.uid]
+        self.targets.drop(track)
+
+    def plan(self, track: Track | None, post: engine.Post | None) -> None:
         """Schedule the next wake-up from the freshest view of the post."""
         if track is not None:
             best = track.claim or (track.sent.view if track.sent else None) or track.view

@@ -48,13 +48,7 @@ class Workers:
             while not self.d.stopping:
                 self.d.last_beat = self.d.clock.monotonic()
                 self.d.metrics.heartbeat.set(self.d.clock.wall().timestamp())
-                for uid in self.d.schedule.pop_due():
-                    entry = self.d.cache.get(uid)
-                    if entry is None:
-                        continue
-                    track = self.d.track(uid, entry.namespace)
-                    # Sends are late when they wait; records guard against a re-send.
-                    self.d.enqueue(track, urgent=track.claim is not None or track.sent is not None)
+                self.move_due()
                 delay = HEARTBEAT_SECONDS
                 first = self.d.schedule.next_at()
                 if first is not None:
@@ -66,6 +60,16 @@ class Workers:
             for task in self._workers:
                 task.cancel()
             raise
+
+    def move_due(self) -> None:
+        """Queue the posts whose wake-up time has come."""
+        for uid in self.d.schedule.pop_due():
+            entry = self.d.cache.get(uid)
+            if entry is None:
+                continue
+            track = self.d.track(uid, entry.namespace)
+            # Sends are late when they wait; records guard against a re-send.
+            self.d.enqueue(track, urgent=track.claim is not None or track.sent is not None)
 
     async def _worker(self) -> None:
         while True:
@@ -101,7 +105,7 @@ class Workers:
         if self.d.tracks.get(track.uid) is not track:
             return  # forgotten meanwhile
         if self.d.cache.get(track.uid) is None:
-            self.d.forget(track.uid)
+            self.d.finished(track)
             return
         if track.dirty:
             track.dirty = False
@@ -109,7 +113,7 @@ class Workers:
             return
         if track.uid not in self.d.queue:
             self.d.targets.release_turn(track)  # woken, but it did not send
-            self.d._plan(track, None)
+            self.d.plan(track, None)
         self.d.prune(track)
 
     async def stop(self, grace: float = 25.0) -> None:
