@@ -115,6 +115,28 @@ async def test_a_record_failing_for_a_while_is_retried_before_a_peer_may_take_ov
     assert len(sent) == 1, [(s["attempt"], s["key"]) for s in sent]
 
 
+async def test_claims_parked_longer_than_the_claim_timeout_are_not_taken_over(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    a = rig_factory(
+        claim_ahead=0.0, claim_timeout=3.0, request_timeout=0.5, target_concurrency={"slow": 1}
+    )
+    b = rig_factory(a.kube, me="op-b/2222", claim_ahead=0.0, claim_timeout=3.0)
+    b.watching = False  # b learns of the posts only once a holds every claim
+    a.n8n.delay["slow"] = b.n8n.delay["slow"] = 0.5
+    names = [f"s{i}" for i in range(8)]
+    for name in names:
+        a.create(name, 0.0, target="slow")
+    await until(lambda: all(phase(a, n) == "Publishing" for n in names))
+    b.watching = True
+    for name in names:
+        b.d.observe(a.kube.get("ns", name))
+    await until(lambda: len(a.n8n.sent) + len(b.n8n.sent) >= 8, within=10)
+    await asyncio.sleep(1.0)
+    sent = sorted((s["name"], s["attempt"]) for s in a.n8n.sent + b.n8n.sent)
+    assert sent == [(n, 1) for n in names]  # each once, by its holder; none taken over
+
+
 # --- window 3: a request that may have reached n8n spends its attempt ------------------
 
 
