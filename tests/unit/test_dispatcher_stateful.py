@@ -370,3 +370,62 @@ TestDispatcher.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# --- the windows again, step by step on the FakeClock (deterministic companions of
+# --- tests/unit/test_dispatcher_windows.py, which runs them on the wall clock) -------
+
+
+def machine() -> DispatcherMachine:
+    return DispatcherMachine()
+
+
+def test_window1_posts_due_during_a_probe_wait_without_writing_fake_clock() -> None:
+    m = machine()
+    try:
+        breaker = m.d.targets.get("default").breaker
+        for _ in range(2):
+            breaker.record_failure(m.clock.monotonic())
+        m.clock.advance(6.0)  # past circuit_open_min: half-open
+        m.n8n_mode("hang")
+        m.create("a", 0, False)  # the probe; n8n hangs
+        assert [s[1] for s in m.n8n.sent] == [1]
+        for name in ("b", "c", "d"):
+            m.create(name, 0, False)
+        for _ in range(4):
+            m.tick(1.0)  # the probe is still out (it times out at 5 s)
+            m.deliver(20)
+        assert [m.kube.status_writes(n) for n in ("b", "c", "d")] == [1, 1, 1]  # accepted
+        m.n8n_mode("ok")
+        m.answer_hung(True)  # n8n answers the probe: the circuit closes
+        assert sorted(s[0].split("-")[1] for s in m.n8n.sent) == ["a", "b", "c", "d"]
+    finally:
+        m.teardown()
+
+
+def test_window3_a_request_that_raised_is_spent_fake_clock() -> None:
+    m = machine()
+    try:
+        m.n8n_mode("raise")
+        m.create("a", 0, False)
+        m.n8n_mode("ok")
+        m.deliver(20)
+        m.tick(3.0)  # past the 2 s retry backoff
+        uid = m.n8n.sent[0][0]
+        # A new attempt number, the same Idempotency-Key (the uid).
+        assert [(attempt, key) for _, attempt, key in m.n8n.sent] == [(1, uid), (2, uid)]
+    finally:
+        m.teardown()
+
+
+def test_window5_a_suspended_parked_claim_passes_its_turn_on_fake_clock() -> None:
+    m = machine()
+    try:
+        m.start([(0, True), (0, True), (0, True)], "hang")  # a sends, b and c park
+        assert len(m.n8n.sent) == 1
+        m.edit("b", "suspend")
+        m.deliver(50)
+        m.answer_hung(True)  # a's request ends: the slot goes to c, not to b
+        assert [s[0].split("-")[1] for s in m.n8n.sent] == ["a", "c"]
+    finally:
+        m.teardown()
