@@ -66,9 +66,12 @@ class Sender:
             track.sent = None  # n8n's callback (or someone) moved the attempt on
 
     def renew_at(self, status: ScheduledPostStatus) -> float:
-        """When a parked claim must be renewed so that it never looks orphaned."""
+        """When a parked claim must be renewed so that it never looks orphaned: just after
+        `claim_is_old` turns true (at exactly `budget` before the take-over it is not yet,
+        and a wake-up then would only park the claim again), still RENEW_SLACK / 2 ahead
+        of what a request and its record need."""
         takeover = engine.takeover_at(status, self.d.config.defaults)
-        return self.d.mono(takeover) - self.budget
+        return self.d.mono(takeover) - self.budget + RENEW_SLACK / 2
 
     # --- send ----------------------------------------------------------------------------
 

@@ -429,3 +429,26 @@ def test_window5_a_suspended_parked_claim_passes_its_turn_on_fake_clock() -> Non
         assert [s[0].split("-")[1] for s in m.n8n.sent] == ["a", "c"]
     finally:
         m.teardown()
+
+
+def test_window2_a_claim_parked_past_its_renewal_time_is_renewed_once_fake_clock() -> None:
+    """Four posts behind a limit of one; n8n takes 4.9 s for each: the fourth waits
+    14.7 s, past the moment (claim timeout 20 s - 7.5 s for a request and its record)
+    when a peer could no longer be sure the holder finishes in time."""
+    m = machine()
+    try:
+        m.start([(0, True)] * 4, "hang")
+        claimed = m.kube.objects[("ns", "d")]["status"]["claimedAt"]
+        for _ in range(3):
+            m.tick(4.9)
+            m.answer_hung(True)  # one request ends in time; the next parked claim goes
+            m.deliver(50)
+        assert [attempt for uid, attempt, _ in m.n8n.sent if uid.startswith("uid-d")] == [1]
+        status = m.kube.objects[("ns", "d")]["status"]
+        assert status["claimedAt"] != claimed  # renewed while parked
+        assert m.kube.status_writes("d") == 3  # accept, claim, one renewal
+        post = engine.from_object(m.kube.objects[("ns", "d")])
+        left = (engine.takeover_at(post.status, m.defaults) - m.clock.wall()).total_seconds()
+        assert left >= m.d.sender.budget - 2.5  # its request went out with room to spare
+    finally:
+        m.teardown()
