@@ -72,20 +72,31 @@ class CircuitBreaker:
             return now
         return max(now, self._opened_at + self._period) + (1.0 if self._probing else 0.0)
 
+    @property
+    def probing(self) -> bool:
+        """A half-open probe is out: other requests wait for its outcome."""
+        return self._probing
+
     def cancel_probe(self) -> None:
-        """The caller that was allowed to probe did not send a request after all."""
+        """The caller that was allowed to probe did not send a request after all (only
+        that caller may call this)."""
         self._probing = False
 
     def record_success(self, now: float) -> None:
+        """n8n answered. Any answer closes the circuit, a straggler's too (n8n is up)."""
         self._failures.clear()
         self._opened_at = None
         self._probing = False
         self._period = self.open_min
 
-    def record_failure(self, now: float) -> None:
+    def record_failure(self, now: float, *, straggler: bool = False) -> None:
+        """A transient failure. `straggler`: the request was not the probe (it started
+        before the circuit opened); it must not end a probe that is still out."""
         if self._opened_at is not None:
-            # A failed probe (or a straggler from before the circuit opened): stay open,
-            # and wait twice as long before the next probe.
+            if straggler and self._probing:
+                return  # the probe under way decides
+            # A failed probe (or a straggler while no probe is out): stay open, and wait
+            # twice as long before the next probe.
             if self._probing or now >= self._opened_at + self._period:
                 self._period = min(self._period * 2, self.open_for)
             self._opened_at = now

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from herald import engine, kubeauth, logs
+from herald.clock import SYSTEM
 from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
@@ -96,12 +96,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 name: t.concurrency for name, t in config.targets.items() if t.concurrency
             },
             record_grace=config.record_grace_seconds,
+            request_timeout=max((t.timeout_seconds for t in config.targets.values()), default=10.0),
         ),
         kube,
         n8n,
         writer,
         metrics,
-        clock=time.time,
+        clock=SYSTEM,
     )
     runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
     runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")

@@ -146,11 +146,34 @@ class Event:
     is posted only when the operator is configured to post routine Events."""
 
 
+class Reason(enum.StrEnum):
+    """The reasons of the Events Herald posts, matched by the writer's counters (and by
+    anything else that reacts to an Event): one name each, never a string in two files."""
+
+    SCHEDULED = "Scheduled"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    RESCHEDULED = "Rescheduled"
+    CHANGED_AFTER_DISPATCH = "ChangedAfterDispatch"
+    RETRY_REQUESTED = "RetryRequested"
+    RETRY_IGNORED = "RetryIgnored"
+    RETRY_SCHEDULED = "RetryScheduled"
+    STALE_RECOVERED = "StaleRecovered"
+    RECLAIMED = "Reclaimed"
+    PUBLISHED = "Published"
+    FAILED = "Failed"
+    UNKNOWN_TARGET = "UnknownTarget"
+    MISSED_DEADLINE = "MissedDeadline"
+    STATUS_WRITE_REJECTED = "StatusWriteRejected"
+
+
 class Action(enum.Enum):
     NONE = "none"
-    DISPATCH = "dispatch"
+    CLAIM = "claim"
     """Write the claim; if the compare-and-swap wins, send the webhook at the claimed
     attempt's send time (status.nextAttemptAt)."""
+    DISPATCH = "claim"
+    """The old name of CLAIM (an alias, kept while other branches still say it)."""
     SEND = "send"
     """Nothing to write: this instance holds the claim and its send time has come."""
     DELETE = "delete"
@@ -404,11 +427,12 @@ def _accept(post: Post, now: dt.datetime) -> Decision:
     )
     if spec.suspend:
         status = _update(base, phase=Phase.SUSPENDED, message="Suspended by spec.suspend")
-        return Decision(status, (Event("Normal", "Suspended", "Suspended by spec.suspend"),))
+        event = Event("Normal", Reason.SUSPENDED, "Suspended by spec.suspend")
+        return Decision(status, (event,))
     at = spec.publish_at
     msg = f"Publishes at {_fmt(at)} via target {spec.target}"
     status = _update(base, phase=Phase.SCHEDULED, next_attempt_at=at, message=msg)
-    return Decision(status, (Event("Normal", "Scheduled", msg, routine=True),))
+    return Decision(status, (Event("Normal", Reason.SCHEDULED, msg, routine=True),))
 
 
 def _fmt(value: dt.datetime) -> str:
@@ -465,7 +489,7 @@ def _release(post: Post, now: dt.datetime, why: str, *, spent: bool) -> Decision
     decision = _spec_changed(replace_status(post, released), now)
     assert decision.status is not None
     msg = f"{why}: attempt {status.attempt} released unsent; {decision.status.message}"
-    reason = decision.events[0].reason if decision.events else "Rescheduled"
+    reason = decision.events[0].reason if decision.events else Reason.RESCHEDULED
     return Decision(_update(decision.status, message=msg), (Event("Normal", reason, msg),))
 
 
@@ -500,7 +524,7 @@ def _spec_changed(post: Post, now: dt.datetime) -> Decision:
             gen,
         )
         new = _update(status, observed_generation=gen, conditions=conditions)
-        return Decision(new, (Event("Warning", "ChangedAfterDispatch", msg),))
+        return Decision(new, (Event("Warning", Reason.CHANGED_AFTER_DISPATCH, msg),))
     if phase is Phase.FAILED:
         # A failed post stays failed until someone asks for a retry; the edit (say, a
         # fixed text) is what that retry will send.
@@ -515,7 +539,7 @@ def _spec_changed(post: Post, now: dt.datetime) -> Decision:
             next_attempt_at=None,
             message="Suspended by spec.suspend",
         )
-        return Decision(new, (Event("Normal", "Suspended", "Suspended by spec.suspend"),))
+        return Decision(new, (Event("Normal", Reason.SUSPENDED, "Suspended by spec.suspend"),))
     # Scheduled, Retrying, or Suspended being resumed: plan again from the new spec.
     if status.attempt == status.retry_base_attempt:
         at = spec.publish_at if status.attempt == 0 else max(now, spec.publish_at)
@@ -545,7 +569,7 @@ def _spec_changed(post: Post, now: dt.datetime) -> Decision:
         message=msg,
         conditions=conditions,
     )
-    reason = "Resumed" if phase is Phase.SUSPENDED else "Rescheduled"
+    reason = Reason.RESUMED if phase is Phase.SUSPENDED else Reason.RESCHEDULED
     return Decision(new, (Event("Normal", reason, msg),))
 
 
@@ -554,7 +578,7 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
     handled = _update(status, last_handled_retry_request=handled_request(post.retry_request))
     if status.phase not in (Phase.FAILED, Phase.RETRYING):
         msg = f"Retry request ignored: the post is {status.phase}, retries apply to Failed posts"
-        return Decision(handled, (Event("Warning", "RetryIgnored", msg),))
+        return Decision(handled, (Event("Warning", Reason.RETRY_IGNORED, msg),))
     # Attempt numbers keep counting (tokens and webhook-ids of earlier attempts stay
     # spent); the policy counts from here, and the idempotency key changes.
     reset: dict[str, Any] = {
@@ -591,7 +615,7 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
             conditions=conditions,
             **reset,
         )
-    return Decision(new, (Event("Normal", "RetryRequested", msg),))
+    return Decision(new, (Event("Normal", Reason.RETRY_REQUESTED, msg),))
 
 
 # --- time-driven: act ------------------------------------------------------------------
@@ -600,6 +624,52 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
 def send_at(status: ScheduledPostStatus) -> dt.datetime:
     """When a claimed attempt goes out: its nextAttemptAt, or at once."""
     return status.next_attempt_at or status.claimed_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def takeover_at(status: ScheduledPostStatus, defaults: Defaults) -> dt.datetime:
+    """When another instance may take a claim over as orphaned: claim_timeout after the
+    later of its send time and claimedAt. Both durable, so the holder and its peers
+    compute the same moment; the holder moves it on by renewing (`renew_claim`)."""
+    since = max(send_at(status), status.claimed_at or send_at(status))
+    return since + dt.timedelta(seconds=defaults.claim_timeout_seconds)
+
+
+def claim_is_old(
+    status: ScheduledPostStatus, now: dt.datetime, defaults: Defaults, budget: float
+) -> bool:
+    """Has the holder less than `budget` seconds (a request and its record) before a peer
+    may take the claim over? Then it must renew the claim before it sends."""
+    return (takeover_at(status, defaults) - now).total_seconds() < budget
+
+
+def moved_past(status: ScheduledPostStatus, attempt: int, me: str) -> bool:
+    """Does this status show `me`'s claimed `attempt` as over or taken over? A status
+    older than the claim (a lower attempt) does not."""
+    if status.attempt != attempt:
+        return status.attempt > attempt
+    return (
+        status.phase is not Phase.PUBLISHING
+        or status.dispatched_at is not None
+        or status.claimed_by != me
+    )
+
+
+def needs_plan(post: Post) -> bool:
+    """Is there level-triggered work that waits for no time: a new post, an edit, a manual
+    retry? Exactly when plan() has something to write (for any instance)."""
+    status = post.status
+    if status.phase is None or status.observed_generation != post.generation:
+        return True
+    request = handled_request(post.retry_request)
+    return request not in (None, status.last_handled_retry_request)
+
+
+def renew_claim(post: Post, now: dt.datetime) -> Decision:
+    """The holder of a claim not sent yet moves its take-over deadline on (the claim
+    waited behind a target limit, or the process was slow): claimedAt becomes now. The
+    whole-status guard makes it lose against a take-over or any other write."""
+    new = _update(post.status, claimed_at=now)
+    return Decision(new, spec_dependent=True)
 
 
 def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
@@ -620,9 +690,7 @@ def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
             # Our own identity with another incarnation: that process is gone (it was
             # this pod's previous container), so its claim is orphaned right now.
             return status.claimed_at or send_at(status)
-        return max(send_at(status), status.claimed_at or send_at(status)) + dt.timedelta(
-            seconds=policy.claim_timeout_seconds
-        )
+        return takeover_at(status, defaults)
     ttl = ttl_seconds(post, defaults)
     ended = finished_at(status)
     if ttl is not None and ended is not None:
@@ -662,7 +730,7 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
             decision = _fail_attempt(post, now, failure, policy)
             return Decision(
                 decision.status,
-                (Event("Warning", "StaleRecovered", failure.message), *decision.events),
+                (Event("Warning", Reason.STALE_RECOVERED, failure.message), *decision.events),
             )
         if status.claimed_by == me:
             return Decision(action=Action.SEND)
@@ -670,6 +738,8 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
             # The spec changed after the orphaned claim: plan from the new spec rather
             # than send what the dead holder may or may not have sent.
             return _release(post, now, f"Claim by {status.claimed_by} was orphaned", spent=True)
+        if defaults.targets is not None and post.spec.target not in defaults.targets:
+            return _unknown_target(post, now, defaults.targets)
         return _claim(post, now, me, reclaim=True)
     if ttl_seconds(post, defaults) is not None:
         return Decision(action=Action.DELETE)
@@ -703,7 +773,7 @@ def _unknown_target(post: Post, now: dt.datetime, targets: frozenset[str]) -> De
         f"spec.target {post.spec.target!r} is not configured in the operator "
         f"(configured: {', '.join(sorted(targets)) or 'none'})"
     )
-    return _final_failure(post, now, ErrorClass.PERMANENT, "UnknownTarget", msg)
+    return _final_failure(post, now, ErrorClass.PERMANENT, Reason.UNKNOWN_TARGET, msg)
 
 
 def _final_failure(
@@ -746,7 +816,7 @@ def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -
         f"First dispatch possible {late:.0f}s after the scheduled time, past "
         f"startingDeadlineSeconds={deadline}: not publishing late"
     )
-    return _final_failure(post, now, ErrorClass.DEADLINE, "MissedDeadline", msg)
+    return _final_failure(post, now, ErrorClass.DEADLINE, Reason.MISSED_DEADLINE, msg)
 
 
 def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
@@ -764,7 +834,7 @@ def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
             f"Re-dispatching as attempt {attempt}: claim of attempt {status.attempt} by "
             f"{status.claimed_by} was orphaned"
         )
-        events: tuple[Event, ...] = (Event("Warning", "Reclaimed", msg),)
+        events: tuple[Event, ...] = (Event("Warning", Reason.RECLAIMED, msg),)
         history = _with_history(status, now, "Orphaned", None)
     else:
         attempt = status.attempt + 1
@@ -783,7 +853,7 @@ def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
         message=msg,
         history=history,
     )
-    return Decision(new, events, Action.DISPATCH)
+    return Decision(new, events, Action.CLAIM)
 
 
 # --- outcomes --------------------------------------------------------------------------
@@ -812,7 +882,7 @@ def _published(
         ][-HISTORY_LIMIT:],
         conditions=_published_condition(post, status, ConditionStatus.TRUE, how, msg, now),
     )
-    return Decision(new, (Event("Normal", "Published", msg, routine=True),))
+    return Decision(new, (Event("Normal", Reason.PUBLISHED, msg, routine=True),))
 
 
 def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy) -> Decision:
@@ -844,7 +914,7 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
                 message=msg,
                 dispatched_at=None,
             )
-            return Decision(new, (Event("Normal", "Suspended", msg),))
+            return Decision(new, (Event("Normal", Reason.SUSPENDED, msg),))
         wait = f" (the network asked to wait {delay:.0f}s)" if waits else ""
         msg = (
             f"Attempt {status.attempt} failed ({failure.code}): {failure.message}; "
@@ -859,7 +929,7 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
             message=msg,
             dispatched_at=None,
         )
-        return Decision(new, (Event("Warning", "RetryScheduled", msg),))
+        return Decision(new, (Event("Warning", Reason.RETRY_SCHEDULED, msg),))
     if failure.retryable:
         reason = "RetriesExhausted"
         msg = (
@@ -878,7 +948,7 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
         message=msg,
         conditions=_published_condition(post, status, ConditionStatus.FALSE, reason, msg, now),
     )
-    return Decision(new, (Event("Warning", "Failed", msg),))
+    return Decision(new, (Event("Warning", Reason.FAILED, msg),))
 
 
 def dispatch_result(
@@ -1003,7 +1073,7 @@ def _late_permanent_failure(post: Post, now: dt.datetime, failure: Failure) -> D
             post, status, ConditionStatus.FALSE, "PermanentFailure", msg, now
         ),
     )
-    return Decision(new, (Event("Warning", "Failed", msg),), spec_dependent=False)
+    return Decision(new, (Event("Warning", Reason.FAILED, msg),), spec_dependent=False)
 
 
 def _commuting(decision: Decision) -> Decision:

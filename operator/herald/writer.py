@@ -84,11 +84,11 @@ def status_patch(
 def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> None:
     """Bump the counters a transition implies (labels bounded: reason, channel)."""
     for event in decision.events:
-        if event.reason == "RetryScheduled":
+        if event.reason == engine.Reason.RETRY_SCHEDULED:
             metrics.retries_scheduled.inc()
-        elif event.reason == "StaleRecovered":
+        elif event.reason == engine.Reason.STALE_RECOVERED:
             metrics.stale_recoveries.inc()
-        elif event.reason == "Reclaimed":
+        elif event.reason == engine.Reason.RECLAIMED:
             metrics.reclaims.inc()
     new = decision.status
     if new is None or new.phase == post.status.phase:
@@ -140,7 +140,9 @@ class Writer:
                 exc,
                 extra=post_context(post),
             )
-            self.announce(obj, (engine.Event("Warning", "StatusWriteRejected", str(exc)),), now)
+            self.announce(
+                obj, (engine.Event("Warning", engine.Reason.STATUS_WRITE_REJECTED, str(exc)),), now
+            )
             raise
         except KubeError:
             self.metrics.write_errors.labels("unavailable").inc()

@@ -173,3 +173,13 @@ def test_threshold_one_opens_on_first_failure() -> None:
     assert cb.state(0.0) is State.OPEN
     assert cb.allow(4.9) is False
     assert cb.allow(5.0) is True
+
+
+def test_a_straggler_failure_does_not_end_the_probe() -> None:
+    """A request sent before the circuit opened fails while the probe is out: the probe
+    stays the only request let through (issue 16, window 8)."""
+    cb = opened_at(100.0)
+    assert cb.allow(105.0) is True  # the probe
+    cb.record_failure(106.0, straggler=True)
+    assert cb.probing is True
+    assert cb.allow(106.0) is False

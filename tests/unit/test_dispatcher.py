@@ -18,6 +18,7 @@ import pytest
 
 from herald import dispatcher as dispatcher_module
 from herald import engine
+from herald.clock import SYSTEM
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import Unavailable
 from herald.metrics import Metrics
@@ -36,6 +37,7 @@ class StandInN8n:
         self.sent: list[dict[str, Any]] = []
         self.script: deque[engine.Outcome | Exception] = deque()
         self.delay: dict[str, float] = {}
+        self.delay_for: dict[str, float] = {}  # by post name, before the target's delay
         self.on_send: Callable[[dict[str, Any]], None] | None = None
 
     async def dispatch(
@@ -44,8 +46,9 @@ class StandInN8n:
         self.sent.append({**body, "target": target, "key": idempotency_key, "at": time.time()})
         if self.on_send is not None:
             self.on_send(body)
-        if target in self.delay:
-            await asyncio.sleep(self.delay[target])
+        wait = self.delay_for.get(body["name"], self.delay.get(target))
+        if wait is not None:
+            await asyncio.sleep(wait)
         answer = self.script.popleft() if self.script else engine.Accepted()
         if isinstance(answer, Exception):
             raise answer
@@ -67,8 +70,8 @@ def engine_time(ts: float) -> Any:
 
 
 class Rig:
-    def __init__(self, **config: Any) -> None:
-        self.kube = FakeKube()
+    def __init__(self, kube: FakeKube | None = None, **config: Any) -> None:
+        self.kube = kube or FakeKube()
         self.n8n = StandInN8n()
         self.metrics = Metrics()
         self.metrics.initialise(TARGETS)
@@ -91,16 +94,17 @@ class Rig:
             circuit_open_min=0.2,
             target_concurrency=config.pop("target_concurrency", {}),
             record_grace=config.pop("record_grace", 0.3),
+            request_timeout=config.pop("request_timeout", 1.0),
         )
         assert not config, config
-        self.writer = Writer(self.kube, self.metrics, ME)  # type: ignore[arg-type]
+        self.writer = Writer(self.kube, self.metrics, self.config.me)  # type: ignore[arg-type]
         self.d = Dispatcher(
             self.config,
             self.kube,  # type: ignore[arg-type]
             self.n8n,  # type: ignore[arg-type]
             self.writer,
             self.metrics,
-            clock=time.time,
+            clock=SYSTEM,
         )
         self.kube.watchers.append(self.deliver)
         self.watching = True
@@ -152,8 +156,8 @@ class Rig:
 async def rig_factory() -> AsyncIterator[Callable[..., Rig]]:
     rigs: list[tuple[Rig, asyncio.Task[None]]] = []
 
-    def make(**config: Any) -> Rig:
-        rig = Rig(**config)
+    def make(kube: FakeKube | None = None, **config: Any) -> Rig:
+        rig = Rig(kube, **config)
         rigs.append((rig, asyncio.create_task(rig.d.run())))
         return rig
 
@@ -318,6 +322,10 @@ async def test_orphaned_claim_for_an_older_generation_is_replanned_not_resent(
     await until(lambda: len(rig.n8n.sent) == 1, within=4)
     assert rig.n8n.texts("p") == ["v2"]
     assert rig.n8n.sent[0]["attempt"] == 2  # attempt 1 may have gone out: never reused
+    # Replanned, not taken over: a take-over would also send v2 as attempt 2, but it
+    # records attempt 1 as Orphaned and posts a Reclaimed Event.
+    assert [r["outcome"] for r in rig.status("p")["history"]] == ["Cancelled"]
+    assert all(reason != "Reclaimed" for _, _, reason in rig.kube.events)
 
 
 # --- window 4: double-dispatch windows ---------------------------------------------------
@@ -327,11 +335,18 @@ async def test_failed_record_is_retried_and_never_resent(
     rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
-    rig = rig_factory(record_grace=0.0)
-    rig.n8n.on_send = lambda body: rig.kube.fail("patch", Unavailable("503"), times=3)
-    rig.create("p", 0.1)
+    rig = rig_factory(record_grace=0.0, claim_timeout=1.0)
+    # A peer replica that would take the claim over once its deadline passes.
+    peer = rig_factory(rig.kube, me="op-b/2222", record_grace=0.0, claim_timeout=1.0)
+    rig.n8n.on_send = peer.n8n.on_send = lambda body: rig.kube.fail(
+        "patch", Unavailable("503"), times=3
+    )
+    obj = rig.kube.create("ns", "p", spec(0.1))
+    rig.d.observe(obj)
+    peer.d.observe(obj)
     await until(lambda: "dispatchedAt" in rig.status("p"), within=4)
-    assert len(rig.n8n.sent) == 1
+    await asyncio.sleep(1.5)  # past the take-over deadline
+    assert len(rig.n8n.sent) + len(peer.n8n.sent) == 1
 
 
 async def test_shutdown_finishes_in_flight_requests_and_gives_back_unsent_claims(
@@ -356,14 +371,17 @@ async def test_probe_is_released_when_the_request_raises(
     rig_factory: Callable[..., Rig],
 ) -> None:
     rig = rig_factory()
-    circuit = rig.d._circuit("default")
+    circuit = rig.d.targets.get("default").breaker
     for t in (1.0, 2.0, 3.0):
-        circuit.record_failure(time.time() - 10 + t)
+        circuit.record_failure(SYSTEM.monotonic() - 10 + t)
     rig.n8n.script.append(RuntimeError("boom"))
     rig.create("p", 0.0)
     await until(lambda: len(rig.n8n.sent) == 1)
     await asyncio.sleep(0.05)
-    assert circuit.allow(time.time()) is True  # the slot is free again
+    # The request may have reached n8n: a failed probe, and the probe is over.
+    assert circuit.probing is False
+    await asyncio.sleep(circuit.open_period)
+    assert circuit.allow(SYSTEM.monotonic()) is True  # the next probe may go
 
 
 # --- window 6: resourceVersion is opaque --------------------------------------------------
@@ -412,7 +430,7 @@ async def test_unknown_target_fails_before_any_breaker_exists(
     rig.create("p", 0.0, target="nope")
     await until(lambda: phase(rig, "p") == "Failed")
     assert rig.status("p")["lastError"]["code"] == "UnknownTarget"
-    assert "nope" not in rig.d._circuits
+    assert "nope" not in rig.d.targets.by_name
     assert rig.n8n.sent == []
 
 

@@ -886,7 +886,7 @@ def test_retry_of_failed_post_then_act_claims_the_next_attempt_number() -> None:
     again = post(first.status, retry_request="r1")
     assert engine.plan(again, NOW, DEFAULTS) == NOTHING
     claim = engine.act(again, NOW, DEFAULTS, ME)
-    assert claim.action is Action.DISPATCH
+    assert claim.action is Action.CLAIM
     assert claim.status is not None
     # Attempt numbers are never reused: attempt 3's token and webhook-id stay spent.
     assert (claim.status.phase, claim.status.attempt) == (Phase.PUBLISHING, 4)
@@ -905,7 +905,7 @@ def test_manual_retry_gets_a_full_set_of_attempts_and_a_new_idempotency_key() ->
     seen: list[tuple[int, Phase | None, str | None]] = []
     for _ in range(3):
         claim = engine.act(p, NOW, DEFAULTS, ME)
-        assert claim.action is Action.DISPATCH, seen
+        assert claim.action is Action.CLAIM, seen
         assert claim.status is not None
         p = post(claim.status, retry_request="r1")
         result = engine.dispatch_result(p, NOW, TRANSIENT, DEFAULTS, ME).status
@@ -984,7 +984,7 @@ def test_retry_of_failed_suspended_post_does_not_dispatch() -> None:
     assert retried.status is not None
     after = post(retried.status, generation=2, suspend=True, retry_request="r1")
     decision = engine.act(after, at(1), DEFAULTS, ME)
-    assert decision.action is not Action.DISPATCH, "a suspended post was dispatched"
+    assert decision.action is not Action.CLAIM, "a suspended post was dispatched"
     assert retried.status.phase is Phase.SUSPENDED
 
 
@@ -1046,42 +1046,42 @@ ACT = [
         post(scheduled(next_attempt_at=at(10))),
         claimed(1, send=at(10)),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="scheduled-claimed-ahead-keeps-its-send-time",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=NOW)),
         CLAIM_1,
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="scheduled-due-claims-attempt-1",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=at(-86400))),
         CLAIM_1,
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="scheduled-overdue-without-deadline-claims-to-send-now",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=NOW, observed_generation=3), generation=3),
         {**CLAIM_1, "claimed_generation": 3},
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="claim-records-the-generation-it-sends",
     ),
     pytest.param(
         post(retrying(attempt=2, next_attempt_at=at(-5))),
         claimed(3),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="retrying-due-claims-next-attempt",
     ),
     pytest.param(
         post(retrying(attempt=2, next_attempt_at=at(5))),
         claimed(3, send=at(5)),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="retrying-claimed-ahead",
     ),
     pytest.param(
@@ -1097,7 +1097,7 @@ ACT = [
         ),
         claimed(5),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="after-manual-retry-attempt-numbers-keep-counting",
     ),
     pytest.param(
@@ -1117,35 +1117,35 @@ ACT = [
         post(scheduled(next_attempt_at=at(-60)), publish_at=at(-60), starting_deadline_seconds=60),
         CLAIM_1,
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="exactly-at-deadline-claims",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=at(-30)), publish_at=at(-30), starting_deadline_seconds=60),
         CLAIM_1,
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="within-deadline-claims",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=NOW), publish_at=NOW, starting_deadline_seconds=0),
         CLAIM_1,
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="deadline-0-on-time-claims",
     ),
     pytest.param(
         post(scheduled(next_attempt_at=at(10)), publish_at=at(10), starting_deadline_seconds=0),
         claimed(1, send=at(10)),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="deadline-0-claimed-ahead-claims",
     ),
     pytest.param(
         post(retrying(attempt=1, next_attempt_at=at(-86400)), starting_deadline_seconds=60),
         claimed(2),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="deadline-not-applied-to-retries",
     ),
     pytest.param(
@@ -1155,7 +1155,7 @@ ACT = [
         ),
         claimed(4),
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="deadline-not-applied-after-manual-retry",
     ),
     pytest.param(
@@ -1254,14 +1254,14 @@ ACT = [
         post(publishing(claimed_by=OTHER, claimed_at=at(-40), next_attempt_at=at(-30))),
         reclaimed(1),
         [("Warning", "Reclaimed")],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="orphan-of-other-identity-after-claim-timeout",
     ),
     pytest.param(
         post(publishing(claimed_by=OTHER, claimed_at=at(-30), next_attempt_at=at(-40))),
         reclaimed(1),
         [("Warning", "Reclaimed")],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="orphan-claimed-late-timeout-counts-from-the-claim",
     ),
     pytest.param(
@@ -1277,14 +1277,14 @@ ACT = [
         ),
         reclaimed(1),
         [("Warning", "Reclaimed")],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="orphan-without-claimedGeneration-is-reclaimed",
     ),
     pytest.param(
         post(publishing(attempt=2, claimed_by=ME_BEFORE_RESTART, claimed_at=at(-1))),
         reclaimed(2, by=ME_BEFORE_RESTART),
         [("Warning", "Reclaimed")],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="orphan-of-my-previous-incarnation-at-once",
     ),
     pytest.param(
@@ -1300,7 +1300,7 @@ ACT = [
         ),
         reclaimed(4),  # retry_epoch and retry_base_attempt unchanged: same idempotency key
         [("Warning", "Reclaimed")],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="orphan-after-a-manual-retry-keeps-the-epoch",
     ),
     pytest.param(
@@ -1522,7 +1522,7 @@ def test_orphan_without_claimed_at_or_send_time_is_taken_over_at_once() -> None:
     assert wake is not None
     assert wake < NOW
     decision = engine.act(post(legacy), NOW, DEFAULTS, ME)
-    assert decision.action is Action.DISPATCH
+    assert decision.action is Action.CLAIM
     assert decision.status is not None
     assert (decision.status.claimed_by, decision.status.attempt) == (ME, 2)
 
@@ -1534,7 +1534,7 @@ def test_orphan_of_my_previous_incarnation_claimed_ahead_is_not_sent_early() -> 
     ahead = publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-5), next_attempt_at=at(20))
     assert engine.wake_at(post(ahead), DEFAULTS, ME) == at(-5)
     decision = engine.act(post(ahead), NOW, DEFAULTS, ME)
-    assert decision.action is Action.DISPATCH
+    assert decision.action is Action.CLAIM
     assert decision.status is not None
     assert decision.status.claimed_by == ME
     assert decision.status.next_attempt_at == at(20), "re-claimed orphan sent before its time"
@@ -1662,7 +1662,7 @@ TARGETS = [
             "message": "Claimed attempt 1: dispatching to target eu-west at 2030-01-15T09:00:00Z",
         },
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="configured-target-claims",
     ),
     pytest.param(
@@ -1673,7 +1673,7 @@ TARGETS = [
             "message": "Claimed attempt 1: dispatching to target us-east at 2030-01-15T09:00:00Z",
         },
         [],
-        Action.DISPATCH,
+        Action.CLAIM,
         id="targets-not-checked-when-not-given",
     ),
     pytest.param(
@@ -1682,10 +1682,10 @@ TARGETS = [
             target="us-east",
         ),
         ONLY_DEFAULT,
-        reclaimed(1),
-        [("Warning", "Reclaimed")],
-        Action.DISPATCH,
-        id="orphan-reclaim-is-not-checked-the-adapter-fails-it",
+        UNKNOWN_TARGET,
+        [("Warning", "UnknownTarget")],
+        Action.NONE,
+        id="orphan-of-an-unknown-target-fails-instead-of-a-take-over",
     ),
 ]
 
@@ -3231,7 +3231,7 @@ def test_life_of_a_post_transient_then_published_then_deleted() -> None:
     assert engine.act(p, claim_at - dt.timedelta(milliseconds=1), defaults, ME) == NOTHING
     # Claimed ahead: the claim is written, the request waits for the send time.
     claim = engine.act(p, claim_at, defaults, ME)
-    assert claim.action is Action.DISPATCH
+    assert claim.action is Action.CLAIM
     assert claim.status is not None
     assert (claim.status.attempt, claim.status.next_attempt_at) == (1, PUBLISH_AT)
     p = engine.from_object(_as_object(p, claim.status))
@@ -3388,3 +3388,123 @@ def test_a_daily_limit_spends_one_attempt() -> None:
     done = engine.callback(p, at(72001), Callback(2, published=SYNC), DEFAULTS).decision.status
     assert done is not None and done.phase is Phase.PUBLISHED
     assert engine.epoch_attempts(done) == 2
+
+
+# --- the dispatcher's predicates (issue 16: moved into the engine, table-tested) --------
+
+
+@pytest.mark.parametrize(
+    ("st", "attempt", "expected"),
+    [
+        pytest.param(publishing(1), 1, False, id="our-claim-as-written"),
+        pytest.param(publishing(1), 2, False, id="an-event-older-than-our-claim"),
+        pytest.param(publishing(2), 1, True, id="a-later-attempt"),
+        pytest.param(publishing(1, dispatched_at=at(0)), 1, True, id="acknowledgement-recorded"),
+        pytest.param(publishing(1, claimed_by=OTHER), 1, True, id="taken-over"),
+        pytest.param(retrying(1), 1, True, id="failed-by-a-callback"),
+        pytest.param(published(1), 1, True, id="published-by-a-callback"),
+        pytest.param(scheduled(), 1, False, id="before-the-claim"),
+    ],
+)
+def test_moved_past(st: ScheduledPostStatus, attempt: int, expected: bool) -> None:
+    assert engine.moved_past(st, attempt, ME) is expected
+
+
+@pytest.mark.parametrize(
+    ("st", "expected"),
+    [
+        pytest.param(publishing(1), at(29), id="send-time-and-claim-a-second-ago"),
+        pytest.param(
+            publishing(1, next_attempt_at=at(20), claimed_at=at(-5)), at(50), id="claimed-ahead"
+        ),
+        pytest.param(
+            publishing(1, next_attempt_at=at(-40), claimed_at=at(-2)), at(28), id="renewed"
+        ),
+    ],
+)
+def test_takeover_at_counts_from_the_later_of_send_time_and_claim(
+    st: ScheduledPostStatus, expected: dt.datetime
+) -> None:
+    assert engine.takeover_at(st, DEFAULTS) == expected
+    # The peer's wake-up for someone else's claim is that same moment.
+    theirs = st.model_copy(update={"claimed_by": OTHER})
+    assert engine.wake_at(post(theirs), DEFAULTS, ME) == expected
+
+
+@pytest.mark.parametrize(
+    ("st", "budget", "expected"),
+    [
+        pytest.param(publishing(1), 10.0, False, id="fresh"),
+        pytest.param(
+            publishing(1, next_attempt_at=at(-25), claimed_at=at(-25)), 10.0, True, id="parked-25s"
+        ),
+        pytest.param(
+            publishing(1, next_attempt_at=at(-21), claimed_at=at(-21)), 10.0, True, id="9s-left"
+        ),
+        pytest.param(
+            publishing(1, next_attempt_at=at(-19), claimed_at=at(-19)), 12.0, True, id="budget-12"
+        ),
+        pytest.param(
+            publishing(1, next_attempt_at=at(-20), claimed_at=at(-20)), 10.0, False, id="10s-left"
+        ),
+        pytest.param(
+            publishing(1, next_attempt_at=at(20), claimed_at=at(-25)), 10.0, False, id="ahead"
+        ),
+    ],
+)
+def test_claim_is_old(st: ScheduledPostStatus, budget: float, expected: bool) -> None:
+    assert engine.claim_is_old(st, NOW, DEFAULTS, budget) is expected
+
+
+NEEDS_PLAN_ROWS = [
+    pytest.param(post(None), True, id="new"),
+    pytest.param(post(scheduled()), False, id="scheduled"),
+    pytest.param(post(scheduled(), generation=2), True, id="edited"),
+    pytest.param(post(suspended(), generation=2), True, id="resumed-or-edited-while-suspended"),
+    pytest.param(post(failed(), retry_request="2030-01-15T08:00:00Z"), True, id="retry-asked"),
+    pytest.param(
+        post(failed(last_handled_retry_request="r1"), retry_request="r1"),
+        False,
+        id="retry-handled",
+    ),
+    pytest.param(post(published(), generation=2), True, id="edited-after-publishing"),
+    pytest.param(post(publishing(1), generation=2), True, id="edited-while-claimed"),
+    pytest.param(post(retrying(1)), False, id="retrying"),
+]
+
+
+@pytest.mark.parametrize(("p", "expected"), NEEDS_PLAN_ROWS)
+def test_needs_plan(p: Post, expected: bool) -> None:
+    assert engine.needs_plan(p) is expected
+
+
+@pytest.mark.parametrize(("p", "expected"), NEEDS_PLAN_ROWS)
+def test_needs_plan_is_exactly_when_plan_has_something_to_write(p: Post, expected: bool) -> None:
+    """plan() for the instance that may act (the claim's holder, if any) writes iff
+    needs_plan: the dispatcher's shortcut never skips a plan nor plans in vain."""
+    holder = p.status.claimed_by or ME
+    assert (engine.plan(p, NOW, DEFAULTS, holder) is not NOTHING) is expected
+
+
+def test_renew_claim_moves_only_claimed_at_and_guards_the_whole_status() -> None:
+    before = publishing(1, next_attempt_at=at(-25), claimed_at=at(-25))
+    decision = engine.renew_claim(post(before), NOW)
+    assert decision.status == before.model_copy(update={"claimed_at": NOW})
+    assert decision.guard is Guard.WHOLE and decision.spec_dependent
+    assert decision.events == () and decision.action is Action.NONE
+    assert not engine.claim_is_old(decision.status, NOW, DEFAULTS, 10.0)
+
+
+def test_take_over_for_an_unknown_target_fails_instead_of_claiming() -> None:
+    orphan = publishing(1, claimed_by=OTHER, next_attempt_at=at(-60), claimed_at=at(-60))
+    defaults = dataclasses.replace(DEFAULTS, targets=frozenset({"other"}))
+    decision = engine.act(post(orphan), NOW, defaults, ME)
+    assert decision.action is Action.NONE
+    assert decision.status is not None and decision.status.phase is Phase.FAILED
+    assert decision.status.last_error is not None
+    assert decision.status.last_error.code == "UnknownTarget"
+
+
+def test_event_reasons_are_one_enum() -> None:
+    assert engine.Reason.RECLAIMED == "Reclaimed"
+    assert Action["DISPATCH"] is Action.CLAIM  # the old name is an alias, not a second action
