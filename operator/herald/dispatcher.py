@@ -176,7 +176,7 @@ class Dispatcher:
     def note(self, view: View) -> None:
         """Take in a version of the post: the cache, and what it settles in the track."""
         post = view.post
-        wake = engine.wake_at(post, self.config.defaults, self.config.me)
+        wake = engine.wake_at(post, self.config.defaults, self.config.me, self.now())
         phase = post.status.phase.value if post.status.phase else "Pending"
         entry = Entry(
             post.namespace, post.name, post.uid, post.generation, phase, view.resource_version
@@ -218,7 +218,7 @@ class Dispatcher:
             if track.sent.outcome is not None:
                 whens.append(self.mono(track.sent.at) + self.config.record_grace)
         elif post is not None and not (track is not None and track.waiting):
-            at = engine.wake_at(post, self.config.defaults, self.config.me)
+            at = engine.wake_at(post, self.config.defaults, self.config.me, self.now())
             if at is not None:
                 whens.append(self.mono(at))
             if engine.needs_plan(post):

@@ -672,8 +672,14 @@ def renew_claim(post: Post, now: dt.datetime) -> Decision:
     return Decision(new, spec_dependent=True)
 
 
-def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
-    """When act() has something to do for this post (None: nothing, ever, by time)."""
+def wake_at(
+    post: Post, defaults: Defaults, me: str, now: dt.datetime | None = None
+) -> dt.datetime | None:
+    """When act() has something to do for this post (None: nothing, ever, by time).
+
+    `now` matters only for a claim left by this pod's previous incarnation: before its
+    send time it is taken over at once; from then on its request may be at n8n, so it is
+    waited for like any peer's (without `now`, the cautious answer)."""
     status = post.status
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
@@ -686,10 +692,18 @@ def wake_at(post: Post, defaults: Defaults, me: str) -> dt.datetime | None:
             return status.dispatched_at + dt.timedelta(seconds=policy.stale_after_seconds)
         if status.claimed_by == me:
             return send_at(status)
-        if status.claimed_by and _identity(status.claimed_by) == _identity(me):
+        if (
+            status.claimed_by
+            and _identity(status.claimed_by) == _identity(me)
+            and now is not None
+            and now < send_at(status)
+        ):
             # Our own identity with another incarnation: that process is gone (it was
-            # this pod's previous container), so its claim is orphaned right now.
-            return status.claimed_at or send_at(status)
+            # this pod's previous container) and sends nothing before the claim's send
+            # time, so until then its claim is orphaned right now. After it, n8n may be
+            # running its request (killed during the record grace): a re-send would be a
+            # second request for a publication n8n accepted, so wait like any peer.
+            return status.claimed_at or now
         return takeover_at(status, defaults)
     ttl = ttl_seconds(post, defaults)
     ended = finished_at(status)
@@ -705,7 +719,7 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
         # Planning first: an edited, suspended or retried post must not be dispatched
         # from the view before the change. The write re-triggers act() via the watch.
         return planned
-    when = wake_at(post, defaults, me)
+    when = wake_at(post, defaults, me, now)
     if when is None or now < when:
         return NOTHING
     status = post.status

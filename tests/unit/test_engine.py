@@ -1282,10 +1282,26 @@ ACT = [
     ),
     pytest.param(
         post(publishing(attempt=2, claimed_by=ME_BEFORE_RESTART, claimed_at=at(-1))),
+        None,
+        [],
+        Action.NONE,
+        # Its send time has passed: the request may be at n8n (killed in the record
+        # grace), so it waits for the take-over deadline like any peer's claim.
+        id="orphan-of-my-previous-incarnation-after-its-send-time-waits",
+    ),
+    pytest.param(
+        post(
+            publishing(
+                attempt=2,
+                claimed_by=ME_BEFORE_RESTART,
+                claimed_at=at(-31),
+                next_attempt_at=at(-31),
+            )
+        ),
         reclaimed(2, by=ME_BEFORE_RESTART),
         [("Warning", "Reclaimed")],
         Action.CLAIM,
-        id="orphan-of-my-previous-incarnation-at-once",
+        id="orphan-of-my-previous-incarnation-past-the-deadline",
     ),
     pytest.param(
         post(
@@ -1532,7 +1548,7 @@ def test_orphan_of_my_previous_incarnation_claimed_ahead_is_not_sent_early() -> 
     new incarnation takes the claim over at once (wake_at is the claim time), but the
     post must still go out at its send time, not 20 s before it."""
     ahead = publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-5), next_attempt_at=at(20))
-    assert engine.wake_at(post(ahead), DEFAULTS, ME) == at(-5)
+    assert engine.wake_at(post(ahead), DEFAULTS, ME, NOW) == at(-5)
     decision = engine.act(post(ahead), NOW, DEFAULTS, ME)
     assert decision.action is Action.CLAIM
     assert decision.status is not None
@@ -2047,14 +2063,19 @@ WAKE = [
         id="claimed-by-me-without-send-time-at-once",
     ),
     pytest.param(
-        post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-10))),
+        post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-10), next_attempt_at=at(20))),
         at(-10),
-        id="claimed-by-my-previous-incarnation-at-once",
+        id="claimed-ahead-by-my-previous-incarnation-at-once",
+    ),
+    pytest.param(
+        post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=at(-10))),
+        at(29),
+        id="claimed-by-my-previous-incarnation-past-its-send-time-at-the-deadline",
     ),
     pytest.param(
         post(publishing(claimed_by=ME_BEFORE_RESTART, claimed_at=None, next_attempt_at=at(5))),
-        at(5),
-        id="claimed-by-my-previous-incarnation-without-claim-time-at-send-time",
+        NOW,
+        id="claimed-by-my-previous-incarnation-without-claim-time-at-once",
     ),
     pytest.param(post(published()), None, id="published-without-ttl-never"),
     pytest.param(post(failed()), None, id="failed-without-ttl-never"),
@@ -2075,7 +2096,7 @@ WAKE = [
 
 @pytest.mark.parametrize(("p", "expected"), WAKE)
 def test_wake_at(p: Post, expected: dt.datetime | None) -> None:
-    assert engine.wake_at(p, DEFAULTS, ME) == expected
+    assert engine.wake_at(p, DEFAULTS, ME, NOW) == expected
 
 
 # --- dispatch_result -------------------------------------------------------------------
