@@ -79,7 +79,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
     kube = KubeClient(discover(), component="herald-operator")
-    n8n = N8nClient(config.targets, config.signing_key_bytes(), max_connections=config.concurrency)
+    clock = SYSTEM  # one clock for the dispatcher and the n8n client
+    n8n = N8nClient(
+        config.targets, config.signing_key_bytes(), max_connections=config.concurrency, clock=clock
+    )
     writer = Writer(kube, metrics, me, routine_events=config.routine_events)
     dispatcher = Dispatcher(
         DispatchConfig(
@@ -102,7 +105,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         n8n,
         writer,
         metrics,
-        clock=SYSTEM,
+        clock=clock,
     )
     runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
     runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")
