@@ -588,33 +588,21 @@ def _retry_request(post: Post, now: dt.datetime) -> Decision:
         **_NO_CLAIM,
     }
     if post.spec.suspend:
-        msg = f"Retry requested ({post.retry_request}): attempts reset; suspended by spec.suspend"
-        # Not Failed any more, suspended or not: the condition says so, so that should the
-        # retry fail again its lastTransitionTime (the TTL's start) is that new failure.
-        conditions = _published_condition(
-            post, status, ConditionStatus.UNKNOWN, RETRY_REASON, msg, now
-        )
-        new = _update(
-            handled,
-            phase=Phase.SUSPENDED,
-            next_attempt_at=None,
-            message=msg,
-            conditions=conditions,
-            **reset,
-        )
+        phase, next_at, what = Phase.SUSPENDED, None, "; suspended by spec.suspend"
     else:
-        msg = f"Retry requested ({post.retry_request}): attempts reset, dispatching now"
-        conditions = _published_condition(
-            post, status, ConditionStatus.UNKNOWN, RETRY_REASON, msg, now
-        )
-        new = _update(
-            handled,
-            phase=Phase.SCHEDULED,
-            next_attempt_at=now,
-            message=msg,
-            conditions=conditions,
-            **reset,
-        )
+        phase, next_at, what = Phase.SCHEDULED, now, ", dispatching now"
+    msg = f"Retry requested ({post.retry_request}): attempts reset{what}"
+    # Not Failed any more, suspended or not: the condition says so, so that should the
+    # retry fail again its lastTransitionTime (the TTL's start) is that new failure.
+    conditions = _published_condition(post, status, ConditionStatus.UNKNOWN, RETRY_REASON, msg, now)
+    new = _update(
+        handled,
+        phase=phase,
+        next_attempt_at=next_at,
+        message=msg,
+        conditions=conditions,
+        **reset,
+    )
     return Decision(new, (Event("Normal", Reason.RETRY_REQUESTED, msg),))
 
 
