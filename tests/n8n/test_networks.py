@@ -284,6 +284,28 @@ def test_mastodon_repeat_of_a_key_is_the_first_status(n8n: N8nServer, f: Fakes) 
     assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 2
 
 
+def test_mastodon_text_over_the_instance_limit_fails_before_any_request(
+    n8n: N8nServer, f: Fakes
+) -> None:
+    """MASTODON_MAX_CHARACTERS (unset here: Mastodon's default, 500), counted as Mastodon
+    counts: the link the branch appends counts 23 characters, whatever its length."""
+    link = "https://example.com/" + "l" * 80
+    fits = make_post("m-fits", "mastodon", f.sink, text="a" * 475, link=link)  # 475+2+23
+    long = make_post("m-long", "mastodon", f.sink, text="é" * 501)
+    for post in (fits, long):
+        assert dispatch(n8n, post) == 202
+    by_name = {b["name"]: b for b in callbacks(f.sink, 2)}
+    assert by_name["m-fits"]["status"] == "published", by_name["m-fits"]
+    (toot,) = f.mastodon.creates()
+    assert toot["body"]["status"] == "a" * 475 + "\n\n" + link
+    error = by_name["m-long"]["error"]
+    assert (error["code"], error["retryable"]) == ("MastodonTextTooLong", False)
+    assert "up to 500 characters" in error["message"]
+    assert "MASTODON_MAX_CHARACTERS" in error["message"]
+    assert "this post has 501" in error["message"]
+    assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 1  # the one that fits
+
+
 @pytest.mark.parametrize("channel", ["linkedin", "x", "mastodon"])
 def test_429_with_a_reset_time_carries_retry_after_seconds(
     n8n: N8nServer, f: Fakes, channel: str
