@@ -250,6 +250,19 @@ def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes
     assert len(threads.calls("POST", "/threads_publish")) == 1
 
 
+def test_a_channel_without_a_branch_is_posted_nowhere(n8n: N8nServer, f: Fakes) -> None:
+    """Herald's CRD knows no such channel; a caller that signs one gets a permanent
+    ChannelNotConfigured, and no network is called."""
+    body = one(n8n, f, make_post("to-myspace", "myspace", f.sink))
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "ChannelNotConfigured"
+    assert body["error"]["retryable"] is False
+    assert '"myspace"' in body["error"]["message"]
+    assert f.linkedin.requests == [] and f.x.requests == [] and f.mastodon.requests == []
+    assert f.bluesky.requests == []
+    assert f.facebook.requests == f.instagram.requests == f.threads.requests == []
+
+
 # --- per network: duplicate, 429 with a reset, 401 -----------------------------------
 
 
