@@ -44,7 +44,11 @@ from tests.support.controlplane import REPO, ControlPlane, tools_bin
 
 pytestmark = pytest.mark.e2e
 
-DOCUMENTS = [REPO / "README.md", REPO / "charts" / "herald" / "README.md"]
+DOCUMENTS = [
+    REPO / "README.md",
+    REPO / "charts" / "herald" / "README.md",
+    REPO / "n8n" / "README.md",
+]
 SHELLS = {"sh", "bash", "shell"}
 TIMEOUT = 120.0
 

@@ -21,23 +21,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Posts, in_seconds, parse_time
+from tests.support import fake_mastodon
 from tests.support.callback_relay import CallbackRelay
 from tests.support.fake_linkedin import FakeLinkedIn
-from tests.support.fake_mastodon import FakeMastodon
-from tests.support.fake_x import FakeX
 from tests.support.herald_proc import HeraldProcess
-from tests.support.n8n_server import (
-    ECHO,
-    PUBLISH,
-    N8nServer,
-    header_credential,
-    oauth2_credential,
-)
+from tests.support.n8n_server import ECHO, LINKEDIN_AUTHOR, PUBLISH, N8nServer, Networks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.n8n]
 
 SIGNING_KEY = "whsec_" + base64.b64encode(b"herald-n8n-e2e-signing-key-32byt").decode()
-AUTHOR = "urn:li:organization:2414183"
+AUTHOR = LINKEDIN_AUTHOR
 LINKEDIN_HOOK, ECHO_HOOK = "herald-publish", "herald-echo"
 # A PNG's first bytes are enough: LinkedIn's upload takes whatever bytes it is given.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -46,52 +39,23 @@ Start = Callable[..., HeraldProcess]
 
 
 @pytest.fixture(scope="module")
-def linkedin() -> Iterator[FakeLinkedIn]:
-    with FakeLinkedIn() as fake:
-        yield fake
+def networks() -> Iterator[Networks]:
+    with Networks() as fakes:
+        yield fakes
 
 
 @pytest.fixture(scope="module")
-def x_fake() -> Iterator[FakeX]:
-    with FakeX() as fake:
-        yield fake
+def linkedin(networks: Networks) -> FakeLinkedIn:
+    return networks.linkedin
 
 
 @pytest.fixture(scope="module")
-def mastodon() -> Iterator[FakeMastodon]:
-    with FakeMastodon() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def n8n(
-    linkedin: FakeLinkedIn,
-    x_fake: FakeX,
-    mastodon: FakeMastodon,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[N8nServer]:
+def n8n(networks: Networks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8nServer]:
     server = N8nServer(
         tmp_path_factory.mktemp("n8n"),
-        env_extra={
-            "HERALD_SIGNING_KEY": SIGNING_KEY,
-            "LINKEDIN_API_BASE_URL": linkedin.base_url,
-            "LINKEDIN_AUTHOR_URN": AUTHOR,
-            # The fake serves the media on 127.0.0.1: allowed for its host:port only.
-            "HERALD_MEDIA_ALLOW_HOSTS": linkedin.base_url.removeprefix("http://"),
-            "X_API_BASE_URL": x_fake.base_url,
-            "MASTODON_API_BASE_URL": mastodon.base_url,
-        },
+        env_extra={"HERALD_SIGNING_KEY": SIGNING_KEY, **networks.env()},
     )
-    server.setup(
-        [PUBLISH, ECHO],
-        credentials=[
-            oauth2_credential(f"{linkedin.base_url}/oauth/v2/accessToken"),
-            oauth2_credential(
-                f"{x_fake.base_url}/2/oauth2/token", ref=("HeraldXOAuth2001", "X (Herald)")
-            ),
-            header_credential("HeraldMastodon01", "Mastodon (Herald)", "Bearer mastodon-token"),
-        ],
-    )
+    server.setup([PUBLISH, ECHO], credentials=networks.credentials())
     try:
         server.start(probe_path=LINKEDIN_HOOK)
         yield server
@@ -410,16 +374,58 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"{what} did not happen in {timeout}s")
 
 
-ROUND_TRIPS = 20
-CHANNELS = ["linkedin", "x", "mastodon"]
+def test_a_rate_limit_reset_from_the_network_is_waited_for(
+    n8n: N8nServer, networks: Networks, herald: Start, sidecar: Any, posts: Posts
+) -> None:
+    """Mastodon answers 429 with X-RateLimit-Reset in 5 minutes: n8n reports
+    error.retryAfterSeconds, Herald spends one attempt and schedules the next one no
+    earlier than the reset, beyond maxBackoffSeconds."""
+    networks.reset()
+    _, callback = sidecar()
+    operator(herald, n8n, callback)
+    limited = fake_mastodon.rate_limited(300)
+    reset = parse_time(limited.headers["X-RateLimit-Reset"].replace("Z", "+00:00"))
+    networks.mastodon.script(limited)
+    posts.create(
+        "rate-limited",
+        in_seconds(1),
+        channel="mastodon",
+        retry={"maxAttempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 2},
+    )
+    status = posts.wait_phase("rate-limited", "Retrying", 60)
+    assert status["attempt"] == 1
+    assert parse_time(status["nextAttemptAt"]) >= reset, (status, reset)
+    assert status["lastError"]["class"] == "Transient", status
+    assert len(networks.mastodon.of("POST", "/api/v1/statuses")) == 1
+    time.sleep(4)  # twice maxBackoffSeconds: a retry on the backoff would have come by now
+    status = posts.status("rate-limited")
+    assert (status["phase"], status["attempt"]) == ("Retrying", 1)
+    assert len(networks.mastodon.of("POST", "/api/v1/statuses")) == 1
+    assert networks.mastodon.creates() == []
+
+
+ROUND_TRIPS = 10
+CHANNELS = ["linkedin", "x", "mastodon", "bluesky", "facebook", "instagram", "threads"]
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) * 4
+
+
+def published_on(networks: Networks) -> dict[str, int]:
+    """How many posts each network's fake has made."""
+    return {
+        "linkedin": len(networks.linkedin.creates()),
+        "x": len(networks.x.creates()),
+        "mastodon": len(networks.mastodon.creates()),
+        "bluesky": len(networks.bluesky.records),
+        "facebook": len(networks.facebook.published),
+        "instagram": len(networks.instagram.published),
+        "threads": len(networks.threads.published),
+    }
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_round_trip_publish_at_to_published(
     n8n: N8nServer,
-    fresh: FakeLinkedIn,
-    x_fake: FakeX,
-    mastodon: FakeMastodon,
+    networks: Networks,
     herald: Start,
     sidecar: Any,
     posts: Posts,
@@ -427,23 +433,29 @@ def test_round_trip_publish_at_to_published(
     channel: str,
 ) -> None:
     """publishAt → Published through real n8n, per channel's branch; prints the p50."""
-    x_fake.reset()
-    mastodon.reset()
+    networks.reset()
     _, callback = sidecar()
     operator(herald, n8n, callback)
+    content: dict[str, Any] = {}
+    if channel == "instagram":  # Instagram publishes only posts with an image
+        image = networks.mastodon.serve_media("rt.jpg", JPEG, "image/jpeg")
+        content["media"] = [{"url": image}]
     names = [f"rt-{channel}-{i:02d}" for i in range(ROUND_TRIPS)]
     for i, name in enumerate(names):
         # Spread out so each round trip is measured on its own, not as a burst.
-        posts.create(name, in_seconds(3 + i * 0.5), channel=channel)
+        posts.create(
+            name,
+            in_seconds(3 + i * 0.5),
+            channel=channel,
+            content={"text": f"Round trip {name}", **content},
+        )
     delays = []
     for name in names:
         status = posts.wait_phase(name, "Published", 90)
         spec = posts.get(name)["spec"]
         delays.append(parse_time(status["publishedAt"]) - parse_time(spec["publishAt"]))
-    created = {"linkedin": fresh.creates, "x": x_fake.creates, "mastodon": mastodon.creates}
-    for network, creates in created.items():
-        # Every post reached its own network, and no other.
-        assert len(creates()) == (ROUND_TRIPS if network == channel else 0), network
+    # Every post reached its own network, and no other.
+    assert published_on(networks) == {c: ROUND_TRIPS if c == channel else 0 for c in CHANNELS}
     p50 = statistics.median(delays)
     with capsys.disabled():
         print(

@@ -1,161 +1,37 @@
 """The Bluesky, Facebook Page, Instagram and Threads branches, each alone, through a real n8n.
 
-A test-only workflow (built here, never shipped) has one Webhook per network: a Code node
-turns the request into the branch's entry item (the post, its key, media as binary
-properties), the branch runs, and Respond to Webhook answers with the branch's exit item.
-Each network is a fake on 127.0.0.1 (tests/support/fake_bluesky.py, fake_meta.py) that
-records every request; the tests check what the fake saw and the outcome. One n8n for
-the module.
+A test-only workflow (tests/n8n/harness.py, never shipped) has one Webhook per network: a
+Code node turns the request into the branch's entry item (the post, its key, media as
+binary properties), the branch runs, and Respond to Webhook answers with the branch's exit
+item. Each network is a fake on 127.0.0.1 (tests/support/fake_bluesky.py, fake_meta.py) that
+records every request; the tests check what the fake saw and the outcome. The n8n is the
+one of tests/n8n/conftest.py: publish.json and the harness side by side.
 """
 
 from __future__ import annotations
 
-import base64
-import importlib
 import json
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from tests.n8n.harness import NETWORKS, branch_module, entry, run
 from tests.support import fake_bluesky, fake_meta
-from tests.support.controlplane import REPO
 from tests.support.fake_bluesky import FakeBluesky
 from tests.support.fake_meta import FakeMeta, graph_error
-from tests.support.n8n_server import N8nServer
+from tests.support.n8n_server import N8nServer, Networks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.n8n]
 
-SRC = REPO / "n8n" / "src"
-NETWORKS = ("bluesky", "facebook", "instagram", "threads")
-HARNESS_ID = "HeraldNetBTest01"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) * 4
 
 
-def branch_module(network: str) -> Any:
-    if str(SRC) not in sys.path:
-        sys.path.insert(0, str(SRC))
-    return importlib.import_module(f"net_{network}")
-
-
-ENTRY_JS = """
-// Test harness: the request body is the entry item; media bytes arrive base64-encoded.
-const body = $input.first().json.body;
-const binary = {};
-const media = (body.media || []).map((m, i) => {
-  const key = `media${i}`;
-  binary[key] = { data: m.data, mimeType: m.mimeType, fileName: `media${i}` };
-  return { url: m.url, altText: m.altText || '', mimeType: m.mimeType,
-           bytes: Buffer.from(m.data, 'base64').length, binaryKey: key };
-});
-return [{ json: { post: body.post, idempotencyKey: body.idempotencyKey, media }, binary }];
-"""
-
-
-def harness() -> dict[str, Any]:
-    """One workflow: per network Webhook → entry → branch → Respond with the exit item."""
-    build = branch_module("bluesky").helpers()
-    nodes: list[dict[str, Any]] = []
-    edges: list[tuple[str, int, str]] = []
-    for row, network in enumerate(NETWORKS):
-        y = row * 800
-        hook, entry, reply = f"{network} hook", f"{network} entry", f"{network} reply"
-        branch_nodes, branch_edges, first, last = branch_module(network).branch(440, y)
-        nodes += [
-            build.node(
-                hook,
-                "webhook",
-                2.1,
-                0,
-                y,
-                httpMethod="POST",
-                path=f"herald-test-{network}",
-                responseMode="responseNode",
-                options={},
-                _extra={"webhookId": f"6f4f0c3e-6c2b-4f7e-9d55-0e6b0c1e0b{row:02d}"},
-            ),
-            build.node(entry, "code", 2, 220, y, jsCode=ENTRY_JS),
-            *branch_nodes,
-            build.node(
-                reply,
-                "respondToWebhook",
-                1.1,
-                440 + 18 * 220,
-                y,
-                respondWith="json",
-                responseBody="={{ JSON.stringify($json) }}",
-                options={"responseCode": 200},
-            ),
-        ]
-        edges += [(hook, 0, entry), (entry, 0, first), *branch_edges, (last, 0, reply)]
-    connections: dict[str, Any] = {}
-    for source, output, target in edges:
-        outs = connections.setdefault(source, {"main": []})["main"]
-        outs.extend([] for _ in range(output + 1 - len(outs)))
-        outs[output].append({"node": target, "type": "main", "index": 0})
-    return {
-        "id": HARNESS_ID,
-        "name": "Herald netB branches (test)",
-        "nodes": nodes,
-        "connections": connections,
-        "settings": {"executionOrder": "v1"},
-        "active": False,
-    }
-
-
-def credentials() -> list[dict[str, Any]]:
-    login = {"body": {"identifier": fake_bluesky.HANDLE, "password": fake_bluesky.PASSWORD}}
-    graph = {"accessToken": fake_meta.TOKEN}
-    return [
-        {"id": "HeraldBlueskyApp", "name": "Bluesky (Herald)", "type": "httpCustomAuth",
-         "data": {"json": json.dumps(login)}},
-        {"id": "HeraldFacebookPg", "name": "Facebook Page (Herald)",
-         "type": "facebookGraphApi", "data": graph},
-        {"id": "HeraldInstagram1", "name": "Instagram (Herald)", "type": "facebookGraphApi",
-         "data": graph},
-        {"id": "HeraldThreadsAcc", "name": "Threads (Herald)", "type": "facebookGraphApi",
-         "data": graph},
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, Any]]:
-    with (
-        FakeBluesky() as bluesky,
-        FakeMeta("facebook") as facebook,
-        FakeMeta("instagram") as instagram,
-        FakeMeta("threads") as threads,
-    ):
-        yield {"bluesky": bluesky, "facebook": facebook, "instagram": instagram,
-               "threads": threads}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def n8n(fakes: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8nServer]:
-    workdir = tmp_path_factory.mktemp("n8n-netb")
-    server = N8nServer(
-        workdir,
-        env_extra={
-            "BLUESKY_API_BASE_URL": fakes["bluesky"].base_url,
-            "FACEBOOK_API_BASE_URL": fakes["facebook"].base_url,
-            "INSTAGRAM_API_BASE_URL": fakes["instagram"].base_url,
-            "THREADS_API_BASE_URL": fakes["threads"].base_url,
-        },
-    )
-    flow = workdir / "harness.json"
-    flow.write_text(json.dumps(harness()))
-    server.setup([flow], credentials=credentials())
-    try:
-        server.start()
-        wait_for_webhooks(server)
-        yield server
-    finally:
-        server.stop()
+def fakes(networks: Networks) -> dict[str, Any]:
+    return networks.by_channel()
 
 
 @pytest.fixture
@@ -169,71 +45,6 @@ def meta(fakes: dict[str, Any], network: str) -> FakeMeta:
     fake: FakeMeta = fakes[network]
     fake.reset()
     return fake
-
-
-def entry(
-    channel: str,
-    text: str,
-    *,
-    link: str | None = None,
-    media: list[tuple[str, bytes, str, str]] = (),  # type: ignore[assignment]
-    publish_at: datetime | None = None,
-) -> dict[str, Any]:
-    """The branch's entry: a Herald post; media as (url, bytes, mime type, alt text)."""
-    at = publish_at or datetime.now(UTC)
-    content: dict[str, Any] = {"text": text}
-    if link:
-        content["link"] = link
-    if media:
-        content["media"] = [{"url": url, "altText": alt} for url, _, _, alt in media]
-    return {
-        "post": {
-            "id": "5d1c6a38-0000-4000-8000-000000000001",
-            "namespace": "default",
-            "name": f"{channel}-post",
-            "attempt": 1,
-            "publishAt": at.isoformat().replace("+00:00", "Z"),
-            "channel": channel,
-            "account": "default",
-            "content": content,
-            "callback": {"url": "http://127.0.0.1:9/unused", "token": "unused"},
-        },
-        "idempotencyKey": f"key-{channel}-{time.monotonic_ns()}",
-        "media": [
-            {"url": url, "altText": alt, "mimeType": mime, "data": base64.b64encode(data).decode()}
-            for url, data, mime, alt in media
-        ],
-    }
-
-
-def wait_for_webhooks(n8n: N8nServer, timeout: float = 120.0) -> None:
-    """n8n answers "starting up" for a while after /healthz; a post that fails in the
-    branch's first node (no network call) tells that the webhooks are registered."""
-    deadline = time.monotonic() + timeout
-    probe = entry("bluesky", "x" * 301)
-    while True:
-        try:
-            if run(n8n, "bluesky", probe)["code"] == "BlueskyTextTooLong":
-                return
-        except (OSError, ValueError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
-
-
-def run(n8n: N8nServer, network: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Send one entry item through the network's branch; the exit item's outcome."""
-    request = urllib.request.Request(
-        n8n.webhook_url(f"herald-test-{network}"),
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        exit_item = json.loads(response.read())
-    assert set(exit_item) == {"outcome"}, exit_item
-    outcome: dict[str, Any] = exit_item["outcome"]
-    return outcome
 
 
 @pytest.mark.parametrize("network", NETWORKS)

@@ -17,90 +17,30 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from herald.models import Channel
+from tests.n8n.conftest import HOOK, SIGNING_KEY, Fakes
 from tests.n8n.test_workflows import build_module
-from tests.support import fake_mastodon, fake_x
+from tests.support import fake_bluesky, fake_mastodon, fake_meta, fake_x
 from tests.support.callback_relay import CallbackRelay
 from tests.support.fake_api import Answer
-from tests.support.fake_linkedin import FakeLinkedIn
-from tests.support.fake_mastodon import FakeMastodon
-from tests.support.fake_x import FakeX
-from tests.support.n8n_server import PUBLISH, N8nServer, header_credential, oauth2_credential
+from tests.support.n8n_server import LINKEDIN_AUTHOR, N8nServer
 
 pytestmark = [pytest.mark.n8n]
 
-SIGNING_KEY = "whsec_" + base64.b64encode(b"herald-n8n-net-signing-key-32byt").decode()
-AUTHOR = "urn:li:organization:2414183"
-HOOK = "herald-publish"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) * 4
 BRANCHES = [channel for channel, _ in build_module().branches()]
-ALL_CHANNELS = list(build_module().CHANNELS)
-
-
-class Fakes:
-    def __init__(self) -> None:
-        self.linkedin = FakeLinkedIn()
-        self.x = FakeX()
-        self.mastodon = FakeMastodon()
-        # Stands for a host inside n8n's network: never in the allowlist.
-        self.intranet = FakeX()
-        self.sink = CallbackRelay(None)
-
-    def reset(self) -> None:
-        self.linkedin.reset()
-        for fake in (self.x, self.mastodon, self.intranet):
-            fake.reset()
-        with self.sink._lock:
-            self.sink.seen.clear()
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[Fakes]:
-    f = Fakes()
-    with f.linkedin, f.x, f.mastodon, f.intranet, f.sink:
-        yield f
-
-
-@pytest.fixture(scope="module")
-def n8n(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8nServer]:
-    allowed = [fakes.linkedin.base_url.removeprefix("http://"), fakes.x.host, fakes.mastodon.host]
-    server = N8nServer(
-        tmp_path_factory.mktemp("n8n-networks"),
-        env_extra={
-            "HERALD_SIGNING_KEY": SIGNING_KEY,
-            "LINKEDIN_API_BASE_URL": fakes.linkedin.base_url,
-            "LINKEDIN_AUTHOR_URN": AUTHOR,
-            "X_API_BASE_URL": fakes.x.base_url,
-            "MASTODON_API_BASE_URL": fakes.mastodon.base_url,
-            # The fakes' hosts only: everything else on 127.0.0.1 stays refused.
-            "HERALD_MEDIA_ALLOW_HOSTS": ",".join(allowed),
-        },
-    )
-    server.setup(
-        [PUBLISH],
-        credentials=[
-            oauth2_credential(f"{fakes.linkedin.base_url}/oauth/v2/accessToken"),
-            oauth2_credential(
-                f"{fakes.x.base_url}/2/oauth2/token", ref=("HeraldXOAuth2001", "X (Herald)")
-            ),
-            header_credential("HeraldMastodon01", "Mastodon (Herald)", "Bearer mastodon-token"),
-        ],
-    )
-    try:
-        server.start(probe_path=HOOK)
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def f(fakes: Fakes, n8n: N8nServer) -> Fakes:
-    fakes.reset()
-    return fakes
+def f(networks: Fakes, n8n: N8nServer) -> Fakes:
+    networks.reset()
+    return networks
 
 
 def sign(msg_id: str, timestamp: int, body: bytes) -> str:
@@ -159,9 +99,14 @@ def one(n8n: N8nServer, f: Fakes, post: dict[str, Any], key: str | None = None) 
 
 
 def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes) -> None:
+    """One post per channel of the CRD, in one run of publish.json: each network's fake
+    sees its own post, in the request shapes it checks, and nothing else."""
+    assert [c.value for c in Channel] == BRANCHES  # every channel has its branch
     png = f.linkedin.serve_media("li.png", PNG)
     x_png = f.x.serve_media("x.png", PNG[:300])
     m_png = f.mastodon.serve_media("m.png", PNG[:400])
+    b_png = f.x.serve_media("b.png", PNG[:500])
+    i_jpg = f.mastodon.serve_media("i.jpg", JPEG, "image/jpeg")
     posts = {
         "linkedin": make_post(
             "to-linkedin",
@@ -185,22 +130,43 @@ def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes
             text="On Mastodon",
             media=[{"url": m_png, "altText": "A toot picture"}],
         ),
+        "bluesky": make_post(
+            "to-bluesky",
+            "bluesky",
+            f.sink,
+            text="On Bluesky #herald",
+            media=[{"url": b_png, "altText": "A sky"}],
+        ),
+        "facebook": make_post(
+            "to-facebook", "facebook", f.sink, text="On the Page", link="https://example.com/f"
+        ),
+        "instagram": make_post(
+            "to-instagram",
+            "instagram",
+            f.sink,
+            text="On Instagram",
+            media=[{"url": i_jpg, "altText": "A square"}],
+        ),
+        "threads": make_post(
+            "to-threads", "threads", f.sink, text="On Threads", link="https://example.com/t"
+        ),
     }
-    for channel in ALL_CHANNELS:
-        posts.setdefault(channel, make_post(f"to-{channel}", channel, f.sink))
+    assert sorted(posts) == sorted(BRANCHES)
     for channel, post in posts.items():
         assert dispatch(n8n, post) == 202, channel
     by_name = {b["name"]: b for b in callbacks(f.sink, len(posts))}
+    for channel in posts:
+        assert by_name[f"to-{channel}"]["status"] == "published", by_name[f"to-{channel}"]
 
     (li,) = f.linkedin.creates()
-    assert by_name["to-linkedin"]["status"] == "published"
     assert by_name["to-linkedin"]["externalId"] == li.urn
+    assert li.body["author"] == LINKEDIN_AUTHOR
     assert li.body["commentary"] == "Launch {hashtag|\\#|herald}"
     assert li.body["content"]["media"]["altText"] == "Rocket"
     assert li.headers["authorization"] == "Bearer test-access-token"
 
     (tweet,) = f.x.creates()
-    assert by_name["to-x"] == {**by_name["to-x"], "status": "published", "externalId": tweet["id"]}
+    assert by_name["to-x"]["externalId"] == tweet["id"]
     assert by_name["to-x"]["externalUrl"] == f"https://x.com/i/web/status/{tweet['id']}"
     media_ids = tweet["body"]["media"]["media_ids"]
     assert tweet["body"]["text"] == "On X https://example.com/a"
@@ -218,16 +184,83 @@ def test_every_post_reaches_its_own_network_and_only_it(n8n: N8nServer, f: Fakes
     (mid,) = toot["body"]["media_ids"]
     assert f.mastodon.uploads[mid] == {"file": PNG[:400], "description": b"A toot picture"}
 
-    # Each network saw its own post only (and its own media download).
+    (record,) = f.bluesky.records.values()
+    uri = record["uri"]
+    assert by_name["to-bluesky"]["externalId"] == uri
+    rkey = uri.rsplit("/", 1)[1]
+    assert by_name["to-bluesky"]["externalUrl"] == (
+        f"https://bsky.app/profile/{fake_bluesky.DID}/post/{rkey}"
+    )
+    (session,) = f.bluesky.calls("com.atproto.server.createSession")
+    assert session.json() == {"identifier": fake_bluesky.HANDLE, "password": fake_bluesky.PASSWORD}
+    (blob,) = f.bluesky.calls("com.atproto.repo.uploadBlob")
+    assert (blob.raw, blob.headers["content-type"]) == (PNG[:500], "image/png")
+    post_record = record["value"]
+    assert post_record["text"] == "On Bluesky #herald"
+    datetime.fromisoformat(post_record["createdAt"])
+    (tag,) = post_record["facets"]
+    assert tag["features"] == [{"$type": "app.bsky.richtext.facet#tag", "tag": "herald"}]
+    (image,) = post_record["embed"]["images"]
+    assert image["alt"] == "A sky"
+    assert f.bluesky.blobs[image["image"]["ref"]["$link"]] == ("image/png", PNG[:500])
+
+    facebook = f.facebook
+    assert [(r.method, r.path) for r in facebook.requests] == [
+        ("GET", f"/{facebook.version}/me"),
+        ("POST", f"/{facebook.version}/{facebook.account_id}/feed"),
+    ]
+    assert facebook.requests[1].json() == {
+        "message": "On the Page",
+        "link": "https://example.com/f",
+    }
+    (fb_id,) = facebook.published
+    assert by_name["to-facebook"]["externalId"] == fb_id
+    assert by_name["to-facebook"]["externalUrl"] == f"https://www.facebook.com/{fb_id}"
+
+    instagram = f.instagram
+    (ig_id,) = instagram.published
+    assert by_name["to-instagram"]["externalId"] == ig_id
+    # Instagram fetches the image itself: the post's URL, never the bytes.
+    assert instagram.published[ig_id]["container"] == {
+        "image_url": i_jpg,
+        "caption": "On Instagram",
+        "alt_text": "A square",
+    }
+
+    threads = f.threads
+    (th_id,) = threads.published
+    assert by_name["to-threads"]["externalId"] == th_id
+    assert threads.published[th_id]["container"] == {
+        "media_type": "TEXT",
+        "text": "On Threads",
+        "link_attachment": "https://example.com/t",
+    }
+
+    # Each network saw its own post only, with its own credential.
     assert len(f.linkedin.post_requests()) == 1
     assert len(f.x.of("POST", "/2/tweets")) == 1
     assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 1
-    for channel in set(ALL_CHANNELS) - set(BRANCHES):
-        body = by_name[f"to-{channel}"]
-        assert body["status"] == "failed"
-        assert body["error"]["code"] == "ChannelNotConfigured"
-        assert body["error"]["retryable"] is False
-        assert json.dumps(channel) in body["error"]["message"]
+    assert len(f.bluesky.calls("com.atproto.repo.createRecord")) == 1
+    for meta in (facebook, instagram, threads):
+        assert all(r.query["access_token"] == fake_meta.TOKEN for r in meta.requests)
+    assert len(facebook.calls("POST", "")) == 1
+    assert len(instagram.calls("POST", "/media")) == 1
+    assert len(instagram.calls("POST", "/media_publish")) == 1
+    assert len(threads.calls("POST", "/threads")) == 1
+    assert len(threads.calls("POST", "/threads_publish")) == 1
+
+
+def test_a_channel_without_a_branch_is_posted_nowhere(n8n: N8nServer, f: Fakes) -> None:
+    """Herald's CRD knows no such channel; a caller that signs one gets a permanent
+    ChannelNotConfigured, and no network is called."""
+    body = one(n8n, f, make_post("to-myspace", "myspace", f.sink))
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "ChannelNotConfigured"
+    assert body["error"]["retryable"] is False
+    assert '"myspace"' in body["error"]["message"]
+    assert f.linkedin.requests == [] and f.x.requests == [] and f.mastodon.requests == []
+    assert f.bluesky.requests == []
+    assert f.facebook.requests == f.instagram.requests == f.threads.requests == []
 
 
 # --- per network: duplicate, 429 with a reset, 401 -----------------------------------
@@ -262,6 +295,28 @@ def test_mastodon_repeat_of_a_key_is_the_first_status(n8n: N8nServer, f: Fakes) 
     assert (second["attempt"], second["externalId"]) == (2, first["externalId"])
     assert len(f.mastodon.creates()) == 1
     assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 2
+
+
+def test_mastodon_text_over_the_instance_limit_fails_before_any_request(
+    n8n: N8nServer, f: Fakes
+) -> None:
+    """MASTODON_MAX_CHARACTERS (unset here: Mastodon's default, 500), counted as Mastodon
+    counts: the link the branch appends counts 23 characters, whatever its length."""
+    link = "https://example.com/" + "l" * 80
+    fits = make_post("m-fits", "mastodon", f.sink, text="a" * 475, link=link)  # 475+2+23
+    long = make_post("m-long", "mastodon", f.sink, text="é" * 501)
+    for post in (fits, long):
+        assert dispatch(n8n, post) == 202
+    by_name = {b["name"]: b for b in callbacks(f.sink, 2)}
+    assert by_name["m-fits"]["status"] == "published", by_name["m-fits"]
+    (toot,) = f.mastodon.creates()
+    assert toot["body"]["status"] == "a" * 475 + "\n\n" + link
+    error = by_name["m-long"]["error"]
+    assert (error["code"], error["retryable"]) == ("MastodonTextTooLong", False)
+    assert "up to 500 characters" in error["message"]
+    assert "MASTODON_MAX_CHARACTERS" in error["message"]
+    assert "this post has 501" in error["message"]
+    assert len(f.mastodon.of("POST", "/api/v1/statuses")) == 1  # the one that fits
 
 
 @pytest.mark.parametrize("channel", ["linkedin", "x", "mastodon"])

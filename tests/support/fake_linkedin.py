@@ -1,6 +1,7 @@
 """A scriptable stand-in for LinkedIn's REST API, on 127.0.0.1, for n8n workflow tests.
 
-Speaks just enough of the Posts and Images APIs for n8n/publish-linkedin.json:
+Speaks just enough of the Posts, Images and Videos APIs for n8n/publish.json's LinkedIn
+branch:
 
   POST /rest/images?action=initializeUpload  -> {"value": {"uploadUrl", "image"}}
   PUT  /upload/<image id>                     -> 201 (stores the bytes)

@@ -16,11 +16,18 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support import fake_bluesky, fake_meta
 from tests.support.controlplane import REPO, free_port, tools_bin
+from tests.support.fake_bluesky import FakeBluesky
+from tests.support.fake_linkedin import FakeLinkedIn
+from tests.support.fake_mastodon import FakeMastodon
+from tests.support.fake_meta import FakeMeta
+from tests.support.fake_x import FakeX
 
 WORKFLOWS = REPO / "n8n"
 ECHO = WORKFLOWS / "publish-echo.json"
@@ -85,6 +92,89 @@ def header_credential(cid: str, name: str, value: str) -> dict[str, Any]:
         "type": "httpHeaderAuth",
         "data": {"name": "Authorization", "value": value},
     }
+
+
+LINKEDIN_AUTHOR = "urn:li:organization:2414183"
+
+
+class Networks:
+    """Every network publish.json routes to, faked on 127.0.0.1, and what n8n needs to
+    reach them: the `<NETWORK>_API_BASE_URL` variables and the credentials (fixed ids and
+    names, as n8n/README.md sets them up). One n8n with these serves every channel."""
+
+    def __init__(self) -> None:
+        self.linkedin = FakeLinkedIn()
+        self.x = FakeX()
+        self.mastodon = FakeMastodon()
+        self.bluesky = FakeBluesky()
+        self.facebook = FakeMeta("facebook")
+        self.instagram = FakeMeta("instagram")
+        self.threads = FakeMeta("threads")
+        self._stack = ExitStack()
+
+    def by_channel(self) -> dict[str, Any]:
+        return {
+            "linkedin": self.linkedin,
+            "x": self.x,
+            "mastodon": self.mastodon,
+            "bluesky": self.bluesky,
+            "facebook": self.facebook,
+            "instagram": self.instagram,
+            "threads": self.threads,
+        }
+
+    def __enter__(self) -> Networks:
+        for fake in self.by_channel().values():
+            self._stack.enter_context(fake)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def reset(self) -> None:
+        for fake in self.by_channel().values():
+            fake.reset()
+
+    def media_hosts(self) -> list[str]:
+        """The fakes that serve media (host:port): allowed over http on 127.0.0.1."""
+        return [
+            self.linkedin.base_url.removeprefix("http://"),
+            self.x.host,
+            self.mastodon.host,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "LINKEDIN_API_BASE_URL": self.linkedin.base_url,
+            "LINKEDIN_AUTHOR_URN": LINKEDIN_AUTHOR,
+            "X_API_BASE_URL": self.x.base_url,
+            "MASTODON_API_BASE_URL": self.mastodon.base_url,
+            "BLUESKY_API_BASE_URL": self.bluesky.base_url,
+            "FACEBOOK_API_BASE_URL": self.facebook.base_url,
+            "INSTAGRAM_API_BASE_URL": self.instagram.base_url,
+            "THREADS_API_BASE_URL": self.threads.base_url,
+            # The fakes' hosts only: everything else on 127.0.0.1 stays refused.
+            "HERALD_MEDIA_ALLOW_HOSTS": ",".join(self.media_hosts()),
+        }
+
+    def credentials(self) -> list[dict[str, Any]]:
+        login = {"body": {"identifier": fake_bluesky.HANDLE, "password": fake_bluesky.PASSWORD}}
+        graph = {"accessToken": fake_meta.TOKEN}
+        return [
+            oauth2_credential(f"{self.linkedin.base_url}/oauth/v2/accessToken"),
+            oauth2_credential(
+                f"{self.x.base_url}/2/oauth2/token", ref=("HeraldXOAuth2001", "X (Herald)")
+            ),
+            header_credential("HeraldMastodon01", "Mastodon (Herald)", "Bearer mastodon-token"),
+            {"id": "HeraldBlueskyApp", "name": "Bluesky (Herald)", "type": "httpCustomAuth",
+             "data": {"json": json.dumps(login)}},
+            {"id": "HeraldFacebookPg", "name": "Facebook Page (Herald)",
+             "type": "facebookGraphApi", "data": graph},
+            {"id": "HeraldInstagram1", "name": "Instagram (Herald)", "type": "facebookGraphApi",
+             "data": graph},
+            {"id": "HeraldThreadsAcc", "name": "Threads (Herald)", "type": "facebookGraphApi",
+             "data": graph},
+        ]  # fmt: skip
 
 
 @dataclass
