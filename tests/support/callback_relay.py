@@ -4,7 +4,8 @@ n8n calls the relay; the relay forwards each callback to the sidecar unchanged, 
 the ones `drop` selects, which it answers 503 and never forwards: a callback lost on the
 way, as when the network between n8n and Herald fails after LinkedIn already posted.
 With no target it is a sink that answers 200 to everything it does not drop. Every
-callback is recorded with the answer it got.
+callback is recorded with the answer it got. The server is tests/support/fake_api.py's
+`LocalServer`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.fake_api import LocalServer
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Relayed:
     dropped: bool
 
 
-class CallbackRelay:
+class CallbackRelay(LocalServer):
     def __init__(
         self, target: str | None, drop: Callable[[dict[str, Any]], bool] = lambda _: False
     ) -> None:
@@ -34,22 +37,11 @@ class CallbackRelay:
         self.drop = drop
         self.seen: list[Relayed] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> CallbackRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self.base_url
 
     def records(self) -> list[Relayed]:
         with self._lock:

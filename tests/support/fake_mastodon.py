@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 from typing import Any
 
 from tests.support.fake_api import Answer, FakeApi, Request
@@ -70,8 +69,7 @@ class FakeMastodon(FakeApi):
                 },
             )
         if request.method == "POST" and request.path == "/api/v1/statuses":
-            time.sleep(self.delay)
-            answer = self.scripted()
+            answer = self.create_answer()
             if answer is not None:
                 return answer
             key = request.headers.get("idempotency-key")

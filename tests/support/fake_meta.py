@@ -17,22 +17,20 @@ in n8n/src/net_facebook.py, net_instagram.py and net_threads.py:
 The token is the `access_token` query parameter (n8n's "Facebook Graph API" credential sends
 it that way); a request without the expected token is answered with Graph's error 190.
 `fail_next(path_suffix, status, error, headers)` answers the next request whose path ends
-with `path_suffix` with a Graph error instead. Every request is recorded.
+with `path_suffix` with a Graph error instead. Every request is recorded. The server is
+tests/support/fake_api.py's.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import itertools
 import json
-import threading
 import time
 import urllib.parse
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.fake_api import Answer, RecordingServer, form_parts, part_bytes
 
 TOKEN = "herald-test-graph-token"
 ACCOUNT_IDS = {"facebook": "104857600", "instagram": "17841400000000001", "threads": "2600000001"}
@@ -40,7 +38,10 @@ VERSIONS = {"facebook": "v23.0", "instagram": "v23.0", "threads": "v1.0"}
 
 
 @dataclass(frozen=True)
-class Request:
+class GraphRequest:
+    """A recorded request: `path` without the query, which is in `query`; a form body's
+    fields in `form`."""
+
     at: float
     method: str
     path: str
@@ -68,13 +69,10 @@ def graph_error(code: int, message: str, subcode: int | None = None) -> dict[str
 
 def parse_multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     """Form fields as str, files as (filename, content type, bytes)."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
-    )
     fields: dict[str, Any] = {}
-    for part in message.iter_parts():
+    for part in form_parts(content_type, raw):
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
+        payload = part_bytes(part)
         if part.get_filename() is not None:
             fields[str(name)] = (part.get_filename(), part.get_content_type(), payload)
         else:
@@ -82,48 +80,25 @@ def parse_multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     return fields
 
 
-class FakeMeta:
+class FakeMeta(RecordingServer[GraphRequest]):
     def __init__(self, network: str) -> None:
+        super().__init__()
         self.network = network
         self.account_id = ACCOUNT_IDS[network]
         self.version = VERSIONS[network]
-        self.requests: list[Request] = []
         # What the account has published: id -> {"text", "timestamp", "permalink", ...}.
         self.published: dict[str, dict[str, Any]] = {}
         self.containers: dict[str, dict[str, Any]] = {}
-        self._failures: deque[tuple[str, int, dict[str, Any], dict[str, str]]] = deque()
         self._ids = itertools.count(18_000_000_000_000_001)
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         """What the branch's `<NETWORK>_API_BASE_URL` is set to (version included)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/{self.version}"
+        return f"http://{self.host}/{self.version}"
 
-    def start(self) -> FakeMeta:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeMeta:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.published.clear()
-            self.containers.clear()
-            self._failures.clear()
+    def clear(self) -> None:
+        self.published.clear()
+        self.containers.clear()
 
     def fail_next(
         self,
@@ -132,13 +107,12 @@ class FakeMeta:
         error: dict[str, Any],
         headers: dict[str, str] | None = None,
     ) -> None:
-        with self._lock:
-            self._failures.append((path_suffix, status, error, headers or {}))
+        self.fail(lambda r: r.path.endswith(path_suffix), Answer(status, error, headers or {}))
 
     def seed_post(self, text: str, timestamp: str) -> str:
         """A post the account already has (as if an earlier attempt published it)."""
         media_id = str(next(self._ids))
-        with self._lock:
+        with self._cond:
             self.published[media_id] = {
                 "text": text,
                 "timestamp": timestamp,
@@ -146,21 +120,27 @@ class FakeMeta:
             }
         return media_id
 
-    def calls(self, method: str, suffix: str) -> list[Request]:
-        with self._lock:
+    def calls(self, method: str, suffix: str) -> list[GraphRequest]:
+        with self._cond:
             return [r for r in self.requests if r.method == method and r.path.endswith(suffix)]
 
-    # --- the server ----------------------------------------------------------------
+    # --- the Graph API ---------------------------------------------------------------
 
-    def _failure(self, path: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
-        with self._lock:
-            for index, (suffix, status, error, headers) in enumerate(self._failures):
-                if path.endswith(suffix):
-                    del self._failures[index]
-                    return status, error, headers
-        return None
+    def parse(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> GraphRequest:
+        url = urllib.parse.urlsplit(target)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        form: dict[str, Any] = {}
+        content_type = headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = parse_multipart(content_type, raw)
+        elif content_type.startswith("application/x-www-form-urlencoded"):
+            form = dict(urllib.parse.parse_qsl(raw.decode()))
+        return GraphRequest(time.time(), method, url.path, query, headers, raw, form)
 
-    def _route(self, request: Request) -> tuple[int, Any]:
+    def route(self, request: GraphRequest) -> Answer:
+        return Answer(*self._route(request))
+
+    def _route(self, request: GraphRequest) -> tuple[int, Any]:
         prefix = f"/{self.version}/"
         if not request.path.startswith(prefix):
             return 404, graph_error(803, f"Unknown path {request.path}")
@@ -176,7 +156,7 @@ class FakeMeta:
         listing = {"instagram": "media", "threads": "threads"}.get(self.network)
         if request.method == "GET" and edge == listing:
             key = "caption" if self.network == "instagram" else "text"
-            with self._lock:
+            with self._cond:
                 data = [
                     {"id": pid, key: post["text"], "timestamp": post["timestamp"],
                      "permalink": post["permalink"]}
@@ -197,7 +177,7 @@ class FakeMeta:
             if not body.get("message") and not body.get("link"):
                 return 400, graph_error(100, "(#100) Missing message or attachment")
             post_id = f"{self.account_id}_{new}"
-            with self._lock:
+            with self._cond:
                 self.published[post_id] = {"text": body.get("message", ""), "timestamp": now,
                                            "permalink": "", "body": body}  # fmt: skip
             return 200, {"id": post_id}
@@ -207,7 +187,7 @@ class FakeMeta:
             if str(body.get("published", "true")) == "false":
                 return 200, {"id": new}
             post_id = f"{self.account_id}_{next(self._ids)}"
-            with self._lock:
+            with self._cond:
                 self.published[post_id] = {"text": body.get("message", ""), "timestamp": now,
                                            "permalink": "", "body": body}  # fmt: skip
             return 200, {"id": new, "post_id": post_id}
@@ -216,16 +196,16 @@ class FakeMeta:
             self.network
         )
         if edge == container_edge:
-            with self._lock:
+            with self._cond:
                 self.containers[new] = body
             return 200, {"id": new}
         if edge == publish_edge:
-            with self._lock:
+            with self._cond:
                 container = self.containers.pop(str(body.get("creation_id")), None)
             if container is None:
                 return 400, graph_error(24, "The requested resource does not exist", 4279009)
             text = container.get("caption" if self.network == "instagram" else "text", "")
-            with self._lock:
+            with self._cond:
                 self.published[new] = {
                     "text": text,
                     "timestamp": now,
@@ -235,46 +215,3 @@ class FakeMeta:
                 }
             return 200, {"id": new}
         return 400, graph_error(100, f"Unsupported post request {edge}")
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def _handle(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                url = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(url.query))
-                form: dict[str, Any] = {}
-                content_type = headers.get("content-type", "")
-                if content_type.startswith("multipart/form-data"):
-                    form = parse_multipart(content_type, raw)
-                elif content_type.startswith("application/x-www-form-urlencoded"):
-                    form = dict(urllib.parse.parse_qsl(raw.decode()))
-                request = Request(time.time(), self.command, url.path, query, headers, raw, form)
-                with fake._lock:
-                    fake.requests.append(request)
-                failure = fake._failure(url.path)
-                if failure is not None:
-                    status, body, extra = failure
-                else:
-                    status, body = fake._route(request)
-                    extra = {}
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = _handle
-            do_POST = _handle
-
-        return Handler

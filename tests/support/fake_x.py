@@ -106,8 +106,7 @@ class FakeX(FakeApi):
                 200, {"data": {"id": body["id"], "associated_metadata": body["metadata"]}}
             )
         if request.method == "POST" and request.path == "/2/tweets":
-            time.sleep(self.delay)
-            answer = self.scripted()
+            answer = self.create_answer()
             if answer is not None:
                 return answer
             tweet_id = str(next(self._ids))
