@@ -153,7 +153,7 @@ def main() -> int:
             )
         print(f"control plane up in {cp.started_in:.1f}s: {cp.server}", flush=True)
         cp.kubectl("apply", "-f", str(REPO / "crds" / "scheduledposts.herald.dev.yaml"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/scheduledposts.herald.dev")
+        cp.wait_established("scheduledposts.herald.dev")
         if n8n_url:
             url = n8n_url
         elif args.n8n == "real":

@@ -23,12 +23,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp.start()
     try:
         cp.kubectl("apply", "-f", str(CRD))
-        cp.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/scheduledposts.herald.dev",
-        )
+        cp.wait_established("scheduledposts.herald.dev")
         yield cp
     finally:
         cp.stop()

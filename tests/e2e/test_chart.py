@@ -258,12 +258,7 @@ def monitoring_crds(control_plane: ControlPlane) -> None:
         proc = control_plane.kubectl("create", "-f", "-", input=json.dumps(crd), check=False)
         assert proc.returncode == 0 or "AlreadyExists" in proc.stderr, proc.stderr
     for plural, _ in MONITORING_CRDS:
-        control_plane.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            f"crd/{plural}.monitoring.coreos.com",
-        )
+        control_plane.wait_established(f"{plural}.monitoring.coreos.com")
 
 
 def create_namespace(cp: ControlPlane, name: str, **labels: str) -> str:

@@ -179,9 +179,7 @@ class Clusters:
         home.mkdir(parents=True)
         self.current = (path, cp, home)
         cp.kubectl("apply", "-f", str(CRD))
-        cp.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s", "crd/scheduledposts.herald.dev"
-        )
+        cp.wait_established("scheduledposts.herald.dev")
         return cp, home
 
     def close(self) -> None:

@@ -415,6 +415,26 @@ class ControlPlane:
         env["PATH"] = f"{tools_bin()}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def wait_established(self, crd: str, timeout: float = 30.0) -> None:
+        """Wait until the API server serves the CRD named `crd`.
+
+        Not `kubectl wait --for=condition=Established`: right after a create that exits 1
+        with "status.conditions accessor error: <nil>" while the CRD has no conditions yet,
+        instead of waiting for them.
+        """
+        deadline = time.monotonic() + timeout
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        while True:
+            proc = self.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
+            if proc.returncode == 0 and proc.stdout.strip() == "True":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"crd/{crd} not Established after {timeout:.0f}s: "
+                    f"{proc.stdout.strip() or proc.stderr.strip() or 'no conditions'}"
+                )
+            time.sleep(0.1)
+
     def kubectl(
         self,
         *args: str,

@@ -284,9 +284,7 @@ def extra_crd_field(
     add = [{"op": "add", "path": path, "value": {"type": "string"}}]
     cp.kubectl("patch", "crd", CRD_NAME, "--type", "json", "-p", json.dumps(add))
     try:
-        cp.kubectl(
-            "wait", "--for=condition=Established", f"--timeout={int(timeout)}s", f"crd/{CRD_NAME}"
-        )
+        cp.wait_established(CRD_NAME, timeout)
         yield
     finally:
         remove = [{"op": "remove", "path": path}]
