@@ -652,6 +652,20 @@ def _output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="posts of every namespace"
+    )
+    parser.add_argument(
+        "-l", "--selector", help="label selector, as kubectl's (-l app=blog,tier!=test)"
+    )
+    parser.add_argument(
+        "--field-selector",
+        help="field selector: status.phase, spec.channel, spec.target, metadata.name, "
+        "metadata.namespace (e.g. spec.channel=linkedin)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     common = _common()
     main = _Parser(
@@ -663,23 +677,23 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser(
         "list", parents=[common], help="list posts: phase, when, attempts, last error"
     )
-    ls.add_argument("-A", "--all-namespaces", action="store_true", help="posts of every namespace")
+    _selection(ls)
     ls.add_argument(
         "--phase",
         type=_phase,
         help="only posts in this phase: " + ", ".join(p.value for p in Phase),
     )
-    ls.add_argument(
-        "-l", "--selector", help="label selector, as kubectl's (-l app=blog,tier!=test)"
-    )
-    ls.add_argument(
-        "--field-selector",
-        help="field selector: status.phase, spec.channel, spec.target, metadata.name, "
-        "metadata.namespace (e.g. spec.channel=linkedin)",
-    )
     _output(ls)
+    desc = sub.add_parser(
+        "describe",
+        parents=[common],
+        help="status, attempt history, conditions and recent Events of a post "
+        "(or of every post -l/--field-selector/-A select, as kubectl describe)",
+    )
+    desc.add_argument("name", nargs="?")
+    _selection(desc)
+    _output(desc)
     for verb, text in (
-        ("describe", "status, attempt history, conditions and recent Events of a post"),
         ("retry", "retry a Failed (or Retrying) post from attempt 1, now"),
         ("suspend", "stop a post from being dispatched (spec.suspend: true)"),
         ("resume", "let a suspended post be dispatched again (spec.suspend: false)"),
@@ -687,8 +701,6 @@ def parser() -> argparse.ArgumentParser:
     ):
         verb_parser = sub.add_parser(verb, parents=[common], help=text)
         verb_parser.add_argument("name")
-        if verb == "describe":
-            _output(verb_parser)
     resched = sub.add_parser(
         "reschedule", parents=[common], help="move a post's publishAt (--at TIME or +DURATION)"
     )
@@ -750,7 +762,14 @@ def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str
             where = "" if all_namespaces else f" in {ctx.namespace} namespace"
             raise _Empty(f"No resources found{where}.")
         return list_table(items, ctx.now(), all_namespaces, wide=output == "wide")
+    if args.verb == "describe" and args.name is None:
+        return describe_selected(args, ctx, all_namespaces)
     if args.verb == "describe":
+        if args.selector or args.field_selector:
+            # kubectl describe's own refusal, in its words
+            raise PluginError("name cannot be provided when a selector is specified")
+        if all_namespaces:
+            raise PluginError("a resource cannot be retrieved by name across all namespaces")
         obj = ctx.api.get(ctx.namespace, args.name)
         if output in ("json", "yaml"):
             return dump(as_object(obj), output)
@@ -759,6 +778,28 @@ def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str
         events = ctx.api.events(ctx.namespace, args.name, obj["metadata"]["uid"])
         return describe(obj, events, ctx.now(), wide=output == "wide")
     return run_verb(ctx, args.verb, args.name, getattr(args, "at", None)) + "\n"
+
+
+def describe_selected(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str:
+    """`describe` without a name: every post the selectors pick, one after the other,
+    as `kubectl describe` prints several objects (-o json|yaml: one List)."""
+    output = getattr(args, "output", None)
+    namespace = None if all_namespaces else ctx.namespace
+    items = ctx.api.list_posts(namespace, None, args.selector, args.field_selector)
+    if output in ("json", "yaml"):
+        return dump(as_list(items), output)
+    if output == "name":
+        return names(items)
+    if not items:
+        where = "" if all_namespaces else f" in {ctx.namespace} namespace"
+        raise _Empty(f"No resources found{where}.")
+    now, wide = ctx.now(), output == "wide"
+    blocks = []
+    for obj in items:
+        meta = obj["metadata"]
+        events = ctx.api.events(meta["namespace"], meta["name"], meta["uid"])
+        blocks.append(describe(obj, events, now, wide=wide))
+    return "\n\n".join(blocks)
 
 
 class _Empty(Exception):
@@ -839,7 +880,7 @@ def _flags(verb: str | None) -> list[str]:
     common.append("--request-timeout")
     extra = {
         "list": ["--all-namespaces", "--phase", "--selector", "--field-selector", "--output"],
-        "describe": ["--output"],
+        "describe": ["--all-namespaces", "--selector", "--field-selector", "--output"],
         "reschedule": ["--at"],
     }
     return common + extra.get(verb or "", [])

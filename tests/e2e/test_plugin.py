@@ -286,6 +286,27 @@ def test_printers_and_selectors_match_kubectl(control_plane: ControlPlane, names
     assert wide[2].split()[4:6] == ["mastodon", "default"]
 
 
+def test_describe_selects_as_kubectl_describe(control_plane: ControlPlane, namespace: str) -> None:
+    """describe without a name describes every post -l/--field-selector/-A pick, as
+    `kubectl describe` does; a name with a selector is refused with kubectl's words."""
+    cp, ns = control_plane, namespace
+    _apply_posts(cp, ns)
+    text = kubectl_herald(cp, "describe", "-n", ns, "-l", "app=blog").stdout
+    assert re.findall(r"^Name: +(\S+)$", text, re.M) == ["alpha", "gamma"], text
+    assert text.count("Events:\n") == 2
+    picked = kubectl_herald(cp, "describe", "-n", ns, "--field-selector", "spec.channel=mastodon")
+    assert re.findall(r"^Name: +(\S+)$", picked.stdout, re.M) == ["beta", "gamma"]
+    # -A: across namespaces, the same objects `kubectl get -A` selects.
+    everywhere = kubectl_herald(cp, "describe", "-A", "-l", "app=blog", "-o", "json").stdout
+    theirs = kubectl(cp, "get", "sp", "-A", "-l", "app=blog", "-o", "json").stdout
+    assert json.loads(everywhere)["items"] == json.loads(theirs)["items"]
+    assert {i["metadata"]["name"] for i in json.loads(everywhere)["items"]} >= {"alpha", "gamma"}
+    both = refused(cp, "describe", "alpha", "-n", ns, "-l", "app=blog")
+    assert "name cannot be provided when a selector is specified" in both
+    none = kubectl_herald(cp, "describe", "-n", ns, "-l", "app=none")
+    assert none.stderr == f"No resources found in {ns} namespace.\n"
+
+
 def test_impersonation_timeout_and_exit_codes(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
