@@ -73,6 +73,10 @@ class Defaults:
     """How long before its time a post is claimed, so that at the due second only the
     request goes out. Each replica claims at its own point of the last two thirds of this
     window (derived from the post and the replica), so replicas rarely race for a claim."""
+    starting_deadline_seconds: int | None = None
+    """The starting deadline of a post whose spec sets none: a post first dispatchable
+    later than this after its publishAt fails with MissedDeadline. None: no default (the
+    operator's setting 0 means this)."""
     ttl_after_published: int | None = None
     """Delete Published posts this long after publishedAt (None: keep)."""
     ttl_after_failed: int | None = None
@@ -435,6 +439,19 @@ def _accept(post: Post, now: dt.datetime) -> Decision:
     return Decision(status, (Event("Normal", Reason.SCHEDULED, msg, routine=True),))
 
 
+def _human(seconds: float) -> str:
+    """ " (3d 2h)" for a lateness of days or hours, so an Event says how late at a glance;
+    nothing under an hour, where the seconds read well enough."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f" ({days}d {hours}h)"
+    if hours:
+        return f" ({hours}h {rest // 60}m)"
+    return ""
+
+
 def _fmt(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -713,12 +730,13 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
     status = post.status
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
-        deadline = post.spec.starting_deadline_seconds
+        deadline = starting_deadline(post, defaults)
         due = deadline_start(post)
         if deadline is not None and due is not None:
             late = (now - due).total_seconds()
             if late > deadline:
-                return _missed_deadline(post, now, late, deadline)
+                own = post.spec.starting_deadline_seconds is not None
+                return _missed_deadline(post, now, late, deadline, own=own)
         if defaults.targets is not None and post.spec.target not in defaults.targets:
             return _unknown_target(post, now, defaults.targets)
         return _claim(post, now, me, reclaim=False)
@@ -794,6 +812,12 @@ def _final_failure(
     return Decision(new, (Event("Warning", reason, msg),))
 
 
+def starting_deadline(post: Post, defaults: Defaults) -> int | None:
+    """The post's startingDeadlineSeconds, or the operator's default when it sets none."""
+    own = post.spec.starting_deadline_seconds
+    return defaults.starting_deadline_seconds if own is None else own
+
+
 def deadline_start(post: Post) -> dt.datetime | None:
     """When the post's next first attempt was due: startingDeadlineSeconds counts from here.
 
@@ -813,10 +837,20 @@ def deadline_start(post: Post) -> dt.datetime | None:
     return None
 
 
-def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
+def _missed_deadline(
+    post: Post, now: dt.datetime, late: float, deadline: int, *, own: bool = True
+) -> Decision:
+    """`own`: the post's spec set the deadline; otherwise it is the operator's default,
+    and the message says which setting to change (or override in the spec)."""
+    setting = (
+        f"startingDeadlineSeconds={deadline}"
+        if own
+        else f"the operator's defaultStartingDeadlineSeconds={deadline} "
+        "(spec.startingDeadlineSeconds overrides it)"
+    )
     msg = (
-        f"First dispatch possible {late:.0f}s after the scheduled time, past "
-        f"startingDeadlineSeconds={deadline}: not publishing late"
+        f"First dispatch possible {late:.0f}s{_human(late)} after the scheduled time, past "
+        f"{setting}: not publishing late"
     )
     return _final_failure(post, now, ErrorClass.DEADLINE, Reason.MISSED_DEADLINE, msg)
 
