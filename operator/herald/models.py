@@ -565,7 +565,10 @@ class ScheduledPostStatus(_StatusModel):
     conditions: list[Condition] | None = Field(
         default=None,
         description="Published: True once published, False once failed, Unknown before. "
-        "SpecApplied: False when the spec changed after the post was dispatched.",
+        "SpecApplied: False when the spec changed after the post was dispatched. The kstatus "
+        "conditions, for kubectl wait, Flux and Argo CD: Ready (True when Scheduled, "
+        "Suspended or Published, False with the reason otherwise), Reconciling (present, "
+        "True, while Publishing or Retrying) and Stalled (present, True, when Failed).",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
