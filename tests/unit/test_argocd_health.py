@@ -143,3 +143,12 @@ def test_failed_message_names_the_reason() -> None:
     got = health(as_object(walk()["Failed"]))
     assert got["status"] == "Degraded"
     assert got["message"].startswith("MissedDeadline: First dispatch possible 259200s (3d 0h)")
+
+
+def test_readme_snippet_is_the_shipped_script() -> None:
+    """The argocd-cm block of the README is copy-pasteable: the same script, as YAML."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 3)]
+    data = yaml.safe_load(block)["data"]
+    assert data == {"resource.customizations.health.herald.dev_ScheduledPost": SCRIPT.read_text()}
