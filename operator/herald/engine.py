@@ -27,6 +27,7 @@ Entry points:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
@@ -50,6 +51,12 @@ from herald.models import (
 
 PUBLISHED = "Published"
 SPEC_APPLIED = "SpecApplied"
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+KSTATUS = (READY, RECONCILING, STALLED)
+"""The kstatus conditions (sigs.k8s.io/cli-utils/pkg/kstatus): derived from the phase by
+with_kstatus() on every decision, so Flux, `kubectl wait` and other tools read them."""
 _MESSAGE_MAX = 1024
 RETRY_REQUEST_MAX = 256
 RETRY_REASON = "RetryRequested"
@@ -73,6 +80,10 @@ class Defaults:
     """How long before its time a post is claimed, so that at the due second only the
     request goes out. Each replica claims at its own point of the last two thirds of this
     window (derived from the post and the replica), so replicas rarely race for a claim."""
+    starting_deadline_seconds: int | None = None
+    """The starting deadline of a post whose spec sets none: a post first dispatchable
+    later than this after its publishAt fails with MissedDeadline. None: no default (the
+    operator's setting 0 means this)."""
     ttl_after_published: int | None = None
     """Delete Published posts this long after publishedAt (None: keep)."""
     ttl_after_failed: int | None = None
@@ -299,6 +310,57 @@ def set_condition(
     return sorted(existing.values(), key=lambda c: c.type)
 
 
+def kstatus_conditions(status: ScheduledPostStatus, now: dt.datetime) -> list[Condition] | None:
+    """`status.conditions` with Ready, Reconciling and Stalled as its phase implies.
+
+    Ready is True once the current generation is accepted and nothing is under way
+    (Scheduled, Suspended, Published), False with the reason otherwise. Reconciling
+    (Publishing, Retrying) and Stalled (Failed) are "abnormal-true" conditions: present
+    only while True, as Flux's own controllers write them, so a settled post carries one
+    condition more than before, not three.
+    """
+    phase = status.phase
+    if phase is None:
+        return status.conditions
+    gen = status.observed_generation or 0
+    message = status.message or str(phase)
+    if phase is Phase.FAILED:
+        published = next((c for c in status.conditions or [] if c.type == PUBLISHED), None)
+        reason = published.reason if published is not None else str(Phase.FAILED)
+    else:
+        reason = str(phase)
+    ready = phase in (Phase.SCHEDULED, Phase.SUSPENDED, Phase.PUBLISHED)
+    value = ConditionStatus.TRUE if ready else ConditionStatus.FALSE
+    conditions = set_condition(status.conditions, READY, value, reason, message, now, gen)
+    for type_, present in (
+        (RECONCILING, phase in (Phase.PUBLISHING, Phase.RETRYING)),
+        (STALLED, phase is Phase.FAILED),
+    ):
+        if present:
+            conditions = set_condition(
+                conditions, type_, ConditionStatus.TRUE, reason, message, now, gen
+            )
+        else:
+            conditions = [c for c in conditions if c.type != type_]
+    return conditions
+
+
+def with_kstatus(decision: Decision, now: dt.datetime) -> Decision:
+    """The decision with its status's kstatus conditions brought up to date.
+
+    Only on writes that happen anyway: no new write. Not on the record of n8n's
+    acknowledgement (Guard.CLAIM): it changes no phase, and it commutes with a callback
+    only because it touches nothing but dispatchedAt.
+    """
+    status = decision.status
+    if status is None or decision.guard is Guard.CLAIM:
+        return decision
+    conditions = kstatus_conditions(status, now)
+    if conditions == status.conditions:
+        return decision
+    return dataclasses.replace(decision, status=_update(status, conditions=conditions))
+
+
 def _with_history(
     status: ScheduledPostStatus, now: dt.datetime, outcome: str, failure: Failure | None
 ) -> list[AttemptRecord]:
@@ -435,6 +497,19 @@ def _accept(post: Post, now: dt.datetime) -> Decision:
     return Decision(status, (Event("Normal", Reason.SCHEDULED, msg, routine=True),))
 
 
+def _human(seconds: float) -> str:
+    """ " (3d 2h)" for a lateness of days or hours, so an Event says how late at a glance;
+    nothing under an hour, where the seconds read well enough."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f" ({days}d {hours}h)"
+    if hours:
+        return f" ({hours}h {rest // 60}m)"
+    return ""
+
+
 def _fmt(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -455,6 +530,11 @@ def plan(post: Post, now: dt.datetime, defaults: Defaults, me: str | None = None
     `me` is the instance asking; only the holder of a claim that has not been sent may
     release it when the spec changes (it alone knows it has not sent it).
     """
+    return with_kstatus(_plan(post, now, defaults, me), now)
+
+
+def _plan(post: Post, now: dt.datetime, defaults: Defaults, me: str | None = None) -> Decision:
+    """plan() without the kstatus conditions."""
     status = post.status
     if status.phase is None:
         return _accept(post, now)
@@ -702,7 +782,11 @@ def wake_at(
 
 def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
     """The time-driven transitions. `me` is this operator instance: `identity/incarnation`."""
-    planned = plan(post, now, defaults, me)
+    return with_kstatus(_act(post, now, defaults, me), now)
+
+
+def _act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
+    planned = _plan(post, now, defaults, me)
     if planned is not NOTHING:
         # Planning first: an edited, suspended or retried post must not be dispatched
         # from the view before the change. The write re-triggers act() via the watch.
@@ -713,12 +797,13 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
     status = post.status
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
-        deadline = post.spec.starting_deadline_seconds
+        deadline = starting_deadline(post, defaults)
         due = deadline_start(post)
         if deadline is not None and due is not None:
             late = (now - due).total_seconds()
             if late > deadline:
-                return _missed_deadline(post, now, late, deadline)
+                own = post.spec.starting_deadline_seconds is not None
+                return _missed_deadline(post, now, late, deadline, own=own)
         if defaults.targets is not None and post.spec.target not in defaults.targets:
             return _unknown_target(post, now, defaults.targets)
         return _claim(post, now, me, reclaim=False)
@@ -749,6 +834,13 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
 
 
 def defer_claim(
+    post: Post, now: dt.datetime, until: dt.datetime | None, why: str, *, spent: bool = False
+) -> Decision:
+    """See _defer_claim; with the kstatus conditions."""
+    return with_kstatus(_defer_claim(post, now, until, why, spent=spent), now)
+
+
+def _defer_claim(
     post: Post, now: dt.datetime, until: dt.datetime | None, why: str, *, spent: bool = False
 ) -> Decision:
     """Hand back a claim this instance holds and has not sent (its target's circuit is
@@ -794,6 +886,12 @@ def _final_failure(
     return Decision(new, (Event("Warning", reason, msg),))
 
 
+def starting_deadline(post: Post, defaults: Defaults) -> int | None:
+    """The post's startingDeadlineSeconds, or the operator's default when it sets none."""
+    own = post.spec.starting_deadline_seconds
+    return defaults.starting_deadline_seconds if own is None else own
+
+
 def deadline_start(post: Post) -> dt.datetime | None:
     """When the post's next first attempt was due: startingDeadlineSeconds counts from here.
 
@@ -813,10 +911,20 @@ def deadline_start(post: Post) -> dt.datetime | None:
     return None
 
 
-def _missed_deadline(post: Post, now: dt.datetime, late: float, deadline: int) -> Decision:
+def _missed_deadline(
+    post: Post, now: dt.datetime, late: float, deadline: int, *, own: bool = True
+) -> Decision:
+    """`own`: the post's spec set the deadline; otherwise it is the operator's default,
+    and the message says which setting to change (or override in the spec)."""
+    setting = (
+        f"startingDeadlineSeconds={deadline}"
+        if own
+        else f"the operator's defaultStartingDeadlineSeconds={deadline} "
+        "(spec.startingDeadlineSeconds overrides it)"
+    )
     msg = (
-        f"First dispatch possible {late:.0f}s after the scheduled time, past "
-        f"startingDeadlineSeconds={deadline}: not publishing late"
+        f"First dispatch possible {late:.0f}s{_human(late)} after the scheduled time, past "
+        f"{setting}: not publishing late"
     )
     return _final_failure(post, now, ErrorClass.DEADLINE, Reason.MISSED_DEADLINE, msg)
 
@@ -957,6 +1065,12 @@ def dispatch_result(
     post: Post, now: dt.datetime, outcome: Outcome, defaults: Defaults, me: str
 ) -> Decision:
     """The webhook request for the attempt `me` claimed has ended with `outcome`."""
+    return with_kstatus(_dispatch_result(post, now, outcome, defaults, me), now)
+
+
+def _dispatch_result(
+    post: Post, now: dt.datetime, outcome: Outcome, defaults: Defaults, me: str
+) -> Decision:
     status = post.status
     if status.claimed_by != me:
         return NOTHING  # someone else took the attempt over
@@ -978,6 +1092,11 @@ def dispatch_result(
 
 def callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> CallbackDecision:
     """n8n reports how attempt `cb.attempt` ended."""
+    result = _callback(post, now, cb, defaults)
+    return dataclasses.replace(result, decision=with_kstatus(result.decision, now))
+
+
+def _callback(post: Post, now: dt.datetime, cb: Callback, defaults: Defaults) -> CallbackDecision:
     status = post.status
     ended = any(r.attempt == cb.attempt for r in status.history or [])
     earlier = ended and (cb.attempt < status.attempt or status.phase is Phase.SCHEDULED)

@@ -355,8 +355,8 @@ class ScheduledPostSpec(_Model):
         alias="publishAt",
         json_schema_extra={"pattern": RFC3339_WITH_OFFSET},
         description="When to publish, RFC 3339 with a UTC offset, e.g. 2026-12-01T09:00:00Z "
-        "or 2026-12-01T10:00:00+01:00. A time in the past publishes at once "
-        "(see startingDeadlineSeconds).",
+        "or 2026-12-01T10:00:00+01:00. A time in the past publishes at once, unless it is "
+        "further past than the starting deadline (see startingDeadlineSeconds).",
     )
     channel: Channel = Field(
         default=Channel.LINKEDIN,
@@ -390,8 +390,10 @@ class ScheduledPostSpec(_Model):
         le=31536000,
         description="If the operator can first dispatch the post more than this many seconds "
         "after publishAt (it was down, or the post was created late), the post fails with "
-        "reason MissedDeadline instead of being published late. Unset: late posts are "
-        "published.",
+        "reason MissedDeadline instead of being published late (a manual retry counts from "
+        "its request). Unset: the operator's defaultStartingDeadlineSeconds applies (86400, "
+        "one day, unless its administrator changed it; 0 there: late posts are published). "
+        "0 here: not a second late.",
     )
     retry: RetryPolicy | None = Field(
         default=None,
@@ -563,7 +565,10 @@ class ScheduledPostStatus(_StatusModel):
     conditions: list[Condition] | None = Field(
         default=None,
         description="Published: True once published, False once failed, Unknown before. "
-        "SpecApplied: False when the spec changed after the post was dispatched.",
+        "SpecApplied: False when the spec changed after the post was dispatched. The kstatus "
+        "conditions, for kubectl wait, Flux and Argo CD: Ready (True when Scheduled, "
+        "Suspended or Published, False with the reason otherwise), Reconciling (present, "
+        "True, while Publishing or Retrying) and Stalled (present, True, when Failed).",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

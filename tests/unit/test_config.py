@@ -46,6 +46,7 @@ def test_defaults() -> None:
         # No target: the 10 s default request deadline + record_grace_seconds (10) + 5.
         claim_timeout_seconds=25.0,
         claim_ahead_seconds=30.0,
+        starting_deadline_seconds=86400,  # a day late at most, unless a post says otherwise
         ttl_after_published=None,
         ttl_after_failed=None,
         targets=frozenset(),
@@ -133,6 +134,14 @@ def test_new_settings_reach_the_engine_defaults(monkeypatch: pytest.MonkeyPatch)
     assert d.targets == frozenset({"default"})
 
 
+@pytest.mark.parametrize(("value", "expected"), [("3600", 3600), ("0", None)])
+def test_default_starting_deadline_from_env_and_0_switches_it_off(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None
+) -> None:
+    monkeypatch.setenv("HERALD_DEFAULT_STARTING_DEADLINE_SECONDS", value)
+    assert config.load().defaults().starting_deadline_seconds == expected
+
+
 def test_init_overrides_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERALD_CONCURRENCY", "8")
     assert config.load(concurrency=32).concurrency == 32
@@ -218,6 +227,12 @@ def test_max_backoff_equal_to_backoff_is_fine() -> None:
         ),
         pytest.param(
             "HERALD_CIRCUIT_OPEN_MIN_SECONDS", "0", "circuit_open_min_seconds", id="open-min-zero"
+        ),
+        pytest.param(
+            "HERALD_DEFAULT_STARTING_DEADLINE_SECONDS",
+            "-1",
+            "default_starting_deadline_seconds",
+            id="default-deadline-negative",
         ),
         pytest.param(
             "HERALD_SHUTDOWN_GRACE_SECONDS", "-1", "shutdown_grace_seconds", id="shutdown-grace"
