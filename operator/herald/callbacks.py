@@ -467,7 +467,8 @@ def _bearer(header: str) -> str | None:
 def build(settings: Settings) -> web.Application:
     metrics = Metrics()
     metrics.initialise(settings.targets)
-    server = CallbackServer(settings, KubeClient(discover(), component="herald-callback"), metrics)
+    kube = KubeClient(discover(), component="herald-callback", on_connect=metrics.kube_connected)
+    server = CallbackServer(settings, kube, metrics)
     return server.app()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,12 @@ from herald import kubeauth
 from herald.models import GROUP, KIND, PLURAL, VERSION, format_time
 
 JSON_PATCH = "application/json-patch+json"
+
+CONNECT_EVENTS = {
+    "connection.connect_tcp.started": "tcp",
+    "connection.start_tls.started": "tls",
+}
+"""httpcore's trace events for a new connection, and the `kind` each one is counted as."""
 
 
 class KubeError(Exception):
@@ -112,9 +119,20 @@ def _raise_for(response: httpx.Response, what: str) -> None:
 
 
 class KubeClient:
-    """The few API calls Herald makes, on one shared httpx.AsyncClient."""
+    """The few API calls Herald makes, on one shared httpx.AsyncClient.
 
-    def __init__(self, conn: Connection, *, timeout: float = 10.0, component: str = "herald"):
+    `on_connect(kind)` is called for every new connection the client opens to the API
+    server: "tcp" when it connects, "tls" when it starts a TLS handshake (the processes
+    count them in herald_kube_connections_total)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        timeout: float = 10.0,
+        component: str = "herald",
+        on_connect: Callable[[str], None] | None = None,
+    ):
         self._http = httpx.AsyncClient(
             base_url=conn.server,
             verify=conn.tls,
@@ -124,6 +142,13 @@ class KubeClient:
             timeout=timeout,
         )
         self._component = component
+        self._on_connect = on_connect
+        self._extensions = {"trace": self._trace} if on_connect is not None else None
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        kind = CONNECT_EVENTS.get(event)
+        if kind is not None and self._on_connect is not None:
+            self._on_connect(kind)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -135,7 +160,7 @@ class KubeClient:
 
     async def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, url, **kwargs)
+            response = await self._http.request(method, url, extensions=self._extensions, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         _raise_for(response, what)
