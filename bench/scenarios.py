@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,9 @@ QUICK = Sizes(
 
 Result = dict[str, Any]
 ROLES = {"run": "operator", "callback-server": "sidecar"}
+PY_SPY = [str(Path(sys.executable).with_name("py-spy"))]
+"""py-spy from the `profile` extra, next to the interpreter running the benchmark."""
+PROFILE_RATE = 50  # samples/s: enough for a flame graph of a burst, cheap to take
 
 
 @dataclass
@@ -151,6 +155,7 @@ class Bench:
     api: Api = field(init=False)
     procs: list[HeraldProcess] = field(default_factory=list)
     metrics_of: dict[int, str] = field(default_factory=dict)  # id(proc) -> its /metrics URL
+    profile_dir: Path | None = None  # `--profile`: py-spy flame graphs of the burst here
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -235,6 +240,56 @@ class Bench:
                 mine[kind] = mine.get(kind, 0.0) + (got or 0.0)
         return Usage(cpu, conns)
 
+    def start_profiles(self, label: str) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """py-spy on every running Herald process until `stop_profiles`: one flame graph
+        (SVG) per process in `profile_dir`, named `<label>-<role>.svg`. --nonblocking: the
+        processes are sampled without being paused, so the profile does not slow them."""
+        if self.profile_dir is None:
+            return []
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for proc in self.procs:
+            if proc.proc is None or proc.proc.poll() is not None:
+                continue
+            svg = self.profile_dir / f"{label}-{ROLES[proc.command]}.svg"
+            log = (self.workdir / f"py-spy-{ROLES[proc.command]}.log").open("ab")
+            spy = subprocess.Popen(
+                [
+                    *PY_SPY,
+                    "record",
+                    "--pid",
+                    str(proc.proc.pid),
+                    "--rate",
+                    str(PROFILE_RATE),
+                    "--nonblocking",
+                    "--format",
+                    "flamegraph",
+                    "--output",
+                    str(svg),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            spies.append((spy, svg))
+        return spies
+
+    @staticmethod
+    async def stop_profiles(spies: list[tuple[subprocess.Popen[bytes], Path]]) -> list[str]:
+        """Stop py-spy as Ctrl-C would (it then writes its flame graph); the SVGs' paths."""
+        for spy, _ in spies:
+            spy.send_signal(signal.SIGINT)
+        written = []
+        for spy, svg in spies:
+            try:
+                await asyncio.to_thread(spy.wait, 60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                await asyncio.to_thread(spy.wait)
+            if svg.exists():
+                written.append(str(svg))
+        return written
+
     def lead(self, posts: int) -> float:
         """Time to create `posts` and let the operator take them in before they are due."""
         if self.sizes.lead is not None:
@@ -292,7 +347,11 @@ async def _create_due_at(
 
 
 async def _all_due_together(
-    bench: Bench, groups: list[tuple[str, int]], metrics_urls: list[str], publish_urls: list[str]
+    bench: Bench,
+    groups: list[tuple[str, int]],
+    metrics_urls: list[str],
+    publish_urls: list[str],
+    profile: str | None = None,
 ) -> Result:
     """Create every group's posts due at one instant T, once the operators are up, and
     wait until n8n has them all and all are Published. Times are from T."""
@@ -319,6 +378,7 @@ async def _all_due_together(
         pass
     published_before = _published(publish_urls)
     used_at_due = await bench.usage()
+    spies = bench.start_profiles(profile) if profile else []
     say(f"known {'%.1fs before due' % (due_at - known_at) if known_at else 'NOT before due'}")
 
     async def all_at_n8n() -> bool:
@@ -337,6 +397,7 @@ async def _all_due_together(
     )
     published_at = time.time()
     used_at_end = await bench.usage()
+    profiles = await bench.stop_profiles(spies)
     say(f"all Published {published_at - due_at:.1f}s after due")
     await asyncio.sleep(1.0)  # let the last Events land
     after = await bench.api.request_counts()
@@ -362,6 +423,7 @@ async def _all_due_together(
         # From the due second (or when every post was known, if later) until all were
         # Published: the burst alone, after the intake warmed the connection pools up.
         "burst_per_post": used_at_end.per_post(used_at_due, total),
+        "profiles": profiles,
     }
 
 
@@ -598,7 +660,9 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
     ns = await bench.namespace("burst" if replicas == 1 else "replicas")
     side, metrics = await bench.herald([ns], replicas)
     publish_urls = [*metrics, side + "/metrics"]
-    got = await _all_due_together(bench, [(ns, n)], metrics, publish_urls)
+    got = await _all_due_together(
+        bench, [(ns, n)], metrics, publish_urls, profile=f"burst-{n}" if replicas == 1 else None
+    )
     conflicts = _conflicts(publish_urls)
     await bench.stop_all()
     lateness = _lateness(got["arrivals"][ns])
@@ -620,6 +684,7 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
         "claim_conflicts_herald": sum(conflicts.values()),
         "per_post": got["per_post"],
         "burst_per_post": got["burst_per_post"],
+        "profiles": got["profiles"],
     }
 
 

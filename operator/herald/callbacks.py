@@ -467,7 +467,14 @@ def _bearer(header: str) -> str | None:
 def build(settings: Settings) -> web.Application:
     metrics = Metrics()
     metrics.initialise(settings.targets)
-    kube = KubeClient(discover(), component="herald-callback", on_connect=metrics.kube_connected)
+    # n8n calls back once per dispatch, so about as many callbacks are in flight as the
+    # operator's dispatches; each holds one connection at a time (read, then write).
+    kube = KubeClient(
+        discover(),
+        component="herald-callback",
+        on_connect=metrics.kube_connected,
+        max_connections=2 * settings.concurrency,
+    )
     server = CallbackServer(settings, kube, metrics)
     return server.app()
 

@@ -78,7 +78,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.initialise(config.targets)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
-    kube = KubeClient(discover(), component="herald-operator", on_connect=metrics.kube_connected)
+    kube = KubeClient(
+        discover(),
+        component="herald-operator",
+        on_connect=metrics.kube_connected,
+        # A worker's read or write and a sent claim's record, per dispatch slot.
+        max_connections=2 * config.concurrency,
+    )
     clock = SYSTEM  # one clock for the dispatcher and the n8n client
     n8n = N8nClient(
         config.targets, config.signing_key_bytes(), max_connections=config.concurrency, clock=clock

@@ -27,6 +27,18 @@ CONNECT_EVENTS = {
 }
 """httpcore's trace events for a new connection, and the `kind` each one is counted as."""
 
+POOL_CONNECTIONS = 32
+"""Default pool size: two requests at once per dispatch slot at the default concurrency of
+16 (a worker's read or write, and a sent claim's record). The processes pass their own."""
+KEEPALIVE_SECONDS = 60.0
+"""How long an idle connection is kept. httpx's default of 5 s closes the connections
+opened for a clump of requests as soon as the load pauses, and the next clump pays a TLS
+handshake per request; the API server itself keeps idle connections for 90 s."""
+POOL_WAIT_SECONDS = 30.0
+"""How long a request may wait for a pooled connection when all are busy: a burst queues
+in the pool instead of opening more connections, and each request holding a connection is
+itself bounded by `timeout`."""
+
 
 class KubeError(Exception):
     """A Kubernetes API call failed."""
@@ -123,7 +135,11 @@ class KubeClient:
 
     `on_connect(kind)` is called for every new connection the client opens to the API
     server: "tcp" when it connects, "tls" when it starts a TLS handshake (the processes
-    count them in herald_kube_connections_total)."""
+    count them in herald_kube_connections_total).
+
+    At most `max_connections` connections, all kept open between requests (httpx's
+    default keeps 20 of up to 100): more requests at once wait for one, so a steady load
+    opens no connection, and performs no TLS handshake, after warm-up."""
 
     def __init__(
         self,
@@ -132,6 +148,7 @@ class KubeClient:
         timeout: float = 10.0,
         component: str = "herald",
         on_connect: Callable[[str], None] | None = None,
+        max_connections: int = POOL_CONNECTIONS,
     ):
         self._http = httpx.AsyncClient(
             base_url=conn.server,
@@ -139,7 +156,12 @@ class KubeClient:
             auth=conn.auth,
             headers=conn.headers,
             proxy=conn.proxy,
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, pool=max(timeout, POOL_WAIT_SECONDS)),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
         )
         self._component = component
         self._on_connect = on_connect
