@@ -197,7 +197,7 @@ class KubeClient:
 
     async def ready(self) -> bool:
         try:
-            response = await self._http.get("/readyz", timeout=3.0)
+            response = await self._http.get("/readyz", timeout=3.0, extensions=self._extensions)
         except httpx.HTTPError:
             return False
         # Any answer but a server error proves the API server is reachable; a sidecar's
