@@ -473,7 +473,7 @@ def build(settings: Settings) -> web.Application:
         discover(),
         component="herald-callback",
         on_connect=metrics.kube_connected,
-        max_connections=2 * settings.concurrency,
+        max_connections=settings.concurrency,
     )
     server = CallbackServer(settings, kube, metrics)
     return server.app()

@@ -82,8 +82,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         discover(),
         component="herald-operator",
         on_connect=metrics.kube_connected,
-        # A worker's read or write and a sent claim's record, per dispatch slot.
-        max_connections=2 * config.concurrency,
+        # One per dispatch slot; more requests at once wait (herald.kube.POOL_CONNECTIONS).
+        max_connections=config.concurrency,
     )
     clock = SYSTEM  # one clock for the dispatcher and the n8n client
     n8n = N8nClient(

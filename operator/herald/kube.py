@@ -28,9 +28,10 @@ CONNECT_EVENTS = {
 }
 """httpcore's trace events for a new connection, and the `kind` each one is counted as."""
 
-POOL_CONNECTIONS = 32
-"""Default pool size: two requests at once per dispatch slot at the default concurrency of
-16 (a worker's read or write, and a sent claim's record). The processes pass their own."""
+POOL_CONNECTIONS = 16
+"""Default pool size: one connection per dispatch slot at the default concurrency of 16.
+Not more: for every request httpcore checks each idle connection for a server disconnect
+(a poll() per connection), so idle connections cost CPU on every request."""
 KEEPALIVE_SECONDS = 60.0
 """How long an idle connection is kept. httpx's default of 5 s closes the connections
 opened for a clump of requests as soon as the load pauses, and the next clump pays a TLS
@@ -142,8 +143,8 @@ class KubeClient:
     default keeps 20 of up to 100): more requests at once wait for one, so a steady load
     opens no connection, and performs no TLS handshake, after warm-up. They wait on a
     semaphore, not in httpcore's queue: httpcore scans every connection for every queued
-    request each time a request starts or ends, which cost the sidecar a third of its CPU
-    with 64 callbacks in flight on 32 connections (flame graph in bench/RESULTS.md)."""
+    request each time a request starts or ends (a third of the sidecar's CPU with 64
+    callbacks in flight on 32 connections; see bench/RESULTS.md)."""
 
     def __init__(
         self,

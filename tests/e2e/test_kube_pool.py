@@ -18,8 +18,8 @@ pytestmark = pytest.mark.e2e
 SPIKE = 64
 """Callers at once: like the sidecar when n8n's callbacks come in a clump (the bench's
 n8n calls back 64 at a time), more than the client's pool."""
-POOL = 32
-"""KubeClient's default pool: two requests per dispatch slot at the default concurrency."""
+POOL = 16
+"""KubeClient's default pool: one connection per dispatch slot at the default concurrency."""
 LULL = 6.0
 """A pause between clumps longer than httpx's default 5 s keep-alive."""
 
