@@ -35,7 +35,8 @@ Not more: for every request httpcore checks each idle connection for a server di
 KEEPALIVE_SECONDS = 60.0
 """How long an idle connection is kept. httpx's default of 5 s closes the connections
 opened for a clump of requests as soon as the load pauses, and the next clump pays a TLS
-handshake per request; the API server itself keeps idle connections for 90 s."""
+handshake per request. A connection the server closed meanwhile is noticed before reuse
+(httpcore checks idle connections) and replaced."""
 POOL_WAIT_SECONDS = 30.0
 """How long a request may wait for a free connection when all are busy: a burst queues
 instead of opening more connections, and each request holding a connection is itself
