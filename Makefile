@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: help up test lint unit e2e tools n8n venv crd bench plugin clean
+.PHONY: help up test lint unit e2e tools n8n venv crd bench profile plugin clean
 
 # `make up N8N=real` runs a real n8n with n8n/publish-echo.json instead of the stand-in.
 N8N ?= standin
@@ -47,6 +47,12 @@ crd: venv ## Regenerate crds/ from operator/herald/models.py
 bench: tools venv ## Benchmark against the real API server (bench/run.py; BENCH_ARGS=--quick)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The burst's size for `make profile`; BENCH_ARGS adds to it (e.g. --burst-posts 10000).
+PROFILE_ARGS ?= --only burst --burst-posts 2000 --intake-rate 50
+profile: tools venv ## py-spy flame graphs of the operator and the sidecar during a burst, into bench/
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench,profile]'
+	$(PY) bench/run.py --profile bench --out bench/out-profile $(PROFILE_ARGS) $(BENCH_ARGS)
 
 plugin: venv ## Package `kubectl herald` for krew: dist/kubectl-herald-v*.tar.gz, its .sha256, dist/herald.yaml
 	$(PY) hack/plugin.py --out dist

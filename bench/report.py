@@ -29,6 +29,22 @@ def _seed(p: dict[str, Any]) -> str:
     return f"every {design['interval_s']:.0f} s, {design['batch']} at a time"
 
 
+def _cpu(name: str, figures: dict[str, Any], window: str) -> list[Row]:
+    """CPU ms per published post, and new TLS connections, per process."""
+    out: list[Row] = []
+    for role in ("operator", "sidecar"):
+        f = figures.get(role)
+        if f:
+            out.append(
+                (
+                    name,
+                    f"{role} CPU per post / TLS handshakes ({window})",
+                    f"{_fmt(f['cpu_ms_per_post'], 'ms')} / {_fmt(f['tls_handshakes'])}",
+                )
+            )
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     """The headline figures, one per row: (scenario, figure, value)."""
     out: list[Row] = []
@@ -65,6 +81,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 "Herald ÷ seed p50/p99/max",
                 " / ".join(_fmt(p["herald_vs_seed"][k]) for k in ("p50", "p99", "max")),
             ),
+            *_cpu("precision", p.get("per_post", {}), "whole run"),
         ]
     for name in ("burst", "two_replicas"):
         if b := s.get(name):
@@ -86,6 +103,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     f"{b['lost_cas_apiserver']} / {b['claim_conflicts_herald']:.0f}",
                 ),
                 (name, "duplicate webhooks at n8n", _fmt(b["duplicates_at_n8n"])),
+                *_cpu(name, b.get("per_post", {}), "intake + burst"),
+                *_cpu(name, b.get("burst_per_post", {}), "from the due second"),
             ]
     if t := s.get("tenants"):
         out += [

@@ -31,7 +31,7 @@ from tests.support.controlplane import ControlPlane, require_binary
 from bench import report
 from bench.common import machine
 from bench.fake_n8n import FakeN8nProcess
-from bench.scenarios import CRD, OWN_CONTROL_PLANE, QUICK, SCENARIOS, Bench, Sizes
+from bench.scenarios import CRD, OWN_CONTROL_PLANE, PY_SPY, QUICK, SCENARIOS, Bench, Sizes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         "--from-json",
         type=Path,
         help="run nothing: redo the table, RESULTS.md and plot from a results.json",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        nargs="?",
+        const=Path(__file__).resolve().parent,
+        default=None,
+        help="py-spy flame graphs (SVG) of the operator and the sidecar during the burst, "
+        "written to this directory (default: next to bench/RESULTS.md); needs the `profile` "
+        "extra (py-spy)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "out", help="output dir"
@@ -79,7 +89,9 @@ def start_control_plane(workdir: Path) -> ControlPlane:
     return cp
 
 
-async def run_scenarios(names: list[str], sizes: Sizes, out: Path) -> dict[str, Any]:
+async def run_scenarios(
+    names: list[str], sizes: Sizes, out: Path, profile: Path | None = None
+) -> dict[str, Any]:
     results: dict[str, Any] = {
         "mode": "quick" if sizes == QUICK else "custom" if sizes != Sizes() else "full",
         "machine": machine(),
@@ -107,7 +119,7 @@ async def run_scenarios(names: list[str], sizes: Sizes, out: Path) -> dict[str, 
                     if shared is None:
                         shared = start_control_plane(out / "logs" / "control-plane")
                     cp = shared
-                bench = Bench(cp, n8n, workdir, sizes)
+                bench = Bench(cp, n8n, workdir, sizes, profile_dir=profile)
                 results["scenarios"][name] = await SCENARIOS[name](bench)
             except Exception:
                 results["errors"][name] = traceback.format_exc()
@@ -157,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    results = asyncio.run(run_scenarios(names, sizes, out))
+    if args.profile is not None and not Path(PY_SPY[0]).exists():
+        print(f"bench: --profile needs py-spy ({PY_SPY[0]}): pip install -e '.[profile]'")
+        return 2
+    results = asyncio.run(run_scenarios(names, sizes, out, args.profile))
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return _report(results, out)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -95,6 +96,46 @@ QUICK = Sizes(
 )
 
 Result = dict[str, Any]
+ROLES = {"run": "operator", "callback-server": "sidecar"}
+PY_SPY = [str(Path(sys.executable).with_name("py-spy"))]
+"""py-spy from the `profile` extra, next to the interpreter running the benchmark."""
+PROFILE_RATE = 50  # samples/s: enough for a flame graph of a burst, cheap to take
+
+
+@dataclass
+class Usage:
+    """CPU seconds (user + system, /proc/<pid>/stat) and new API-server connections
+    (herald_kube_connections_total{kind}) of the Herald processes at one moment, by role;
+    the operators of a multi-replica scenario are summed."""
+
+    cpu: dict[str, float]
+    connections: dict[str, dict[str, float]]
+
+    def per_post(self, before: Usage, posts: int) -> dict[str, dict[str, float | None]]:
+        """From `before` to this one, for `posts` published posts: per role, CPU ms per
+        post and the new TCP connections / TLS handshakes (total and per post)."""
+        out: dict[str, dict[str, float | None]] = {}
+        for role, cpu in self.cpu.items():
+            if role not in before.cpu:
+                continue
+            d = {
+                k: v - before.connections.get(role, {}).get(k, 0.0)
+                for k, v in self.connections.get(role, {}).items()
+            }
+            out[role] = {
+                "cpu_s": round(cpu - before.cpu[role], 3),
+                "cpu_ms_per_post": round(1000 * (cpu - before.cpu[role]) / posts, 3)
+                if posts
+                else None,
+                "tcp_connections": d.get("tcp"),
+                "tls_handshakes": d.get("tls"),
+                "tls_handshakes_per_post": round(d["tls"] / posts, 4)
+                if posts and "tls" in d
+                else None,
+            }
+        return out
+
+
 _T0 = time.monotonic()
 
 
@@ -113,6 +154,8 @@ class Bench:
     sizes: Sizes
     api: Api = field(init=False)
     procs: list[HeraldProcess] = field(default_factory=list)
+    metrics_of: dict[int, str] = field(default_factory=dict)  # id(proc) -> its /metrics URL
+    profile_dir: Path | None = None  # `--profile`: py-spy flame graphs of the burst here
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -137,6 +180,7 @@ class Bench:
         log = self.workdir / f"sidecar-{len(self.procs)}.log"
         side = HeraldProcess("callback-server", env, log).start()
         self.procs.append(side)
+        self.metrics_of[id(side)] = f"{base}/metrics"
         operators = await asyncio.gather(
             *(self.operator(namespaces, base, f"bench-replica-{r}") for r in range(replicas))
         )
@@ -171,12 +215,80 @@ class Bench:
             concurrency=self.sizes.concurrency,
         )
         self.procs.append(proc)
+        self.metrics_of[id(proc)] = f"http://127.0.0.1:{port}/metrics"
         return proc, f"http://127.0.0.1:{port}/metrics"
 
     async def stop_all(self) -> None:
         for proc in self.procs:
             await asyncio.to_thread(proc.stop)
         self.procs.clear()
+        self.metrics_of.clear()
+
+    async def usage(self) -> Usage:
+        """What the running Herald processes have used so far, by role."""
+        cpu: dict[str, float] = {}
+        conns: dict[str, dict[str, float]] = {}
+        for proc in self.procs:
+            if proc.proc is None or proc.proc.poll() is not None:
+                continue
+            role = ROLES[proc.command]
+            cpu[role] = cpu.get(role, 0.0) + cpu_seconds(proc.proc.pid)
+            samples = await asyncio.to_thread(scrape, self.metrics_of[id(proc)])
+            mine = conns.setdefault(role, {})
+            for kind in ("tcp", "tls"):
+                got = metric_sum(samples, "herald_kube_connections_total", kind=kind)
+                mine[kind] = mine.get(kind, 0.0) + (got or 0.0)
+        return Usage(cpu, conns)
+
+    def start_profiles(self, label: str) -> list[tuple[subprocess.Popen[bytes], Path]]:
+        """py-spy on every running Herald process until `stop_profiles`: one flame graph
+        (SVG) per process in `profile_dir`, named `<label>-<role>.svg`. --nonblocking: the
+        processes are sampled without being paused, so the profile does not slow them."""
+        if self.profile_dir is None:
+            return []
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for proc in self.procs:
+            if proc.proc is None or proc.proc.poll() is not None:
+                continue
+            svg = self.profile_dir / f"{label}-{ROLES[proc.command]}.svg"
+            log = (self.workdir / f"py-spy-{ROLES[proc.command]}.log").open("ab")
+            spy = subprocess.Popen(
+                [
+                    *PY_SPY,
+                    "record",
+                    "--pid",
+                    str(proc.proc.pid),
+                    "--rate",
+                    str(PROFILE_RATE),
+                    "--nonblocking",
+                    "--format",
+                    "flamegraph",
+                    "--output",
+                    str(svg),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            spies.append((spy, svg))
+        return spies
+
+    @staticmethod
+    async def stop_profiles(spies: list[tuple[subprocess.Popen[bytes], Path]]) -> list[str]:
+        """Stop py-spy as Ctrl-C would (it then writes its flame graph); the SVGs' paths."""
+        for spy, _ in spies:
+            spy.send_signal(signal.SIGINT)
+        written = []
+        for spy, svg in spies:
+            try:
+                await asyncio.to_thread(spy.wait, 60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                await asyncio.to_thread(spy.wait)
+            if svg.exists():
+                written.append(str(svg))
+        return written
 
     def lead(self, posts: int) -> float:
         """Time to create `posts` and let the operator take them in before they are due."""
@@ -235,12 +347,17 @@ async def _create_due_at(
 
 
 async def _all_due_together(
-    bench: Bench, groups: list[tuple[str, int]], metrics_urls: list[str], publish_urls: list[str]
+    bench: Bench,
+    groups: list[tuple[str, int]],
+    metrics_urls: list[str],
+    publish_urls: list[str],
+    profile: str | None = None,
 ) -> Result:
     """Create every group's posts due at one instant T, once the operators are up, and
     wait until n8n has them all and all are Published. Times are from T."""
     total = sum(n for _, n in groups)
     before = await bench.api.request_counts()
+    used_at_start = await bench.usage()
     due_at = time.time() + bench.lead(total)
     created_in = 0.0
     say(f"creating {total} posts due in {due_at - time.time():.0f}s")
@@ -260,6 +377,8 @@ async def _all_due_together(
     except TimeoutError:
         pass
     published_before = _published(publish_urls)
+    used_at_due = await bench.usage()
+    spies = bench.start_profiles(profile) if profile else []
     say(f"known {'%.1fs before due' % (due_at - known_at) if known_at else 'NOT before due'}")
 
     async def all_at_n8n() -> bool:
@@ -277,6 +396,8 @@ async def _all_due_together(
         "all posts Published",
     )
     published_at = time.time()
+    used_at_end = await bench.usage()
+    profiles = await bench.stop_profiles(spies)
     say(f"all Published {published_at - due_at:.1f}s after due")
     await asyncio.sleep(1.0)  # let the last Events land
     after = await bench.api.request_counts()
@@ -297,6 +418,12 @@ async def _all_due_together(
         "writes": writes.as_dict(),
         "writes_per_post": round(writes.total / total, 2),
         "writes_by_request": writes.by_key,
+        # From before the posts were created until all were Published: intake and burst.
+        "per_post": used_at_end.per_post(used_at_start, total),
+        # From the due second (or when every post was known, if later) until all were
+        # Published: the burst alone, after the intake warmed the connection pools up.
+        "burst_per_post": used_at_end.per_post(used_at_due, total),
+        "profiles": profiles,
     }
 
 
@@ -437,9 +564,15 @@ def _lateness(arrivals: dict[str, tuple[float, float]]) -> list[float]:
     return [at - due for at, due in arrivals.values()]
 
 
-async def _spread_run(bench: Bench, ns: str, *, wait_extra: float) -> tuple[list[float], float]:
+async def _spread_run(
+    bench: Bench, ns: str, *, wait_extra: float, publish_urls: list[str] | None = None
+) -> tuple[list[float], float, dict[str, Any]]:
+    """Posts due one after another over the spread; their lateness at n8n, the seconds
+    their creation took, and (with `publish_urls`, Herald's /metrics) what Herald's
+    processes used per post until every post was Published."""
     sizes = bench.sizes
     n, spread = sizes.precision_posts, sizes.precision_spread
+    used_at_start = await bench.usage()
     start = time.time() + bench.lead(n)
     say(f"creating {n} posts due over {spread:.0f}s from {start - time.time():.0f}s on")
     created = await _create_due_at(bench, ns, n, lambda i: start + spread * i / n)
@@ -450,7 +583,16 @@ async def _spread_run(bench: Bench, ns: str, *, wait_extra: float) -> tuple[list
         f"{n} posts at n8n",
     )
     arrivals = _first_arrivals(await asyncio.to_thread(bench.n8n.records, ns))
-    return _lateness(arrivals), created
+    per_post: dict[str, Any] = {}
+    if publish_urls:
+        await wait_until(
+            lambda: _published(publish_urls) >= n or None,
+            bench.timeout(),
+            0.2,
+            "all posts Published",
+        )
+        per_post = (await bench.usage()).per_post(used_at_start, n)
+    return _lateness(arrivals), created, per_post
 
 
 async def _wait_count(bench: Bench, ns: str, n: int) -> bool:
@@ -461,8 +603,10 @@ async def precision(bench: Bench) -> Result:
     """Posts spread over a minute: lateness at n8n; the seed's poller on the same load."""
     sizes = bench.sizes
     ns = await bench.namespace("precision")
-    await bench.herald([ns])
-    herald, created = await _spread_run(bench, ns, wait_extra=60)
+    side, metrics = await bench.herald([ns])
+    herald, created, per_post = await _spread_run(
+        bench, ns, wait_extra=60, publish_urls=[*metrics, side + "/metrics"]
+    )
     await bench.stop_all()
     say("Herald done; now the seed's poller")
 
@@ -484,7 +628,7 @@ async def precision(bench: Bench) -> Result:
         )
         try:
             wait = 2 * sizes.seed_interval + 60
-            seed_lateness, _ = await _spread_run(bench, ns_seed, wait_extra=wait)
+            seed_lateness, _, _ = await _spread_run(bench, ns_seed, wait_extra=wait)
         finally:
             seed.terminate()
             await asyncio.wait_for(seed.wait(), 10)
@@ -501,6 +645,7 @@ async def precision(bench: Bench) -> Result:
         "seed_lateness_s": _rounded(theirs),
         "herald_vs_seed": ratios,
         "seed_design": {"interval_s": sizes.seed_interval, "batch": sizes.seed_batch},
+        "per_post": per_post,
         "samples": {"herald": sorted(herald), "seed": sorted(seed_lateness)},
     }
 
@@ -515,7 +660,9 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
     ns = await bench.namespace("burst" if replicas == 1 else "replicas")
     side, metrics = await bench.herald([ns], replicas)
     publish_urls = [*metrics, side + "/metrics"]
-    got = await _all_due_together(bench, [(ns, n)], metrics, publish_urls)
+    got = await _all_due_together(
+        bench, [(ns, n)], metrics, publish_urls, profile=f"burst-{n}" if replicas == 1 else None
+    )
     conflicts = _conflicts(publish_urls)
     await bench.stop_all()
     lateness = _lateness(got["arrivals"][ns])
@@ -535,6 +682,9 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
         "writes_by_request": got["writes_by_request"],
         "lost_cas_apiserver": got["writes"]["lost_cas"],
         "claim_conflicts_herald": sum(conflicts.values()),
+        "per_post": got["per_post"],
+        "burst_per_post": got["burst_per_post"],
+        "profiles": got["profiles"],
     }
 
 

@@ -467,7 +467,15 @@ def _bearer(header: str) -> str | None:
 def build(settings: Settings) -> web.Application:
     metrics = Metrics()
     metrics.initialise(settings.targets)
-    server = CallbackServer(settings, KubeClient(discover(), component="herald-callback"), metrics)
+    # n8n calls back once per dispatch, so about as many callbacks are in flight as the
+    # operator's dispatches; each holds one connection at a time (read, then write).
+    kube = KubeClient(
+        discover(),
+        component="herald-callback",
+        on_connect=metrics.kube_connected,
+        max_connections=settings.concurrency,
+    )
+    server = CallbackServer(settings, kube, metrics)
     return server.app()
 
 

@@ -78,7 +78,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.initialise(config.targets)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
-    kube = KubeClient(discover(), component="herald-operator")
+    kube = KubeClient(
+        discover(),
+        component="herald-operator",
+        on_connect=metrics.kube_connected,
+        # One per dispatch slot; more requests at once wait (herald.kube.POOL_CONNECTIONS).
+        max_connections=config.concurrency,
+    )
     clock = SYSTEM  # one clock for the dispatcher and the n8n client
     n8n = N8nClient(
         config.targets, config.signing_key_bytes(), max_connections=config.concurrency, clock=clock

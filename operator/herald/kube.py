@@ -8,8 +8,10 @@ wrote first), NotFound, Forbidden, Unavailable.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,26 @@ from herald import kubeauth
 from herald.models import GROUP, KIND, PLURAL, VERSION, format_time
 
 JSON_PATCH = "application/json-patch+json"
+
+CONNECT_EVENTS = {
+    "connection.connect_tcp.started": "tcp",
+    "connection.start_tls.started": "tls",
+}
+"""httpcore's trace events for a new connection, and the `kind` each one is counted as."""
+
+POOL_CONNECTIONS = 16
+"""Default pool size: one connection per dispatch slot at the default concurrency of 16.
+Not more: for every request httpcore checks each idle connection for a server disconnect
+(a poll() per connection), so idle connections cost CPU on every request."""
+KEEPALIVE_SECONDS = 60.0
+"""How long an idle connection is kept. httpx's default of 5 s closes the connections
+opened for a clump of requests as soon as the load pauses, and the next clump pays a TLS
+handshake per request. A connection the server closed meanwhile is noticed before reuse
+(httpcore checks idle connections) and replaced."""
+POOL_WAIT_SECONDS = 30.0
+"""How long a request may wait for a free connection when all are busy: a burst queues
+instead of opening more connections, and each request holding a connection is itself
+bounded by `timeout`."""
 
 
 class KubeError(Exception):
@@ -112,18 +134,50 @@ def _raise_for(response: httpx.Response, what: str) -> None:
 
 
 class KubeClient:
-    """The few API calls Herald makes, on one shared httpx.AsyncClient."""
+    """The few API calls Herald makes, on one shared httpx.AsyncClient.
 
-    def __init__(self, conn: Connection, *, timeout: float = 10.0, component: str = "herald"):
+    `on_connect(kind)` is called for every new connection the client opens to the API
+    server: "tcp" when it connects, "tls" when it starts a TLS handshake (the processes
+    count them in herald_kube_connections_total).
+
+    At most `max_connections` connections, all kept open between requests (httpx's
+    default keeps 20 of up to 100): more requests at once wait for one, so a steady load
+    opens no connection, and performs no TLS handshake, after warm-up. They wait on a
+    semaphore, not in httpcore's queue: httpcore scans every connection for every queued
+    request each time a request starts or ends (a third of the sidecar's CPU with 64
+    callbacks in flight on 32 connections; see bench/RESULTS.md)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        timeout: float = 10.0,
+        component: str = "herald",
+        on_connect: Callable[[str], None] | None = None,
+        max_connections: int = POOL_CONNECTIONS,
+    ):
         self._http = httpx.AsyncClient(
             base_url=conn.server,
             verify=conn.tls,
             auth=conn.auth,
             headers=conn.headers,
             proxy=conn.proxy,
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, pool=max(timeout, POOL_WAIT_SECONDS)),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
         )
         self._component = component
+        self._slots = asyncio.Semaphore(max_connections)
+        self._on_connect = on_connect
+        self._extensions = {"trace": self._trace} if on_connect is not None else None
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        kind = CONNECT_EVENTS.get(event)
+        if kind is not None and self._on_connect is not None:
+            self._on_connect(kind)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -135,9 +189,18 @@ class KubeClient:
 
     async def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, url, **kwargs)
+            async with asyncio.timeout(POOL_WAIT_SECONDS):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"{what}: no free connection to the API server in {POOL_WAIT_SECONDS:.0f} s"
+            ) from exc
+        try:
+            response = await self._http.request(method, url, extensions=self._extensions, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._slots.release()
         _raise_for(response, what)
         return response
 
@@ -150,7 +213,7 @@ class KubeClient:
 
     async def ready(self) -> bool:
         try:
-            response = await self._http.get("/readyz", timeout=3.0)
+            response = await self._http.get("/readyz", timeout=3.0, extensions=self._extensions)
         except httpx.HTTPError:
             return False
         # Any answer but a server error proves the API server is reachable; a sidecar's

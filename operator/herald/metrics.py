@@ -186,6 +186,14 @@ class Metrics:
             buckets=TIME_TO_PUBLISHED_BUCKETS,
             registry=r,
         )
+        # --- both: the API-server client (herald.kube) ---
+        self.kube_connections = Counter(
+            "herald_kube_connections_total",
+            "New connections to the API server, by kind: tcp (connected), tls (TLS handshake "
+            "started). Rising under a steady load means the client's pool is too small.",
+            ["kind"],
+            registry=r,
+        )
         # --- sidecar ---
         self.callbacks = Counter(
             "herald_callbacks_total",
@@ -217,6 +225,12 @@ class Metrics:
             self.deleted.labels(phase)
         for channel in Channel:
             self.published.labels(channel.value)
+        for kind in ("tcp", "tls"):
+            self.kube_connections.labels(kind)
+
+    def kube_connected(self, kind: str) -> None:
+        """herald.kube's `on_connect`: count a new connection to the API server."""
+        self.kube_connections.labels(kind).inc()
 
     def watch_cache(
         self, phases: Callable[[], Iterable[PhaseCount]], backlog: Callable[[], int]

@@ -83,6 +83,23 @@ def test_figures_are_sane(quick: tuple[dict[str, Any], str, Path]) -> None:
         assert b["lost_cas_apiserver"] >= 0
         assert b["claim_conflicts_herald"] >= 0
     assert s["burst"]["duplicates_at_n8n"] == 0
+    # CPU per published post and new API-server connections, per process: every process
+    # used some CPU for its posts and connected at least once (herald_kube_connections_total).
+    for name, window in (
+        ("burst", "per_post"),
+        ("burst", "burst_per_post"),
+        ("two_replicas", "per_post"),
+        ("precision", "per_post"),
+    ):
+        figures = s[name][window]
+        assert set(figures) == {"operator", "sidecar"}, (name, window)
+        for role, f in figures.items():
+            assert 0 < f["cpu_ms_per_post"] < 10_000, (name, window, role)
+            assert f["tcp_connections"] >= 0
+            assert f["tls_handshakes"] >= 0
+            if window == "per_post":  # from before the posts existed: it had to connect
+                assert f["tls_handshakes"] > 0, (name, role)
+                assert f["tcp_connections"] >= f["tls_handshakes"]
 
     t = s["tenants"]
     assert t["b_lateness_s"]["count"] == sizes["tenants_b"]

@@ -145,6 +145,7 @@ def test_exported_names_cover_the_documented_metrics() -> None:
         "herald_backlog": "gauge",
         "herald_status_write_errors_total": "counter",
         "herald_posts_deleted_total": "counter",
+        "herald_kube_connections_total": "counter",
     }
     for name, kind in expected.items():
         assert TYPES.get(name) == kind, name
@@ -172,6 +173,7 @@ def test_labelled_counters_start_at_zero_for_every_known_value() -> None:
         'herald_posts_deleted_total{phase="Published"} 0.0',
         'herald_posts_deleted_total{phase="Failed"} 0.0',
         'herald_callbacks_total{result="rejected"} 0.0',
+        'herald_kube_connections_total{kind="tls"} 0.0',
     ):
         assert series in text.splitlines(), series
 
