@@ -24,6 +24,7 @@ from herald.clock import SYSTEM
 from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
+from herald.ledger import Ledger
 from herald.metrics import Metrics
 from herald.models import GROUP, PLURAL, VERSION
 from herald.n8n import N8nClient
@@ -83,7 +84,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     n8n = N8nClient(
         config.targets, config.signing_key_bytes(), max_connections=config.concurrency, clock=clock
     )
-    writer = Writer(kube, metrics, me, routine_events=config.routine_events)
+    writer = Writer(kube, metrics, me, routine_events=config.routine_events, ledger=Ledger(kube))
     dispatcher = Dispatcher(
         DispatchConfig(
             defaults=config.defaults(),

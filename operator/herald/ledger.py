@@ -1,0 +1,83 @@
+"""The publication ledger's I/O: one Publication object per fingerprint, by name only.
+
+Exactly-once across objects, as the status compare-and-swap is within one: before the
+first send of an attempt series the operator creates the post's record (create-if-absent);
+a record that exists already is read and `engine.ledger_step` decides. When a sent post
+ends (Published or Failed), whoever writes that status (the operator for a synchronous
+answer, the callback sidecar for n8n's callback) first writes the record, then the post:
+a crash in between leaves a record that is true (n8n did answer so) and a post whose own
+path finishes it (n8n's callback is retried, a stale attempt is retried, and its next
+first-of-series check finds the record Published). Nothing is kept in memory per record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from herald import engine
+from herald.kube import Conflict, KubeClient, KubeError, NotFound
+from herald.models import ScheduledPostStatus, parse_publication
+
+log = logging.getLogger("herald.ledger")
+
+
+def _dump(record: Any) -> dict[str, Any]:
+    result: dict[str, Any] = record.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return result
+
+
+class Ledger:
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    async def check(
+        self, post: engine.Post, now: dt.datetime, defaults: engine.Defaults
+    ) -> engine.LedgerDecision:
+        """Create the post's record, or decide about the one that exists; a take-over is
+        written here (a lost compare-and-swap comes back as WAIT). Raises KubeError."""
+        name = engine.publication_name(post)
+        try:
+            await self.kube.create_publication(
+                post.namespace, name, _dump(engine.new_publication(post, now))
+            )
+            return engine.LedgerDecision(engine.LedgerStep.SEND)
+        except Conflict:
+            pass  # it exists: read it
+        obj = await self.kube.get_publication(post.namespace, name)
+        decision = engine.ledger_step(post, parse_publication(obj["spec"]), now, defaults)
+        if decision.step is engine.LedgerStep.TAKE_OVER:
+            assert decision.record is not None
+            try:
+                await self.kube.replace_publication(obj, _dump(decision.record))
+            except (Conflict, NotFound):
+                # Someone else took it over (or it expired): look again soon.
+                until = now + dt.timedelta(seconds=defaults.ledger_recheck_seconds)
+                return engine.LedgerDecision(engine.LedgerStep.WAIT, until=until)
+            log.info("%s/%s: took publication record %s over", post.namespace, post.name, name)
+        return decision
+
+    async def finish(self, post: engine.Post, status: ScheduledPostStatus) -> None:
+        """Write a sent post's outcome into its record; never raises (the post's own
+        status write goes on: a record left Sending is taken over after the stale time,
+        and the fingerprint's Idempotency-Key lets n8n drop the repeat)."""
+        name = engine.publication_name(post)
+        for _ in range(3):
+            try:
+                obj = await self.kube.get_publication(post.namespace, name)
+                record = engine.finished_record(parse_publication(obj["spec"]), post, status)
+                if record is None:
+                    return
+                await self.kube.replace_publication(obj, _dump(record))
+                return
+            except NotFound:
+                return  # sent before the ledger existed, or expired
+            except Conflict:
+                continue
+            except KubeError as exc:
+                log.warning(
+                    "%s/%s: could not update record %s: %s", post.namespace, post.name, name, exc
+                )
+                return
+        log.warning("%s/%s: record %s kept changing; not updated", post.namespace, post.name, name)
