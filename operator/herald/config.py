@@ -218,6 +218,15 @@ class Settings(BaseSettings):
         description="Claim posts up to this long before their time, so that at the due "
         "second only the webhook request goes out.",
     )
+    ledger_recheck_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="How often a post whose publication record another object of the same "
+        "post holds (that object was deleted or re-created while its send was under way) "
+        "reads the record again, until the holder's outcome is recorded or its claim "
+        "timeout plus stale time has passed.",
+    )
     record_grace_seconds: float = Field(
         default=5,
         ge=0,
@@ -285,6 +294,7 @@ class Settings(BaseSettings):
             # has certainly ended (its deadline) and it had time to record the result.
             claim_timeout_seconds=max(timeouts) + self.record_grace_seconds + 10.0,
             claim_ahead_seconds=self.claim_ahead_seconds,
+            ledger_recheck_seconds=self.ledger_recheck_seconds,
             ttl_after_published=self.ttl_seconds_after_published,
             ttl_after_failed=self.ttl_seconds_after_failed,
             targets=frozenset(self.targets),
