@@ -70,6 +70,7 @@ class Ledger:
                 if record is None:
                     return
                 await self.kube.replace_publication(obj, _dump(record))
+                log.info("%s/%s: record %s: %s", post.namespace, post.name, name, record.state)
                 return
             except NotFound:
                 return  # sent before the ledger existed, or expired
