@@ -359,7 +359,7 @@ class DispatcherMachine(RuleBasedStateMachine):
             assert attempt > last.get(uid, 0), f"{uid}: attempt {attempt} after {last[uid]}"
             last[uid] = attempt
             keys.setdefault(uid, set()).add(key)
-        for uid, used in keys.items():
+        for used in keys.values():
             # No manual retries here: one Idempotency-Key (the post's fingerprint).
             assert len(used) == 1 and None not in used, used
 
