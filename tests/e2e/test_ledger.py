@@ -113,9 +113,6 @@ def test_a_post_deleted_by_its_ttl_and_applied_again_is_not_sent_again(
     done = watch_status(posts, first, lambda s: s.get("phase") == "Published", 30)
     assert done["externalUrl"] == URL
     gone(posts, "ttl", 20)
-    [record] = publications(control_plane, posts.namespace)
-    assert record["spec"]["state"] == "Published"
-    assert record["spec"]["holderUid"] == first["metadata"]["uid"]
 
     again = apply(posts, body)  # the GitOps tool puts the manifest back
     status = watch_status(posts, again, lambda s: s.get("phase") in ("Published", "Failed"), 30)
@@ -126,6 +123,9 @@ def test_a_post_deleted_by_its_ttl_and_applied_again_is_not_sent_again(
     assert len(n8n_published.for_post("ttl")) == 1
     event = posts.wait_event("ttl", "AlreadyPublished")
     assert event["type"] == "Normal" and done["publishedAt"][:19] in event["message"]
+    [record] = publications(control_plane, posts.namespace)
+    assert record["spec"]["state"] == "Published"
+    assert record["spec"]["holderUid"] == first["metadata"]["uid"]
 
 
 def test_delete_and_apply_while_the_first_send_is_in_flight_sends_once(
