@@ -349,12 +349,13 @@ def post(name: str, namespace: str) -> str:
 
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
-    top = REPO / "crds" / "scheduledposts.herald.dev.yaml"
-    assert CHART_CRD.read_bytes() == top.read_bytes(), (
-        "charts/herald/files/crds/ is stale: "
-        "cp crds/scheduledposts.herald.dev.yaml charts/herald/files/crds/"
-    )
-    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == [top.name]
+    names = ["publications.herald.dev.yaml", "scheduledposts.herald.dev.yaml"]
+    for name in names:
+        top = REPO / "crds" / name
+        assert (CHART_CRD.parent / name).read_bytes() == top.read_bytes(), (
+            f"charts/herald/files/crds/ is stale: cp crds/{name} charts/herald/files/crds/"
+        )
+    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == names
     # A crds/ directory would be installed by Helm before the templated CRD, which then
     # could not be created (it exists, owned by no release).
     assert not (CHART / "crds").exists()

@@ -49,6 +49,14 @@ def test_committed_crd_is_what_crdgen_renders() -> None:
     )
 
 
+def test_committed_publication_crd_is_what_crdgen_renders() -> None:
+    committed = (ROOT / "crds" / "publications.herald.dev.yaml").read_text()
+    assert committed == crdgen.render("publications"), (
+        "crds/publications.herald.dev.yaml is out of date with operator/herald/models.py: "
+        "run `make crd` and commit the result"
+    )
+
+
 def test_crd_identity() -> None:
     crd = committed_crd()
     assert crd["metadata"]["name"] == "scheduledposts.herald.dev"
