@@ -60,6 +60,11 @@ OPERATOR_RULES = [
         "resources": ["scheduledposts/status"],
         "verbs": ["get", "patch"],
     },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["publications"],
+        "verbs": ["get", "create", "update"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 CRD_RULES = [
@@ -72,7 +77,11 @@ CRD_RULES = [
 CALLBACK_RULES = [
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts"], "verbs": ["get"]},
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts/status"], "verbs": ["patch"]},
+    {"apiGroups": ["herald.dev"], "resources": ["publications"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+PUBLICATIONS_VIEW_RULES = [
+    {"apiGroups": ["herald.dev"], "resources": ["publications"], "verbs": ["get", "list", "watch"]},
 ]
 
 SECRETS_DIR = "/etc/herald/secrets"
@@ -581,7 +590,14 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
 
     namespaced = documents(helm.template("herald", "herald", ALL_TOGGLES))
     assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
-        "herald-operator-crds"
+        "herald-operator-crds",
+        "herald-publications-view",
+    }
+    # People read the ledger (aggregated into view/edit/admin); Herald alone writes it.
+    view = one(namespaced, "ClusterRole", "herald-publications-view")
+    assert view["rules"] == PUBLICATIONS_VIEW_RULES
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")
     }
     assert rules_of(namespaced, "ClusterRole", "herald-operator-crds") == [
         *CRD_RULES,
