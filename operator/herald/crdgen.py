@@ -195,8 +195,8 @@ def publication_crd() -> dict[str, Any]:
                             "being) published, kept after the post is deleted so that the "
                             "same post applied again is not published twice. Named "
                             "pub-<SHA-256 of the fingerprint>; written by Herald only, read "
-                            "by name, never watched, deleted after the operator's "
-                            "publicationRetentionDays. " + models.FINGERPRINT_DOC,
+                            "by name, never watched; not deleted by Herald. "
+                            + models.FINGERPRINT_DOC,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {

@@ -45,6 +45,11 @@ class Ledger:
             return engine.LedgerDecision(engine.LedgerStep.SEND)
         except Conflict:
             pass  # it exists: read it
+        except NotFound as exc:
+            # Not sending is the safe side: "published once" is what the ledger is for.
+            raise KubeError(
+                f"{exc}: is the Publication CRD installed? (kubectl apply -f crds/)"
+            ) from exc
         obj = await self.kube.get_publication(post.namespace, name)
         decision = engine.ledger_step(post, parse_publication(obj["spec"]), now, defaults)
         if decision.step is engine.LedgerStep.TAKE_OVER:
