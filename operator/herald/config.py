@@ -227,6 +227,21 @@ class Settings(BaseSettings):
         "reads the record again, until the holder's outcome is recorded or its claim "
         "timeout plus stale time has passed.",
     )
+    publication_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=3650,
+        description="Keep each publication ledger record this many days after its post was "
+        "published (or its send began); a post applied again after that is published again. "
+        "Longer than a year, so that a yearly re-sync of old manifests stays harmless.",
+    )
+    ledger_sweep_seconds: float = Field(
+        default=3600,
+        ge=1,
+        le=86400,
+        description="How often the operator sweeps expired publication records (listed in "
+        "pages of 100, each deleted with uid and resourceVersion preconditions).",
+    )
     record_grace_seconds: float = Field(
         default=5,
         ge=0,

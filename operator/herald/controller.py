@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from herald import engine, kubeauth, logs
+from herald import engine, kubeauth, ledger, logs
 from herald.clock import SYSTEM
 from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
@@ -44,6 +44,7 @@ class Runtime:
     metrics: Metrics
     dispatcher: Dispatcher
     loop_task: asyncio.Task[None] | None = None
+    sweep_task: asyncio.Task[None] | None = None
     watching: bool = False
 
 
@@ -110,6 +111,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
     runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")
+    runtime.sweep_task = asyncio.create_task(
+        ledger.sweep_forever(
+            kube,
+            config.namespaces,
+            clock.wall,
+            config.publication_retention_days,
+            config.ledger_sweep_seconds,
+        ),
+        name="herald-ledger-sweep",
+    )
     memo["herald"] = runtime
     log.info("herald operator %s: targets %s", me, ", ".join(sorted(config.targets)) or "none")
 
@@ -120,6 +131,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.dispatcher.stop(runtime.settings.shutdown_grace_seconds)
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
+    if runtime.sweep_task is not None:
+        runtime.sweep_task.cancel()
     await runtime.n8n.aclose()
     await runtime.kube.aclose()
 

@@ -1285,3 +1285,10 @@ def finished_record(
     ):
         return record.model_copy(update={"state": PublicationState.FAILED})
     return None
+
+
+def publication_expired(record: PublicationSpec, now: dt.datetime, retention_days: int) -> bool:
+    """Is the record past its retention (counted from publishedAt, else from when its send
+    began)? A post applied again after that is published again."""
+    since = record.published_at or record.since
+    return now - since > dt.timedelta(days=retention_days)

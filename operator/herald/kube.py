@@ -218,6 +218,38 @@ class KubeClient:
         result: dict[str, Any] = response.json()
         return result
 
+    async def list_publications(
+        self, namespace: str | None, limit: int, continue_: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of records (all namespaces when `namespace` is None) and the token of
+        the next page (None: that was the last)."""
+        if namespace is None:
+            url = f"/apis/{GROUP}/{VERSION}/{PUBLICATION_PLURAL}"
+        else:
+            url = self._publication_path(namespace)
+        params: dict[str, str | int] = {"limit": limit}
+        if continue_:
+            params["continue"] = continue_
+        response = await self._request("GET", url, "list publications", params=params)
+        body = response.json()
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items, (body.get("metadata") or {}).get("continue") or None
+
+    async def delete_publication(
+        self, namespace: str, name: str, uid: str, resource_version: str
+    ) -> None:
+        """Delete the record if, and only if, it is still the version that was read."""
+        await self._request(
+            "DELETE",
+            self._publication_path(namespace, name),
+            f"delete publication {namespace}/{name}",
+            json={
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "preconditions": {"uid": uid, "resourceVersion": resource_version},
+            },
+        )
+
     async def ready(self) -> bool:
         try:
             response = await self._http.get("/readyz", timeout=3.0)

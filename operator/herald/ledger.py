@@ -12,8 +12,11 @@ first-of-series check finds the record Published). Nothing is kept in memory per
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from herald import engine
@@ -87,3 +90,76 @@ class Ledger:
                 )
                 return
         log.warning("%s/%s: record %s kept changing; not updated", post.namespace, post.name, name)
+
+
+@dataclass
+class Sweep:
+    """What one retention sweep did."""
+
+    pages: int = 0
+    seen: int = 0
+    deleted: int = 0
+    changed: int = 0
+    """Expired when listed, but changed or gone before the delete (its precondition)."""
+
+
+async def sweep(
+    kube: KubeClient,
+    namespaces: list[str],
+    now: dt.datetime,
+    retention_days: int,
+    *,
+    page_size: int = 100,
+) -> Sweep:
+    """Delete the records past their retention: listed in pages (limit/continue, so a
+    large ledger is never held in memory at once), each deleted with its uid and
+    resourceVersion as preconditions (a record taken over meanwhile is kept). Raises
+    KubeError when a list fails (the next sweep starts again)."""
+    result = Sweep()
+    scopes: list[str | None] = [*namespaces] if namespaces else [None]
+    for namespace in scopes:
+        token: str | None = None
+        while True:
+            items, token = await kube.list_publications(namespace, page_size, token)
+            result.pages += 1
+            for obj in items:
+                result.seen += 1
+                meta = obj["metadata"]
+                if not engine.publication_expired(
+                    parse_publication(obj["spec"]), now, retention_days
+                ):
+                    continue
+                try:
+                    await kube.delete_publication(
+                        meta["namespace"], meta["name"], meta["uid"], meta["resourceVersion"]
+                    )
+                    result.deleted += 1
+                except (Conflict, NotFound):
+                    result.changed += 1
+            if token is None:
+                break
+    return result
+
+
+async def sweep_forever(
+    kube: KubeClient,
+    namespaces: list[str],
+    wall: Callable[[], dt.datetime],
+    retention_days: int,
+    every: float,
+) -> None:
+    """The operator's low-rate retention loop (every `every` seconds; never raises)."""
+    while True:
+        try:
+            done = await sweep(kube, namespaces, wall(), retention_days)
+            if done.deleted or done.changed:
+                log.info(
+                    "publication ledger: %d expired records deleted (%d changed meanwhile)",
+                    done.deleted,
+                    done.changed,
+                )
+        except KubeError as exc:
+            log.warning("publication ledger sweep failed: %s", exc)
+        except Exception:
+            log.exception("publication ledger sweep failed")
+        await asyncio.sleep(every)

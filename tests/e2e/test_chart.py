@@ -63,7 +63,7 @@ OPERATOR_RULES = [
     {
         "apiGroups": ["herald.dev"],
         "resources": ["publications"],
-        "verbs": ["get", "create", "update"],
+        "verbs": ["get", "create", "update", "list", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
