@@ -8,6 +8,8 @@ operator itself writes the outcome (no callback sidecar needed).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from herald import ledger
+from herald.kube import Conflict, KubeClient, discover
+from herald.models import format_time
 from tests.e2e.conftest import Posts, in_seconds
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_n8n import FakeN8n, Reply
@@ -163,3 +168,58 @@ def test_without_the_ledger_a_re_created_post_gets_the_same_idempotency_key(
     assert len(sent) == 2
     assert sent[0].idempotency_key == sent[1].idempotency_key
     assert sent[0].idempotency_key != first["metadata"]["uid"]
+
+
+SWEEP_NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def record_body(namespace: str, name: str, published_days_ago: float) -> dict[str, Any]:
+    at = format_time(SWEEP_NOW - dt.timedelta(days=published_days_ago))
+    return {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "Publication",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "post": name,
+            "channel": "linkedin",
+            "publishAt": at,
+            "contentHash": "0" * 64,
+            "state": "Published",
+            "holderUid": f"uid-{name}",
+            "since": at,
+            "publishedAt": at,
+        },
+    }
+
+
+def test_the_retention_sweep_deletes_expired_records_in_pages_with_preconditions(
+    posts: Posts, control_plane: ControlPlane, namespace: str
+) -> None:
+    url = f"/apis/herald.dev/v1alpha1/namespaces/{namespace}/publications"
+    expired = {f"old-{i:02d}" for i in range(20)}  # published 401 days before SWEEP_NOW
+    kept = {f"new-{i:02d}" for i in range(15)}  # 399 days: inside the 400-day retention
+    for name in sorted(expired | kept):
+        age = 401 if name in expired else 399
+        response = posts.client.post(url, json=record_body(namespace, name, age))
+        assert response.status_code == 201, response.text
+    stale = posts.client.get(f"{url}/old-00").json()
+    changed = {**stale, "spec": {**stale["spec"], "externalId": "edited"}}
+    assert posts.client.put(f"{url}/old-00", json=changed).status_code == 200
+
+    async def run() -> ledger.Sweep:
+        kube = KubeClient(discover(str(control_plane.kubeconfig)))
+        try:
+            meta = stale["metadata"]
+            # The precondition holds: a record changed since it was read is not deleted.
+            with pytest.raises(Conflict):
+                await kube.delete_publication(
+                    namespace, "old-00", meta["uid"], meta["resourceVersion"]
+                )
+            return await ledger.sweep(kube, [namespace], SWEEP_NOW, 400, page_size=10)
+        finally:
+            await kube.aclose()
+
+    result = asyncio.run(run())
+    assert (result.pages, result.seen, result.deleted, result.changed) == (4, 35, 20, 0)
+    left = {item["metadata"]["name"] for item in publications(control_plane, namespace)}
+    assert left == kept

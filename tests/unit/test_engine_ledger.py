@@ -247,3 +247,17 @@ def test_the_record_keeps_what_makes_the_fingerprint() -> None:
         NOW,
     )
     assert new.content_hash == engine.content_hash(post().spec)
+
+
+@pytest.mark.parametrize(("days", "expired"), [(399.9, False), (400.1, True)])
+def test_retention_counts_from_publication(days: float, expired: bool) -> None:
+    published = record(PublicationState.PUBLISHED)
+    assert published.published_at is not None
+    now = published.published_at + dt.timedelta(days=days)
+    assert engine.publication_expired(published, now, 400) is expired
+
+
+def test_retention_of_a_record_never_published_counts_from_its_send() -> None:
+    sending = record(PublicationState.SENDING, since=0)
+    assert engine.publication_expired(sending, NOW + dt.timedelta(days=401), 400)
+    assert not engine.publication_expired(sending, NOW + dt.timedelta(days=399), 400)
