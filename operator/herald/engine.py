@@ -1139,6 +1139,8 @@ def fingerprint(post: Post) -> str:
             spec.account,
             format_time(spec.publish_at.astimezone(dt.UTC)),
             content_hash(spec),
+            # Only when set, so that the fingerprints of posts without it never change.
+            *([spec.edition] if spec.edition is not None else []),
         ],
         separators=(",", ":"),
     )

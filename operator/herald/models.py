@@ -407,6 +407,15 @@ class ScheduledPostSpec(_Model):
         "keep finished posts forever unless configured. A Failed post can still be retried "
         "before its TTL passes.",
     )
+    edition: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000000,
+        description="Publish the same content again on purpose: a post deleted and applied "
+        "again is recognised by its fingerprint (namespace, name, channel, account, "
+        "publishAt, content) and not published twice; raising edition (unset, then 2, 3...) "
+        "makes it a new publication with a ledger record and Idempotency-Key of its own.",
+    )
     stale_after_seconds: int | None = Field(
         default=None,
         alias="staleAfterSeconds",
@@ -605,7 +614,8 @@ FINGERPRINT_DOC = (
     "(the same text on another network or page is another post), publishAt (a changed time "
     "is a new announcement: re-scheduling on purpose publishes again), and a SHA-256 of the "
     "content (text, link, media URLs and alt texts: a changed text is a new post). Not in "
-    "it: the target (which n8n sends it is plumbing), retry and TTL settings, labels."
+    "it: the target (which n8n sends it is plumbing), retry and TTL settings, labels. "
+    "spec.edition, when set, is in it: raising it publishes the same content again on purpose."
 )
 
 

@@ -96,6 +96,7 @@ def test_the_fingerprint_is_the_same_for_a_re_created_object() -> None:
         ("publishAt", "2030-01-15T09:00:01Z"),
         ("channel", "mastodon"),
         ("account", "other"),
+        ("edition", 2),
     ],
 )
 def test_what_the_audience_sees_changes_the_fingerprint(path: str, value: Any) -> None:
@@ -261,3 +262,8 @@ def test_retention_of_a_record_never_published_counts_from_its_send() -> None:
     sending = record(PublicationState.SENDING, since=0)
     assert engine.publication_expired(sending, NOW + dt.timedelta(days=401), 400)
     assert not engine.publication_expired(sending, NOW + dt.timedelta(days=399), 400)
+
+
+def test_each_edition_is_a_publication_of_its_own() -> None:
+    editions = [post(changed("edition", n)) for n in (1, 2, 3)]
+    assert len({engine.fingerprint(p) for p in [post(), *editions]}) == 4

@@ -134,7 +134,7 @@ def test_the_field_walk_reaches_nested_models() -> None:
     assert {"lastError.class", "history[].finishedAt", "conditions[].lastTransitionTime"} <= status
     assert "ttlSecondsAfterFinished" in spec
     assert {"claimedGeneration", "retryEpoch", "retryBaseAttempt"} <= status
-    assert len(spec) == 18
+    assert len(spec) == 19  # + edition (the publication ledger)
     assert len(status) == 34
 
 
