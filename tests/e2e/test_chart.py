@@ -1818,6 +1818,12 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
     crd["spec"]["group"] = group
     crd_file = chart / "files" / "crds" / CHART_CRD.name
     crd_file.write_text(yaml.safe_dump(crd))
+    # The Publication ledger's CRD moves with it (the cluster's own stays untouched).
+    ledger_file = chart / "files" / "crds" / "publications.herald.dev.yaml"
+    ledger_crd = yaml.safe_load(ledger_file.read_text())
+    ledger_crd["metadata"]["name"] = f"publications.{group}"
+    ledger_crd["spec"]["group"] = group
+    ledger_file.write_text(yaml.safe_dump(ledger_crd))
     release = f"crd-{namespace}"
 
     def served() -> dict[str, Any]:
