@@ -404,6 +404,7 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("ServiceAccount", "herald-operator"),
             ("ClusterRole", "herald-operator"),
             ("ClusterRole", "herald-operator-crds"),
+            ("ClusterRole", "herald-publications-view"),
             ("ClusterRoleBinding", "herald-operator"),
             ("ClusterRoleBinding", "herald-operator-crds"),
             ("Service", "herald-callback"),
@@ -1730,8 +1731,12 @@ def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
     )
     assert [sa["metadata"]["name"] for sa in find(own, "ServiceAccount")] == ["herald-test"]
     assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
-    crd = one(own, "CustomResourceDefinition")
-    assert "annotations" not in crd["metadata"]
+    crds = find(own, "CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "publications.herald.dev",
+        "scheduledposts.herald.dev",
+    ]
+    assert all("annotations" not in crd["metadata"] for crd in crds)
 
 
 def test_every_value_has_a_described_schema_entry() -> None:
