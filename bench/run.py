@@ -82,10 +82,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 def start_control_plane(workdir: Path) -> ControlPlane:
     cp = ControlPlane(workdir=workdir)
     cp.start()
-    cp.kubectl("apply", "-f", str(CRD))
-    cp.kubectl(
-        "wait", "--for=condition=Established", "--timeout=30s", "crd/scheduledposts.herald.dev"
-    )
+    cp.kubectl("apply", "-f", str(CRD.parent))  # ScheduledPost and the Publication ledger
+    for crd in ("scheduledposts.herald.dev", "publications.herald.dev"):
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{crd}")
     return cp
 
 

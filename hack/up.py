@@ -152,8 +152,9 @@ def main() -> int:
                 Child(name, proc, cp.workdir / f"{name}.log", functools.partial(terminate, proc))
             )
         print(f"control plane up in {cp.started_in:.1f}s: {cp.server}", flush=True)
-        cp.kubectl("apply", "-f", str(REPO / "crds" / "scheduledposts.herald.dev.yaml"))
+        cp.kubectl("apply", "-f", str(REPO / "crds"))  # ScheduledPost and Publication
         cp.wait_established("scheduledposts.herald.dev")
+        cp.wait_established("publications.herald.dev")
         if n8n_url:
             url = n8n_url
         elif args.n8n == "real":

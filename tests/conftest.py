@@ -14,6 +14,7 @@ import pytest
 from tests.support.controlplane import REPO, ControlPlane
 
 CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
+PUBLICATION_CRD = REPO / "crds" / "publications.herald.dev.yaml"
 _counter = itertools.count()
 
 
@@ -22,8 +23,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp = ControlPlane(workdir=tmp_path_factory.mktemp("control-plane"))
     cp.start()
     try:
-        cp.kubectl("apply", "-f", str(CRD))
+        cp.kubectl("apply", "-f", str(CRD), "-f", str(PUBLICATION_CRD))
         cp.wait_established("scheduledposts.herald.dev")
+        cp.wait_established("publications.herald.dev")
         yield cp
     finally:
         cp.stop()

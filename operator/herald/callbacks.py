@@ -32,6 +32,7 @@ from herald.kube import (
     Unavailable,
     discover,
 )
+from herald.ledger import Ledger
 from herald.metrics import Metrics
 from herald.models import ErrorClass, ScheduledPostSpec
 from herald.writer import Writer
@@ -259,7 +260,11 @@ class CallbackServer:
         self.key = settings.callback_key_bytes()
         self.shared_secret = settings.shared_secret_bytes()
         self.writer = Writer(
-            kube, metrics, f"{settings.identity}/callback", routine_events=settings.routine_events
+            kube,
+            metrics,
+            f"{settings.identity}/callback",
+            routine_events=settings.routine_events,
+            ledger=Ledger(kube),
         )
         self.openapi_doc = resources.files("herald").joinpath("openapi.json").read_bytes()
 

@@ -228,6 +228,30 @@ class Settings(BaseSettings):
         description="Claim posts up to this long before their time, so that at the due "
         "second only the webhook request goes out.",
     )
+    ledger_recheck_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="How often a post whose publication record another object of the same "
+        "post holds (that object was deleted or re-created while its send was under way) "
+        "reads the record again, until the holder's outcome is recorded or its claim "
+        "timeout plus stale time has passed.",
+    )
+    publication_retention_days: int = Field(
+        default=400,
+        ge=1,
+        le=3650,
+        description="Keep each publication ledger record this many days after its post was "
+        "published (or its send began); a post applied again after that is published again. "
+        "Longer than a year, so that a yearly re-sync of old manifests stays harmless.",
+    )
+    ledger_sweep_seconds: float = Field(
+        default=3600,
+        ge=1,
+        le=86400,
+        description="How often the operator sweeps expired publication records (listed in "
+        "pages of 100, each deleted with uid and resourceVersion preconditions).",
+    )
     record_grace_seconds: float = Field(
         default=5,
         ge=0,
@@ -299,6 +323,7 @@ class Settings(BaseSettings):
             # operator reaches a second late, which nobody wants; a post can still ask
             # for 0 in its own spec.
             starting_deadline_seconds=self.default_starting_deadline_seconds or None,
+            ledger_recheck_seconds=self.ledger_recheck_seconds,
             ttl_after_published=self.ttl_seconds_after_published,
             ttl_after_failed=self.ttl_seconds_after_failed,
             targets=frozenset(self.targets),

@@ -19,11 +19,12 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from herald import engine, kubeauth, logs
+from herald import engine, kubeauth, ledger, logs
 from herald.clock import SYSTEM
 from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
+from herald.ledger import Ledger
 from herald.metrics import Metrics
 from herald.models import GROUP, PLURAL, VERSION
 from herald.n8n import N8nClient
@@ -43,6 +44,7 @@ class Runtime:
     metrics: Metrics
     dispatcher: Dispatcher
     loop_task: asyncio.Task[None] | None = None
+    sweep_task: asyncio.Task[None] | None = None
     watching: bool = False
 
 
@@ -89,7 +91,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     n8n = N8nClient(
         config.targets, config.signing_key_bytes(), max_connections=config.concurrency, clock=clock
     )
-    writer = Writer(kube, metrics, me, routine_events=config.routine_events)
+    writer = Writer(kube, metrics, me, routine_events=config.routine_events, ledger=Ledger(kube))
     dispatcher = Dispatcher(
         DispatchConfig(
             defaults=config.defaults(),
@@ -115,6 +117,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     runtime = Runtime(config, config.defaults(), kube, n8n, writer, metrics, dispatcher)
     runtime.loop_task = asyncio.create_task(dispatcher.run(), name="herald-dispatcher")
+    runtime.sweep_task = asyncio.create_task(
+        ledger.sweep_forever(
+            kube,
+            config.namespaces,
+            clock.wall,
+            config.publication_retention_days,
+            config.ledger_sweep_seconds,
+        ),
+        name="herald-ledger-sweep",
+    )
     memo["herald"] = runtime
     log.info("herald operator %s: targets %s", me, ", ".join(sorted(config.targets)) or "none")
 
@@ -125,6 +137,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.dispatcher.stop(runtime.settings.shutdown_grace_seconds)
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
+    if runtime.sweep_task is not None:
+        runtime.sweep_task.cancel()
     await runtime.n8n.aclose()
     await runtime.kube.aclose()
 

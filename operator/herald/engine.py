@@ -31,11 +31,13 @@ import dataclasses
 import datetime as dt
 import enum
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from herald.models import (
     HISTORY_LIMIT,
+    PUBLICATION_KIND,
     RETRY_ANNOTATION,
     AttemptRecord,
     Condition,
@@ -43,8 +45,11 @@ from herald.models import (
     ErrorClass,
     LastError,
     Phase,
+    PublicationSpec,
+    PublicationState,
     ScheduledPostSpec,
     ScheduledPostStatus,
+    format_time,
     parse_spec,
     parse_status,
 )
@@ -91,6 +96,9 @@ class Defaults:
     targets: frozenset[str] | None = None
     """The configured n8n targets; a post naming another fails with UnknownTarget.
     None: not checked (the callback sidecar, which never dispatches)."""
+    ledger_recheck_seconds: float = 5.0
+    """How often a post whose publication record another object holds (its send still
+    under way) looks at the record again, until the holder's claim and stale time pass."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,7 @@ class Reason(enum.StrEnum):
     UNKNOWN_TARGET = "UnknownTarget"
     MISSED_DEADLINE = "MissedDeadline"
     STATUS_WRITE_REJECTED = "StatusWriteRejected"
+    ALREADY_PUBLISHED = "AlreadyPublished"
 
 
 class Action(enum.Enum):
@@ -426,10 +435,13 @@ def _identity(claimant: str) -> str:
     return claimant.rsplit("/", 1)[0]
 
 
-def idempotency_key(uid: str, retry_epoch: int) -> str:
+def idempotency_key(base: str, retry_epoch: int) -> str:
     """Stable across the attempts of one publication; new after each manual retry, so an
-    n8n that de-duplicates on it drops a re-sent attempt but not a retry someone asked for."""
-    return uid if retry_epoch == 0 else f"{uid}.{retry_epoch}"
+    n8n that de-duplicates on it drops a re-sent attempt but not a retry someone asked for.
+
+    `base` is the post's `fingerprint`: the same for an object deleted and applied again,
+    so n8n's de-duplication stops a re-send even when the ledger itself is gone."""
+    return base if retry_epoch == 0 else f"{base}.{retry_epoch}"
 
 
 def epoch_attempts(status: ScheduledPostStatus) -> int:
@@ -1218,3 +1230,186 @@ def from_object(obj: dict[str, Any]) -> Post:
         status=parse_status(obj.get("status")),
         retry_request=(meta.get("annotations") or {}).get(RETRY_ANNOTATION),
     )
+
+
+# --- the publication ledger ------------------------------------------------------------
+#
+# One Publication object per fingerprint (models.FINGERPRINT_DOC says what is in it and
+# why), created before the first send of an attempt series. These functions decide; the
+# I/O is herald.ledger's.
+
+
+def content_hash(spec: ScheduledPostSpec) -> str:
+    """SHA-256 of what the audience sees: text, link, media URLs and alt texts."""
+    content = spec.content
+    media = [[m.url, m.alt_text] for m in content.media or []]
+    canonical = json.dumps([content.text, content.link, media], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fingerprint(post: Post) -> str:
+    """The publication's identity, stable across delete and re-create (hex SHA-256)."""
+    spec = post.spec
+    canonical = json.dumps(
+        [
+            post.namespace,
+            post.name,
+            spec.channel.value,
+            spec.account,
+            format_time(spec.publish_at.astimezone(dt.UTC)),
+            content_hash(spec),
+            # Only when set, so that the fingerprints of posts without it never change.
+            *([spec.edition] if spec.edition is not None else []),
+        ],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def publication_name(post: Post) -> str:
+    return f"pub-{fingerprint(post)}"
+
+
+def first_of_series(status: ScheduledPostStatus) -> bool:
+    """Is the claimed attempt the first of its series (of the post, or of a manual retry)?
+    An orphaned first attempt taken over still is: its holder may have died before the
+    record was written."""
+    return status.phase is Phase.PUBLISHING and epoch_attempts(status) <= 1
+
+
+def new_publication(post: Post, now: dt.datetime) -> PublicationSpec:
+    """The record a post's first send creates: Sending, held by this object."""
+    spec = post.spec
+    return PublicationSpec(
+        post=post.name,
+        channel=spec.channel,
+        account=spec.account,
+        publish_at=spec.publish_at,
+        content_hash=content_hash(spec),
+        state=PublicationState.SENDING,
+        holder_uid=post.uid,
+        since=now,
+    )
+
+
+class LedgerStep(enum.Enum):
+    SEND = "send"
+    """The record is this object's (created now, or earlier by it): send."""
+    ALREADY_PUBLISHED = "already-published"
+    """It went out already: write `decision`, send nothing."""
+    WAIT = "wait"
+    """Another object's send may be under way: give the claim back until `until`."""
+    TAKE_OVER = "take-over"
+    """Write `record` over the one read (compare-and-swap), then send."""
+
+
+@dataclass(frozen=True)
+class LedgerDecision:
+    step: LedgerStep
+    record: PublicationSpec | None = None
+    until: dt.datetime | None = None
+    decision: Decision = NOTHING
+
+
+def ledger_step(
+    post: Post, record: PublicationSpec, now: dt.datetime, defaults: Defaults
+) -> LedgerDecision:
+    """What a post about to send its first attempt does about the record that exists."""
+    if record.state is PublicationState.PUBLISHED:
+        # Also when this object holds it: its send went out and the record was written,
+        # but the process died before the post's own status said so.
+        return LedgerDecision(
+            LedgerStep.ALREADY_PUBLISHED, decision=already_published(post, now, record)
+        )
+    mine = new_publication(post, now)
+    if record.holder_uid == post.uid:
+        if record.state is PublicationState.SENDING:
+            return LedgerDecision(LedgerStep.SEND)
+        return LedgerDecision(LedgerStep.TAKE_OVER, mine)  # a manual retry after Failed
+    if record.state is PublicationState.FAILED:
+        return LedgerDecision(LedgerStep.TAKE_OVER, mine)
+    # Sending, by another object (deleted mid-send, or a second copy): its request may be
+    # at n8n. Taken over once it would count as stale had it been this post's own attempt.
+    policy = Policy.of(post.spec, defaults)
+    takeover = record.since + dt.timedelta(
+        seconds=policy.claim_timeout_seconds + policy.stale_after_seconds
+    )
+    if now >= takeover:
+        return LedgerDecision(LedgerStep.TAKE_OVER, mine)
+    recheck = now + dt.timedelta(seconds=defaults.ledger_recheck_seconds)
+    return LedgerDecision(LedgerStep.WAIT, until=min(takeover, recheck))
+
+
+def already_published(post: Post, now: dt.datetime, record: PublicationSpec) -> Decision:
+    """A claimed, unsent attempt ends here: the post ends Published with the record's
+    outcome, the attempt number handed back (nothing went out)."""
+    status = post.status
+    at = record.published_at or record.since
+    url = f" at {record.external_url}" if record.external_url else ""
+    msg = (
+        f"Already published {_fmt(at)}{url} by an earlier object of this post "
+        f"({PUBLICATION_KIND} pub-{fingerprint(post)}): not sent again"
+    )
+    new = _update(
+        status,
+        phase=Phase.PUBLISHED,
+        attempt=max(status.attempt - 1, 0),
+        published_at=at,
+        external_id=record.external_id,
+        external_url=record.external_url,
+        next_attempt_at=None,
+        message=msg,
+        conditions=_published_condition(
+            post, status, ConditionStatus.TRUE, Reason.ALREADY_PUBLISHED, msg, now
+        ),
+        **_NO_CLAIM,
+    )
+    return Decision(new, (Event("Normal", Reason.ALREADY_PUBLISHED, msg),))
+
+
+def ledger_outcome(post: Post, decision: Decision) -> Phase | None:
+    """Does this transition end a sent publication (Published or Failed), so that its
+    record must say so? None for a post never sent and for AlreadyPublished."""
+    new = decision.status
+    if new is None or new.phase == post.status.phase or post.status.attempt == 0:
+        return None
+    if new.phase not in (Phase.PUBLISHED, Phase.FAILED):
+        return None
+    cond = next((c for c in new.conditions or [] if c.type == PUBLISHED), None)
+    if cond is not None and cond.reason == Reason.ALREADY_PUBLISHED:
+        return None
+    return new.phase
+
+
+def finished_record(
+    record: PublicationSpec, post: Post, status: ScheduledPostStatus
+) -> PublicationSpec | None:
+    """The record after `post` ended with `status` (None: leave it as it is).
+
+    Published is the truth whoever holds the record (n8n did publish), and is never
+    overwritten. Failed is written only by the holder of a record still Sending."""
+    if record.state is PublicationState.PUBLISHED:
+        return None
+    if status.phase is Phase.PUBLISHED:
+        return record.model_copy(
+            update={
+                "state": PublicationState.PUBLISHED,
+                "published_at": status.published_at,
+                "external_id": status.external_id,
+                "external_url": status.external_url,
+            }
+        )
+    if (
+        status.phase is Phase.FAILED
+        and record.holder_uid == post.uid
+        and record.state is PublicationState.SENDING
+    ):
+        return record.model_copy(update={"state": PublicationState.FAILED})
+    return None
+
+
+def publication_expired(record: PublicationSpec, now: dt.datetime, retention_days: int) -> bool:
+    """Is the record past its retention (counted from publishedAt, else from when its send
+    began)? A post applied again after that is published again."""
+    since = record.published_at or record.since
+    return now - since > dt.timedelta(days=retention_days)

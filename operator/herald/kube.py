@@ -1,4 +1,5 @@
-"""The Kubernetes adapter: read ScheduledPosts, compare-and-swap their status, post Events.
+"""The Kubernetes adapter: read ScheduledPosts, compare-and-swap their status, post Events,
+create and update the publication ledger's records.
 
 httpx against the API server, logged in the way kubectl would be (`herald.kubeauth`: the
 Kubernetes client library's kubeconfig and in-cluster loading, exec plugins, refreshed
@@ -18,7 +19,15 @@ from typing import Any
 import httpx
 
 from herald import kubeauth
-from herald.models import GROUP, KIND, PLURAL, VERSION, format_time
+from herald.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    PUBLICATION_KIND,
+    PUBLICATION_PLURAL,
+    VERSION,
+    format_time,
+)
 
 JSON_PATCH = "application/json-patch+json"
 
@@ -210,6 +219,99 @@ class KubeClient:
         )
         result: dict[str, Any] = response.json()
         return result
+
+    # --- the publication ledger: by name only, never watched ------------------------------
+
+    @staticmethod
+    def _publication_path(namespace: str, name: str | None = None) -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PUBLICATION_PLURAL}"
+        return f"{path}/{name}" if name else path
+
+    async def create_publication(
+        self, namespace: str, name: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create-if-absent: Conflict (409 AlreadyExists) when the record exists."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": PUBLICATION_KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        response = await self._request(
+            "POST",
+            self._publication_path(namespace),
+            f"create publication {namespace}/{name}",
+            json=body,
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def get_publication(self, namespace: str, name: str) -> dict[str, Any]:
+        response = await self._request(
+            "GET",
+            self._publication_path(namespace, name),
+            f"get publication {namespace}/{name}",
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def replace_publication(
+        self, obj: dict[str, Any], spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write `spec` over the record read as `obj`: a compare-and-swap on its
+        metadata.resourceVersion (Conflict when the record changed since)."""
+        meta = obj["metadata"]
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": PUBLICATION_KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": spec,
+        }
+        response = await self._request(
+            "PUT",
+            self._publication_path(meta["namespace"], meta["name"]),
+            f"update publication {meta['namespace']}/{meta['name']}",
+            json=body,
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def list_publications(
+        self, namespace: str | None, limit: int, continue_: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of records (all namespaces when `namespace` is None) and the token of
+        the next page (None: that was the last)."""
+        if namespace is None:
+            url = f"/apis/{GROUP}/{VERSION}/{PUBLICATION_PLURAL}"
+        else:
+            url = self._publication_path(namespace)
+        params: dict[str, str | int] = {"limit": limit}
+        if continue_:
+            params["continue"] = continue_
+        response = await self._request("GET", url, "list publications", params=params)
+        body = response.json()
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items, (body.get("metadata") or {}).get("continue") or None
+
+    async def delete_publication(
+        self, namespace: str, name: str, uid: str, resource_version: str
+    ) -> None:
+        """Delete the record if, and only if, it is still the version that was read."""
+        await self._request(
+            "DELETE",
+            self._publication_path(namespace, name),
+            f"delete publication {namespace}/{name}",
+            json={
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "preconditions": {"uid": uid, "resourceVersion": resource_version},
+            },
+        )
 
     async def ready(self) -> bool:
         try:

@@ -409,6 +409,15 @@ class ScheduledPostSpec(_Model):
         "keep finished posts forever unless configured. A Failed post can still be retried "
         "before its TTL passes.",
     )
+    edition: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000000,
+        description="Publish the same content again on purpose: a post deleted and applied "
+        "again is recognised by its fingerprint (namespace, name, channel, account, "
+        "publishAt, content) and not published twice; raising edition (unset, then 2, 3...) "
+        "makes it a new publication with a ledger record and Idempotency-Key of its own.",
+    )
     stale_after_seconds: int | None = Field(
         default=None,
         alias="staleAfterSeconds",
@@ -595,3 +604,70 @@ def parse_spec(raw: dict[str, Any]) -> ScheduledPostSpec:
 
 def parse_status(raw: dict[str, Any] | None) -> ScheduledPostStatus:
     return ScheduledPostStatus.model_validate(raw or {})
+
+
+# --- the publication ledger (issue #20) -------------------------------------------------
+
+PUBLICATION_KIND = "Publication"
+PUBLICATION_PLURAL = "publications"
+PUBLICATION_SINGULAR = "publication"
+FINGERPRINT_DOC = (
+    "The fingerprint names what makes two ScheduledPost objects the same post to its "
+    "audience, so that a post deleted (by its TTL, kubectl delete or a GitOps prune) and "
+    "applied again is recognised and not published twice: the namespace and name (the "
+    "manifest's identity: a different name is a different post), the channel and account "
+    "(the same text on another network or page is another post), publishAt (a changed time "
+    "is a new announcement: re-scheduling on purpose publishes again), and a SHA-256 of the "
+    "content (text, link, media URLs and alt texts: a changed text is a new post). Not in "
+    "it: the target (which n8n sends it is plumbing), retry and TTL settings, labels. "
+    "spec.edition, when set, is in it: raising it publishes the same content again on purpose."
+)
+
+
+class PublicationState(enum.StrEnum):
+    SENDING = "Sending"
+    PUBLISHED = "Published"
+    FAILED = "Failed"
+
+
+class PublicationSpec(_Model):
+    """One publication of a post, recorded before its first send; written by Herald only."""
+
+    post: str = Field(
+        min_length=1, max_length=253, description="Name of the ScheduledPost it records."
+    )
+    channel: Channel = Field(description="spec.channel of the post.")
+    account: str | None = Field(default=None, description="spec.account of the post.")
+    publish_at: Time = Field(alias="publishAt", description="spec.publishAt of the post.")
+    content_hash: str = Field(
+        alias="contentHash",
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the post's content (text, link, media URLs and alt texts).",
+    )
+    state: PublicationState = Field(
+        description="Sending: the holder's send has not finished (another object of the "
+        "same post waits for it, and takes the record over once the holder's claim and "
+        "stale time have passed). Published: it went out; a post with this fingerprint "
+        "ends Published with reason AlreadyPublished without being sent. Failed: the "
+        "holder failed for good; another object may publish it as a new attempt."
+    )
+    holder_uid: str = Field(
+        alias="holderUid",
+        min_length=1,
+        max_length=128,
+        description="metadata.uid of the ScheduledPost object that sends (or sent) it.",
+    )
+    since: Time = Field(description="When the holder took the record (its send began).")
+    published_at: Time | None = Field(
+        default=None, alias="publishedAt", description="When it was published."
+    )
+    external_id: str | None = Field(
+        default=None, alias="externalId", description="The network's id of the post."
+    )
+    external_url: str | None = Field(
+        default=None, alias="externalUrl", description="The published post's URL."
+    )
+
+
+def parse_publication(raw: dict[str, Any]) -> PublicationSpec:
+    return PublicationSpec.model_validate(raw)

@@ -4,6 +4,9 @@ The dispatcher hands over a post once this instance holds its claim. The sender 
 one `Target` record per n8n target (its concurrency limit, the claims parked behind it,
 the posts waiting for its half-open probe, its breaker) and takes each claim through:
 
+- ledger: before the first send of an attempt series, the post's publication record
+  (`herald.ledger`) is created or read: a publication another object sent or is sending
+  is not sent again.
 - send: only while a peer cannot take the claim over before the request and its record
   are done (else the claim is renewed first: one more write, only for late claims);
   a claim behind a full target parks, a post behind a probe under way waits, both
@@ -84,6 +87,8 @@ class Sender:
             if renewed is None:
                 return
             held, post = renewed, renewed.post
+        if not await self._ledger(track, held):
+            return
         target = self.d.targets.get(post.spec.target)
         if target.full(track.uid):
             # Aside, without holding a worker; renewed before a peer may take it over.
@@ -133,6 +138,52 @@ class Sender:
             return  # the record trails by record_grace (planned by the dispatcher)
         await self.record(track)
 
+    async def _ledger(self, track: Track, held: View) -> bool:
+        """The publication ledger's say before the first send of an attempt series: True
+        to send. Otherwise the claim is given back (another object's send may be under
+        way), or the post ends AlreadyPublished, or (the ledger unreachable) it backs off
+        with the claim kept."""
+        ledger = self.d.writer.ledger
+        post = held.post
+        if (
+            ledger is None
+            or not engine.first_of_series(post.status)
+            or track.ledgered == post.status.attempt
+        ):
+            return True
+        now = self.d.now()
+        try:
+            verdict = await ledger.check(post, now, self.d.config.defaults)
+        except KubeError as exc:
+            log.warning(
+                "%s/%s: cannot reach the publication ledger (%s); not sending yet",
+                post.namespace,
+                post.name,
+                exc,
+                extra=post_context(post),
+            )
+            self.d.backoff(track)
+            return False
+        if verdict.step in (engine.LedgerStep.SEND, engine.LedgerStep.TAKE_OVER):
+            track.ledgered = post.status.attempt
+            return True
+        if verdict.step is engine.LedgerStep.WAIT:
+            why = "another object of this post holds its publication record (send under way)"
+            await self.give_back(track, verdict.until, why)
+            return False
+        track.claim = None
+        self.d.targets.drop(track)
+        try:
+            updated = await self.d.writer.apply(held.obj, post, verdict.decision, now)
+        except NotFound:
+            self.d.forget(track.uid)
+            return False
+        except KubeError:
+            track.dirty = True  # changed meanwhile, or unreachable: read and decide again
+            return False
+        self.d.observe(updated, own=True)
+        return False
+
     async def _request(self, post: engine.Post) -> engine.Outcome:
         attempt = post.status.attempt
         if attempt == 1 and not post.status.history:
@@ -141,7 +192,7 @@ class Sender:
         c = self.d.config
         token = signing.callback_token(c.callback_key, post.namespace, post.name, post.uid, attempt)
         body = payload(post, c.callback_endpoint, token)
-        key = engine.idempotency_key(post.uid, post.status.retry_epoch)
+        key = engine.idempotency_key(engine.fingerprint(post), post.status.retry_epoch)
         with (
             self.d.metrics.in_flight.track_inprogress(),
             self.d.metrics.dispatch_duration.labels(post.spec.target).time(),

@@ -89,6 +89,9 @@ class Track:
     waiting: str | None = None
     turn: str | None = None
     probe: bool = False
+    ledgered: int = 0
+    """The attempt whose publication record was found this post's to send (so a claim
+    parked and woken again does not read the ledger twice); not state worth keeping."""
 
     def idle(self) -> bool:
         return (

@@ -13,6 +13,7 @@ from typing import Any
 
 from herald import engine
 from herald.kube import Conflict, Invalid, KubeClient, KubeError
+from herald.ledger import Ledger
 from herald.metrics import Metrics, failed_reason
 from herald.models import Phase, ScheduledPostStatus
 
@@ -108,9 +109,16 @@ class Writer:
     """Writes transitions for one process. `_pending` holds the Event posts under way."""
 
     def __init__(
-        self, kube: KubeClient, metrics: Metrics, instance: str, *, routine_events: bool = False
+        self,
+        kube: KubeClient,
+        metrics: Metrics,
+        instance: str,
+        *,
+        routine_events: bool = False,
+        ledger: Ledger | None = None,
     ) -> None:
         self.kube = kube
+        self.ledger = ledger
         self.metrics = metrics
         self.instance = instance
         self.routine_events = routine_events
@@ -126,6 +134,9 @@ class Writer:
         """Write decision.status over obj's status; raises kube.Conflict when it lost,
         kube.Invalid when the API server rejects the status itself."""
         assert decision.status is not None
+        if self.ledger is not None and engine.ledger_outcome(post, decision) is not None:
+            # The record first: see herald.ledger for why this order is crash-safe.
+            await self.ledger.finish(post, decision.status)
         try:
             updated = await self.kube.patch_status(obj, status_patch(obj, post, decision))
         except Conflict:

@@ -60,6 +60,11 @@ OPERATOR_RULES = [
         "resources": ["scheduledposts/status"],
         "verbs": ["get", "patch"],
     },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["publications"],
+        "verbs": ["get", "create", "update", "list", "delete"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
 CRD_RULES = [
@@ -72,7 +77,11 @@ CRD_RULES = [
 CALLBACK_RULES = [
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts"], "verbs": ["get"]},
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts/status"], "verbs": ["patch"]},
+    {"apiGroups": ["herald.dev"], "resources": ["publications"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+PUBLICATIONS_VIEW_RULES = [
+    {"apiGroups": ["herald.dev"], "resources": ["publications"], "verbs": ["get", "list", "watch"]},
 ]
 
 SECRETS_DIR = "/etc/herald/secrets"
@@ -349,12 +358,13 @@ def post(name: str, namespace: str) -> str:
 
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
-    top = REPO / "crds" / "scheduledposts.herald.dev.yaml"
-    assert CHART_CRD.read_bytes() == top.read_bytes(), (
-        "charts/herald/files/crds/ is stale: "
-        "cp crds/scheduledposts.herald.dev.yaml charts/herald/files/crds/"
-    )
-    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == [top.name]
+    names = ["publications.herald.dev.yaml", "scheduledposts.herald.dev.yaml"]
+    for name in names:
+        top = REPO / "crds" / name
+        assert (CHART_CRD.parent / name).read_bytes() == top.read_bytes(), (
+            f"charts/herald/files/crds/ is stale: cp crds/{name} charts/herald/files/crds/"
+        )
+    assert sorted(p.name for p in CHART_CRD.parent.iterdir()) == names
     # A crds/ directory would be installed by Helm before the templated CRD, which then
     # could not be created (it exists, owned by no release).
     assert not (CHART / "crds").exists()
@@ -394,6 +404,7 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("ServiceAccount", "herald-operator"),
             ("ClusterRole", "herald-operator"),
             ("ClusterRole", "herald-operator-crds"),
+            ("ClusterRole", "herald-publications-view"),
             ("ClusterRoleBinding", "herald-operator"),
             ("ClusterRoleBinding", "herald-operator-crds"),
             ("Service", "herald-callback"),
@@ -580,7 +591,14 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
 
     namespaced = documents(helm.template("herald", "herald", ALL_TOGGLES))
     assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
-        "herald-operator-crds"
+        "herald-operator-crds",
+        "herald-publications-view",
+    }
+    # People read the ledger (aggregated into view/edit/admin); Herald alone writes it.
+    view = one(namespaced, "ClusterRole", "herald-publications-view")
+    assert view["rules"] == PUBLICATIONS_VIEW_RULES
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")
     }
     assert rules_of(namespaced, "ClusterRole", "herald-operator-crds") == [
         *CRD_RULES,
@@ -1713,8 +1731,12 @@ def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
     )
     assert [sa["metadata"]["name"] for sa in find(own, "ServiceAccount")] == ["herald-test"]
     assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
-    crd = one(own, "CustomResourceDefinition")
-    assert "annotations" not in crd["metadata"]
+    crds = find(own, "CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "publications.herald.dev",
+        "scheduledposts.herald.dev",
+    ]
+    assert all("annotations" not in crd["metadata"] for crd in crds)
 
 
 def test_every_value_has_a_described_schema_entry() -> None:
@@ -1801,6 +1823,12 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
     crd["spec"]["group"] = group
     crd_file = chart / "files" / "crds" / CHART_CRD.name
     crd_file.write_text(yaml.safe_dump(crd))
+    # The Publication ledger's CRD moves with it (the cluster's own stays untouched).
+    ledger_file = chart / "files" / "crds" / "publications.herald.dev.yaml"
+    ledger_crd = yaml.safe_load(ledger_file.read_text())
+    ledger_crd["metadata"]["name"] = f"publications.{group}"
+    ledger_crd["spec"]["group"] = group
+    ledger_file.write_text(yaml.safe_dump(ledger_crd))
     release = f"crd-{namespace}"
 
     def served() -> dict[str, Any]:

@@ -7,10 +7,11 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from herald import signing
+from herald import engine, signing
 from tests.e2e.conftest import Posts, in_seconds, parse_time
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_n8n import TIMEOUT, FakeN8n, Reply
@@ -18,6 +19,13 @@ from tests.support.faults import after_2xx
 from tests.support.herald_proc import CALLBACK_KEY, SIGNING_KEY, HeraldProcess
 
 pytestmark = pytest.mark.e2e
+
+
+def fingerprint_key(obj: dict[str, Any]) -> str:
+    """The Idempotency-Key of a post's first epoch: its publication fingerprint."""
+    return engine.fingerprint(engine.from_object(obj))
+
+
 Start = Callable[..., HeraldProcess]
 
 
@@ -76,7 +84,7 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
         CALLBACK_KEY.encode(), body["callback"]["token"], posts.namespace, "on-time", uid, 1
     )
     headers = {k.lower(): v for k, v in request.headers.items()}
-    assert headers["idempotency-key"] == uid
+    assert headers["idempotency-key"] == fingerprint_key(posts.get("on-time"))
     assert signing.verify_webhook_signature(
         SIGNING_KEY.encode(),
         headers["webhook-id"],
@@ -108,7 +116,7 @@ def test_transient_errors_back_off_then_succeed(
     # backoff 1 s, then 2 s (doubling), no jitter; a little slack for the round trips.
     assert 1.0 <= gaps[0] < 1.8, gaps
     assert 2.0 <= gaps[1] < 2.8, gaps
-    assert {r.headers["Idempotency-Key"] for r in requests} == {requests[0].body["id"]}
+    assert {r.headers["Idempotency-Key"] for r in requests} == {fingerprint_key(posts.get("flaky"))}
     assert status["attempt"] == 3
     assert status["externalUrl"] == "https://x.test/p/1"
     assert [h["outcome"] for h in status["history"]] == ["Transient", "Transient", "Published"]
@@ -206,7 +214,7 @@ def test_operator_killed_between_claim_and_post_redispatches_once(
     # and the same Idempotency-Key.
     assert request.body["attempt"] == 2, "a new attempt number, never a reused one"
     key = {k.lower(): v for k, v in request.headers.items()}["idempotency-key"]
-    assert key == obj["metadata"]["uid"]
+    assert key == fingerprint_key(obj)
     posts.wait("orphan", lambda s: bool(s.get("dispatchedAt")), what="acknowledged")
     time.sleep(1)
     assert len(fake_n8n.for_post("orphan")) == 1
@@ -354,7 +362,8 @@ def test_manual_retry_annotation(
     # idempotency key is new, so an n8n that de-duplicates does not drop the retry.
     assert [r.body["attempt"] for r in requests] == [1, 2]
     keys = [{k.lower(): v for k, v in r.headers.items()}["idempotency-key"] for r in requests]
-    assert keys == [requests[0].body["id"], requests[0].body["id"] + ".1"]
+    first_key = fingerprint_key(posts.get("retry-me"))
+    assert keys == [first_key, first_key + ".1"]
     status = posts.wait("retry-me", lambda s: bool(s.get("dispatchedAt")), what="dispatched")
     assert status["lastHandledRetryRequest"] == "2026-11-22T12:00:00Z"
     posts.wait_event("retry-me", "RetryRequested")

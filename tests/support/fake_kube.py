@@ -32,6 +32,8 @@ class FakeKube:
         self.validate: Any = None  # callable(status) -> str | None (a schema error)
         self.watchers: list[Any] = []  # callables fed (type, object) like a watch
         self.before_patch: Any = None  # callable(ops) run before a patch is applied
+        self.publications: dict[tuple[str, str], dict[str, Any]] = {}
+        self.publication_writes: list[tuple[str, str]] = []
 
     def _notify(self, kind: str, obj: dict[str, Any]) -> None:
         for watcher in self.watchers:
@@ -77,6 +79,48 @@ class FakeKube:
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.objects[(namespace, name)])
+
+    # --- the publication ledger (herald.ledger): create-if-absent, get, CAS replace ---
+
+    async def create_publication(
+        self, namespace: str, name: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._fault("create_publication")
+        if (namespace, name) in self.publications:
+            raise Conflict(f"publication {namespace}/{name} already exists")
+        obj = {
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": f"uid-pub-{name}",
+                "resourceVersion": str(next(self._rv)),
+            },
+            "spec": copy.deepcopy(spec),
+        }
+        self.publications[(namespace, name)] = obj
+        self.publication_writes.append(("create", name))
+        return copy.deepcopy(obj)
+
+    async def get_publication(self, namespace: str, name: str) -> dict[str, Any]:
+        self._fault("get_publication")
+        if (namespace, name) not in self.publications:
+            raise NotFound(f"publication {namespace}/{name}")
+        return copy.deepcopy(self.publications[(namespace, name)])
+
+    async def replace_publication(
+        self, obj: dict[str, Any], spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._fault("replace_publication")
+        meta = obj["metadata"]
+        current = self.publications.get((meta["namespace"], meta["name"]))
+        if current is None:
+            raise NotFound(f"publication {meta['name']}")
+        if current["metadata"]["resourceVersion"] != meta["resourceVersion"]:
+            raise Conflict(f"publication {meta['name']} changed")
+        current["spec"] = copy.deepcopy(spec)
+        current["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.publication_writes.append(("update", meta["name"]))
+        return copy.deepcopy(current)
 
     async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
         self.gets += 1

@@ -193,7 +193,8 @@ async def test_claimed_ahead_sent_on_time_and_the_callback_makes_the_record_unne
     status = rig.status("p")
     publish_at = engine.from_object(rig.kube.get("ns", "p")).spec.publish_at.timestamp()
     [sent] = rig.n8n.sent
-    assert sent["attempt"] == 1 and sent["key"] == "uid-ns-p"
+    key = engine.fingerprint(engine.from_object(rig.kube.get("ns", "p")))
+    assert sent["attempt"] == 1 and sent["key"] == key
     assert 0 <= sent["at"] - publish_at < 0.25  # on time
     assert engine_time(publish_at) > engine.parse_status(status).claimed_at  # claimed ahead
     await asyncio.sleep(1.2)  # past the record grace: still no record write
@@ -417,7 +418,8 @@ async def test_manual_retry_continues_attempt_numbers_with_a_new_key(
     await until(lambda: len(rig.n8n.sent) == 2)
     first, second = rig.n8n.sent
     assert (first["attempt"], second["attempt"]) == (1, 2)
-    assert (first["key"], second["key"]) == ("uid-ns-p", "uid-ns-p.1")
+    key = engine.fingerprint(engine.from_object(rig.kube.get("ns", "p")))
+    assert (first["key"], second["key"]) == (key, f"{key}.1")
 
 
 # --- window 8: no breaker or label for an unconfigured target -------------------------

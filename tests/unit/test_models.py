@@ -49,6 +49,14 @@ def test_committed_crd_is_what_crdgen_renders() -> None:
     )
 
 
+def test_committed_publication_crd_is_what_crdgen_renders() -> None:
+    committed = (ROOT / "crds" / "publications.herald.dev.yaml").read_text()
+    assert committed == crdgen.render("publications"), (
+        "crds/publications.herald.dev.yaml is out of date with operator/herald/models.py: "
+        "run `make crd` and commit the result"
+    )
+
+
 def test_crd_identity() -> None:
     crd = committed_crd()
     assert crd["metadata"]["name"] == "scheduledposts.herald.dev"
@@ -126,7 +134,7 @@ def test_the_field_walk_reaches_nested_models() -> None:
     assert {"lastError.class", "history[].finishedAt", "conditions[].lastTransitionTime"} <= status
     assert "ttlSecondsAfterFinished" in spec
     assert {"claimedGeneration", "retryEpoch", "retryBaseAttempt"} <= status
-    assert len(spec) == 18
+    assert len(spec) == 19  # + edition (the publication ledger)
     assert len(status) == 34
 
 

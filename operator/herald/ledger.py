@@ -1,0 +1,165 @@
+"""The publication ledger's I/O: one Publication object per fingerprint, by name only.
+
+Exactly-once across objects, as the status compare-and-swap is within one: before the
+first send of an attempt series the operator creates the post's record (create-if-absent);
+a record that exists already is read and `engine.ledger_step` decides. When a sent post
+ends (Published or Failed), whoever writes that status (the operator for a synchronous
+answer, the callback sidecar for n8n's callback) first writes the record, then the post:
+a crash in between leaves a record that is true (n8n did answer so) and a post whose own
+path finishes it (n8n's callback is retried, a stale attempt is retried, and its next
+first-of-series check finds the record Published). Nothing is kept in memory per record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from herald import engine
+from herald.kube import Conflict, KubeClient, KubeError, NotFound
+from herald.models import ScheduledPostStatus, parse_publication
+
+log = logging.getLogger("herald.ledger")
+
+
+def _dump(record: Any) -> dict[str, Any]:
+    result: dict[str, Any] = record.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return result
+
+
+class Ledger:
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    async def check(
+        self, post: engine.Post, now: dt.datetime, defaults: engine.Defaults
+    ) -> engine.LedgerDecision:
+        """Create the post's record, or decide about the one that exists; a take-over is
+        written here (a lost compare-and-swap comes back as WAIT). Raises KubeError."""
+        name = engine.publication_name(post)
+        try:
+            await self.kube.create_publication(
+                post.namespace, name, _dump(engine.new_publication(post, now))
+            )
+            return engine.LedgerDecision(engine.LedgerStep.SEND)
+        except Conflict:
+            pass  # it exists: read it
+        except NotFound as exc:
+            # Not sending is the safe side: "published once" is what the ledger is for.
+            raise KubeError(
+                f"{exc}: is the Publication CRD installed? (kubectl apply -f crds/)"
+            ) from exc
+        obj = await self.kube.get_publication(post.namespace, name)
+        decision = engine.ledger_step(post, parse_publication(obj["spec"]), now, defaults)
+        if decision.step is engine.LedgerStep.TAKE_OVER:
+            assert decision.record is not None
+            try:
+                await self.kube.replace_publication(obj, _dump(decision.record))
+            except (Conflict, NotFound):
+                # Someone else took it over (or it expired): look again soon.
+                until = now + dt.timedelta(seconds=defaults.ledger_recheck_seconds)
+                return engine.LedgerDecision(engine.LedgerStep.WAIT, until=until)
+            log.info("%s/%s: took publication record %s over", post.namespace, post.name, name)
+        return decision
+
+    async def finish(self, post: engine.Post, status: ScheduledPostStatus) -> None:
+        """Write a sent post's outcome into its record; never raises (the post's own
+        status write goes on: a record left Sending is taken over after the stale time,
+        and the fingerprint's Idempotency-Key lets n8n drop the repeat)."""
+        name = engine.publication_name(post)
+        for _ in range(3):
+            try:
+                obj = await self.kube.get_publication(post.namespace, name)
+                record = engine.finished_record(parse_publication(obj["spec"]), post, status)
+                if record is None:
+                    return
+                await self.kube.replace_publication(obj, _dump(record))
+                log.info("%s/%s: record %s: %s", post.namespace, post.name, name, record.state)
+                return
+            except NotFound:
+                return  # sent before the ledger existed, or expired
+            except Conflict:
+                continue
+            except KubeError as exc:
+                log.warning(
+                    "%s/%s: could not update record %s: %s", post.namespace, post.name, name, exc
+                )
+                return
+        log.warning("%s/%s: record %s kept changing; not updated", post.namespace, post.name, name)
+
+
+@dataclass
+class Sweep:
+    """What one retention sweep did."""
+
+    pages: int = 0
+    seen: int = 0
+    deleted: int = 0
+    changed: int = 0
+    """Expired when listed, but changed or gone before the delete (its precondition)."""
+
+
+async def sweep(
+    kube: KubeClient,
+    namespaces: list[str],
+    now: dt.datetime,
+    retention_days: int,
+    *,
+    page_size: int = 100,
+) -> Sweep:
+    """Delete the records past their retention: listed in pages (limit/continue, so a
+    large ledger is never held in memory at once), each deleted with its uid and
+    resourceVersion as preconditions (a record taken over meanwhile is kept). Raises
+    KubeError when a list fails (the next sweep starts again)."""
+    result = Sweep()
+    scopes: list[str | None] = [*namespaces] if namespaces else [None]
+    for namespace in scopes:
+        token: str | None = None
+        while True:
+            items, token = await kube.list_publications(namespace, page_size, token)
+            result.pages += 1
+            for obj in items:
+                result.seen += 1
+                meta = obj["metadata"]
+                if not engine.publication_expired(
+                    parse_publication(obj["spec"]), now, retention_days
+                ):
+                    continue
+                try:
+                    await kube.delete_publication(
+                        meta["namespace"], meta["name"], meta["uid"], meta["resourceVersion"]
+                    )
+                    result.deleted += 1
+                except (Conflict, NotFound):
+                    result.changed += 1
+            if token is None:
+                break
+    return result
+
+
+async def sweep_forever(
+    kube: KubeClient,
+    namespaces: list[str],
+    wall: Callable[[], dt.datetime],
+    retention_days: int,
+    every: float,
+) -> None:
+    """The operator's low-rate retention loop (every `every` seconds; never raises)."""
+    while True:
+        try:
+            done = await sweep(kube, namespaces, wall(), retention_days)
+            if done.deleted or done.changed:
+                log.info(
+                    "publication ledger: %d expired records deleted (%d changed meanwhile)",
+                    done.deleted,
+                    done.changed,
+                )
+        except KubeError as exc:
+            log.warning("publication ledger sweep failed: %s", exc)
+        except Exception:
+            log.exception("publication ledger sweep failed")
+        await asyncio.sleep(every)
