@@ -95,6 +95,8 @@ def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> Non
     if new is None or new.phase == post.status.phase:
         return
     if new.phase is Phase.PUBLISHED:
+        if any(e.reason == engine.Reason.ALREADY_PUBLISHED for e in decision.events):
+            return  # an earlier object published it, and was counted then
         metrics.published.labels(post.spec.channel.value).inc()
         if new.published_at is not None:
             lag = (new.published_at - post.spec.publish_at).total_seconds()

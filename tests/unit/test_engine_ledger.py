@@ -9,9 +9,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from herald import engine
+from herald import engine, writer
 from herald.engine import Defaults, LedgerStep, Post
+from herald.metrics import Metrics
 from herald.models import (
     Channel,
     ConditionStatus,
@@ -267,3 +269,15 @@ def test_retention_of_a_record_never_published_counts_from_its_send() -> None:
 def test_each_edition_is_a_publication_of_its_own() -> None:
     editions = [post(changed("edition", n)) for n in (1, 2, 3)]
     assert len({engine.fingerprint(p) for p in [post(), *editions]}) == 4
+
+
+def test_an_already_published_post_is_not_counted_as_a_new_publication() -> None:
+    """herald_published_total and the lateness histogram count what Herald published; a
+    re-created object matched to its record published nothing (and its lateness would be
+    the record's, counted a second time)."""
+    metrics = Metrics(CollectorRegistry())
+    claimed = post()
+    decision = engine.ledger_step(claimed, record(PublicationState.PUBLISHED), NOW, DEFAULTS)
+    writer.count(metrics, claimed, decision.decision)
+    assert metrics.published.labels("linkedin")._value.get() == 0
+    assert metrics.time_to_published._sum.get() == 0
