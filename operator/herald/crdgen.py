@@ -89,25 +89,33 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(raw, defs)
 
 
-def crd() -> dict[str, Any]:
-    spec_schema = _schema(models.ScheduledPostSpec)
-    status_schema = _schema(models.ScheduledPostStatus)
+def _crd(
+    kind: str,
+    plural: str,
+    singular: str,
+    names: dict[str, Any],
+    version: dict[str, Any],
+    description: str,
+    properties: dict[str, Any],
+) -> dict[str, Any]:
+    """A namespaced CRD of Herald's group with one served and stored version: `names`
+    and `version` add to the common fields, `properties` to apiVersion/kind/metadata."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{models.PLURAL}.{models.GROUP}",
+            "name": f"{plural}.{models.GROUP}",
             "labels": {"app.kubernetes.io/name": "herald", "app.kubernetes.io/part-of": "herald"},
         },
         "spec": {
             "group": models.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": ["sp"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                **names,
                 "categories": ["herald"],
             },
             "versions": [
@@ -115,20 +123,11 @@ def crd() -> dict[str, Any]:
                     "name": models.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "selectableFields": [
-                        {"jsonPath": ".status.phase"},
-                        {"jsonPath": ".spec.channel"},
-                        {"jsonPath": ".spec.target"},
-                    ],
+                    **version,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A social-media post that Herald publishes through "
-                            "n8n at spec.publishAt. Herald retries transient failures, "
-                            "recovers attempts that never got n8n's callback, and reports "
-                            "progress in .status.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {
@@ -137,11 +136,10 @@ def crd() -> dict[str, Any]:
                                 },
                                 "kind": {
                                     "type": "string",
-                                    "description": "Kind of this object: ScheduledPost.",
+                                    "description": f"Kind of this object: {kind}.",
                                 },
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                **properties,
                             },
                         }
                     },
@@ -149,6 +147,31 @@ def crd() -> dict[str, Any]:
             ],
         },
     }
+
+
+def crd() -> dict[str, Any]:
+    return _crd(
+        models.KIND,
+        models.PLURAL,
+        models.SINGULAR,
+        {"shortNames": ["sp"]},
+        {
+            "subresources": {"status": {}},
+            "additionalPrinterColumns": PRINTER_COLUMNS,
+            "selectableFields": [
+                {"jsonPath": ".status.phase"},
+                {"jsonPath": ".spec.channel"},
+                {"jsonPath": ".spec.target"},
+            ],
+        },
+        "A social-media post that Herald publishes through n8n at spec.publishAt. Herald "
+        "retries transient failures, recovers attempts that never got n8n's callback, and "
+        "reports progress in .status.",
+        {
+            "spec": _schema(models.ScheduledPostSpec),
+            "status": _schema(models.ScheduledPostStatus),
+        },
+    )
 
 
 PUBLICATION_COLUMNS: list[dict[str, Any]] = [
@@ -164,58 +187,19 @@ def publication_crd() -> dict[str, Any]:
     """The ledger's CRD: one object per publication fingerprint, spec only (no status
     subresource: Herald alone writes it, and a whole-object PUT with resourceVersion is
     its compare-and-swap)."""
-    kind = models.PUBLICATION_KIND
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{models.PUBLICATION_PLURAL}.{models.GROUP}",
-            "labels": {"app.kubernetes.io/name": "herald", "app.kubernetes.io/part-of": "herald"},
-        },
-        "spec": {
-            "group": models.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": models.PUBLICATION_PLURAL,
-                "singular": models.PUBLICATION_SINGULAR,
-                "categories": ["herald"],
-            },
-            "versions": [
-                {
-                    "name": models.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": PUBLICATION_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "Herald's record that a ScheduledPost was (or is "
-                            "being) published, kept after the post is deleted so that the "
-                            "same post applied again is not published twice. Named "
-                            "pub-<SHA-256 of the fingerprint>; written by Herald only, read "
-                            "by name, never watched; not deleted by Herald. "
-                            + models.FINGERPRINT_DOC,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {
-                                    "type": "string",
-                                    "description": _API_VERSION_DOC,
-                                },
-                                "kind": {
-                                    "type": "string",
-                                    "description": f"Kind of this object: {kind}.",
-                                },
-                                "metadata": {"type": "object"},
-                                "spec": _schema(models.PublicationSpec),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return _crd(
+        models.PUBLICATION_KIND,
+        models.PUBLICATION_PLURAL,
+        models.PUBLICATION_SINGULAR,
+        {},
+        {"additionalPrinterColumns": PUBLICATION_COLUMNS},
+        "Herald's record that a ScheduledPost was (or is being) published, kept after the "
+        "post is deleted so that the same post applied again is not published twice. Named "
+        "pub-<SHA-256 of the fingerprint>; written by Herald only, read by name, never "
+        "watched; deleted by Herald only once older than publicationRetentionDays. "
+        + models.FINGERPRINT_DOC,
+        {"spec": _schema(models.PublicationSpec)},
+    )
 
 
 def render(which: str = "scheduledposts") -> str:

@@ -1007,9 +1007,9 @@ def _published(
     return Decision(new, (Event("Normal", Reason.PUBLISHED, msg, routine=True),))
 
 
-def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy) -> Decision:
-    status = post.status
-    error = LastError(
+def _last_error(failure: Failure, now: dt.datetime) -> LastError:
+    """status.lastError for an attempt that failed so."""
+    return LastError(
         **{
             "class": failure.error_class,
             "code": failure.code,
@@ -1017,6 +1017,11 @@ def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy
             "at": now,
         }
     )
+
+
+def _fail_attempt(post: Post, now: dt.datetime, failure: Failure, policy: Policy) -> Decision:
+    status = post.status
+    error = _last_error(failure, now)
     history = _with_history(status, now, failure.error_class.value, failure)
     spent = epoch_attempts(status)
     if failure.retryable and spent < policy.max_attempts:
@@ -1176,14 +1181,7 @@ def _late_permanent_failure(post: Post, now: dt.datetime, failure: Failure) -> D
     """n8n's permanent failure of an attempt already recorded as Stale: the post ends
     Failed, and the history gets the attempt's real outcome (as for a late publish)."""
     status = post.status
-    error = LastError(
-        **{
-            "class": failure.error_class,
-            "code": failure.code,
-            "message": _clip(failure.message),
-            "at": now,
-        }
-    )
+    error = _last_error(failure, now)
     record = AttemptRecord(
         attempt=status.attempt,
         finished_at=now,

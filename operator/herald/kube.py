@@ -302,10 +302,22 @@ class KubeClient:
         self, namespace: str, name: str, uid: str, resource_version: str
     ) -> None:
         """Delete the record if, and only if, it is still the version that was read."""
-        await self._request(
-            "DELETE",
+        await self._delete_unchanged(
             self._publication_path(namespace, name),
             f"delete publication {namespace}/{name}",
+            uid,
+            resource_version,
+        )
+
+    async def _delete_unchanged(
+        self, path: str, what: str, uid: str, resource_version: str
+    ) -> None:
+        """DELETE with uid and resourceVersion preconditions: Conflict if the object
+        changed (or was re-created) since it was read."""
+        await self._request(
+            "DELETE",
+            path,
+            what,
             json={
                 "kind": "DeleteOptions",
                 "apiVersion": "v1",
@@ -339,15 +351,8 @@ class KubeClient:
 
     async def delete_post(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
         """Delete the post if, and only if, it is still the version we decided on."""
-        await self._request(
-            "DELETE",
-            self._path(namespace, name),
-            f"delete {namespace}/{name}",
-            json={
-                "kind": "DeleteOptions",
-                "apiVersion": "v1",
-                "preconditions": {"uid": uid, "resourceVersion": resource_version},
-            },
+        await self._delete_unchanged(
+            self._path(namespace, name), f"delete {namespace}/{name}", uid, resource_version
         )
 
     async def post_event(
