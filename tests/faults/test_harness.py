@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from herald import engine
 from tests.support.fake_n8n import FakeN8n, Received
 from tests.support.faults import after_2xx, audit, overlapping
 
@@ -110,15 +111,25 @@ def test_callbacks_are_copied_spread_and_retried(sink: tuple[str, list[dict[str,
     assert sorted(c["attempt"] for c in got) == sorted([1, 1, 1, 2, 2, 2, got[0]["attempt"]])
 
 
+# The posts of the audit tests, by uid: their names make their fingerprints differ.
+NAMES = {"a": "fine", "b": "stale", "c": "twice", "d": "stuck", "e": "mute", "f": "retried"}
+NAMES |= {"g": "taken", "h": "manual", "k": "overlap"}
+
+
+def _key(uid: str) -> str:
+    """The Idempotency-Key Herald sends for the audit tests' post `uid`: its fingerprint."""
+    return engine.fingerprint(engine.from_object(_post(NAMES[uid], uid, "Scheduled", [])))
+
+
 def _request(uid: str, attempt: int, at: float, status: int | None) -> Received:
-    headers = {"Idempotency-Key": uid, "webhook-id": f"msg_{uid}_{attempt}"}
+    headers = {"Idempotency-Key": _key(uid), "webhook-id": f"msg_{uid}_{attempt}"}
     return Received(at, "/webhook/herald", headers, b"", {"id": uid}, answered=status)
 
 
 def _post(name: str, uid: str, phase: str, history: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "uid": uid},
-        "spec": {"publishAt": "2026-01-01T00:00:00Z"},
+        "metadata": {"name": name, "uid": uid, "namespace": "ns"},
+        "spec": {"publishAt": "2026-01-01T00:00:00Z", "content": {"text": f"Post {name}"}},
         "status": {"phase": phase, "history": history},
     }
 
@@ -160,7 +171,7 @@ def test_a_take_over_after_a_2xx_is_a_resend_whatever_its_webhook_id() -> None:
     taken_over = [_request("g", 1, 1.0, 200), _request("g", 2, 20.0, 200)]
     retried = [_request("h", 1, 1.0, 200)]
     manual = _request("h", 2, 30.0, 200)
-    manual.headers["Idempotency-Key"] = "h.1"
+    manual.headers["Idempotency-Key"] = f"{_key('h')}.1"
     pairs = after_2xx([*taken_over, *retried, manual])
     assert [(ok.message, r.message) for ok, r in pairs] == [(("g", 1), ("g", 2))]
     result = audit(

@@ -276,7 +276,11 @@ def audit(
     attempts = Counter(_request_key(r) for r in ours)
     duplicates = {k: n for k, n in attempts.items() if n > 1}
     # The key is the post's fingerprint (herald.engine; no manual retries in these runs).
-    key_of = {uid: engine.fingerprint(engine.from_object(o)) for uid, o in by_uid.items()}
+    # Only metadata and spec make the fingerprint: the status is not parsed here.
+    key_of = {
+        uid: engine.fingerprint(engine.from_object({"metadata": o["metadata"], "spec": o["spec"]}))
+        for uid, o in by_uid.items()
+    }
     wrong_key = [r for r in ours if r.idempotency_key != key_of[_request_key(r)[0]]]
 
     per_uid: dict[str, list[Received]] = defaultdict(list)
