@@ -194,6 +194,7 @@ class Dispatcher:
         self.queue.discard(uid)
         track = self.tracks.pop(uid, None)
         if track is not None:
+            self.sender.release(track)
             self.targets.drop(track)
 
     def finished(self, track: Track) -> None:

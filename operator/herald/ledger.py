@@ -31,21 +31,34 @@ def _dump(record: Any) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The ledger's verdict, and the new record's (uid, resourceVersion) when this check
+    created it."""
+
+    decision: engine.LedgerDecision
+    created: tuple[str, str] | None = None
+
+
 class Ledger:
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
 
     async def check(
         self, post: engine.Post, now: dt.datetime, defaults: engine.Defaults
-    ) -> engine.LedgerDecision:
+    ) -> Checked:
         """Create the post's record, or decide about the one that exists; a take-over is
         written here (a lost compare-and-swap comes back as WAIT). Raises KubeError."""
         name = engine.publication_name(post)
         try:
-            await self.kube.create_publication(
+            created = await self.kube.create_publication(
                 post.namespace, name, _dump(engine.new_publication(post, now))
             )
-            return engine.LedgerDecision(engine.LedgerStep.SEND)
+            meta = created["metadata"]
+            return Checked(
+                engine.LedgerDecision(engine.LedgerStep.SEND),
+                (meta["uid"], meta["resourceVersion"]),
+            )
         except Conflict:
             pass  # it exists: read it
         except NotFound as exc:
@@ -62,9 +75,20 @@ class Ledger:
             except (Conflict, NotFound):
                 # Someone else took it over (or it expired): look again soon.
                 until = now + dt.timedelta(seconds=defaults.ledger_recheck_seconds)
-                return engine.LedgerDecision(engine.LedgerStep.WAIT, until=until)
+                return Checked(engine.LedgerDecision(engine.LedgerStep.WAIT, until=until))
             log.info("%s/%s: took publication record %s over", post.namespace, post.name, name)
-        return decision
+        return Checked(decision)
+
+    async def release(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        """Delete a record created for a claim that was never sent (its post deleted
+        before its due second), if it is still the version created; never raises."""
+        try:
+            await self.kube.delete_publication(namespace, name, uid, resource_version)
+            log.info("%s: record %s released (its post was deleted unsent)", namespace, name)
+        except (Conflict, NotFound):
+            pass  # taken over or gone meanwhile: then it is not ours to release
+        except KubeError as exc:
+            log.warning("%s: could not release record %s: %s", namespace, name, exc)
 
     async def finish(self, post: engine.Post, status: ScheduledPostStatus) -> None:
         """Write a sent post's outcome into its record; never raises (the post's own

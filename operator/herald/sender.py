@@ -6,7 +6,8 @@ the posts waiting for its half-open probe, its breaker) and takes each claim thr
 
 - ledger: before the first send of an attempt series, the post's publication record
   (`herald.ledger`) is created or read: a publication another object sent or is sending
-  is not sent again.
+  is not sent again. It is asked when the claim is written ahead of the due second, so
+  that second sends only the request; a post deleted before its send releases the record.
 - send: only while a peer cannot take the claim over before the request and its record
   are done (else the claim is renewed first: one more write, only for late claims);
   a claim behind a full target parks, a post behind a probe under way waits, both
@@ -30,7 +31,7 @@ from herald.kube import Conflict, KubeError, NotFound
 from herald.metrics import CIRCUIT_STATES
 from herald.models import ErrorClass, ScheduledPostStatus
 from herald.n8n import N8nClient, payload
-from herald.track import Sent, Target, Track, View
+from herald.track import Ledgered, Sent, Target, Track, View
 from herald.writer import post_context
 
 if TYPE_CHECKING:
@@ -138,22 +139,48 @@ class Sender:
             return  # the record trails by record_grace (planned by the dispatcher)
         await self.record(track)
 
-    async def _ledger(self, track: Track, held: View) -> bool:
+    async def prepare(self, track: Track) -> None:
+        """A claim was just written ahead of its due second: ask the ledger now, so the
+        due second sends only the request. A ledger unreachable now is asked again then."""
+        held = track.claim
+        assert held is not None
+        await self._ledger(track, held, ahead=True)
+
+    def release(self, track: Track) -> None:
+        """The post is gone with a claim never sent: release the record this instance
+        created for it, so the same manifest applied again is sent at its due second and
+        does not wait for a take-over. Only before the claim's take-over deadline: until
+        then no peer can have taken the claim (and the record) over and sent."""
+        held, ledgered, writer = track.claim, track.ledgered, self.d.writer
+        if (
+            held is None
+            or track.sent is not None
+            or ledgered is None
+            or ledgered.created is None
+            or ledgered.attempt != held.post.status.attempt
+            or writer.ledger is None
+            or self.d.now() >= engine.takeover_at(held.post.status, self.d.config.defaults)
+        ):
+            return
+        uid, version = ledgered.created
+        writer.background(writer.ledger.release(held.post.namespace, ledgered.name, uid, version))
+
+    async def _ledger(self, track: Track, held: View, *, ahead: bool = False) -> bool:
         """The publication ledger's say before the first send of an attempt series: True
         to send. Otherwise the claim is given back (another object's send may be under
         way), or the post ends AlreadyPublished, or (the ledger unreachable) it backs off
-        with the claim kept."""
+        with the claim kept (`ahead`: it is asked again at the due second)."""
         ledger = self.d.writer.ledger
         post = held.post
-        if (
-            ledger is None
-            or not engine.first_of_series(post.status)
-            or track.ledgered == post.status.attempt
-        ):
+        if ledger is None or not engine.first_of_series(post.status):
+            return True
+        name, attempt = engine.publication_name(post), post.status.attempt
+        known = track.ledgered
+        if known is not None and (known.name, known.attempt) == (name, attempt):
             return True
         now = self.d.now()
         try:
-            verdict = await ledger.check(post, now, self.d.config.defaults)
+            checked = await ledger.check(post, now, self.d.config.defaults)
         except KubeError as exc:
             log.warning(
                 "%s/%s: cannot reach the publication ledger (%s); not sending yet",
@@ -162,10 +189,12 @@ class Sender:
                 exc,
                 extra=post_context(post),
             )
-            self.d.backoff(track)
+            if not ahead:
+                self.d.backoff(track)
             return False
+        verdict = checked.decision
         if verdict.step in (engine.LedgerStep.SEND, engine.LedgerStep.TAKE_OVER):
-            track.ledgered = post.status.attempt
+            track.ledgered = Ledgered(name, attempt, checked.created)
             return True
         if verdict.step is engine.LedgerStep.WAIT:
             why = "another object of this post holds its publication record (send under way)"

@@ -50,6 +50,18 @@ class Sent:
         return self.view.post.status.attempt
 
 
+@dataclass(frozen=True, slots=True)
+class Ledgered:
+    """A publication record this post may send under: its name (the fingerprint, so an
+    edit that changes it asks the ledger again) and the attempt it was checked for;
+    `created` is the record's (uid, resourceVersion) when this instance created it, so a
+    post deleted before its send can release it."""
+
+    name: str
+    attempt: int
+    created: tuple[str, str] | None = None
+
+
 @dataclass(slots=True, eq=False)
 class Track:
     """The dispatcher's state for one post, claim -> send -> record.
@@ -89,9 +101,10 @@ class Track:
     waiting: str | None = None
     turn: str | None = None
     probe: bool = False
-    ledgered: int = 0
-    """The attempt whose publication record was found this post's to send (so a claim
-    parked and woken again does not read the ledger twice); not state worth keeping."""
+    ledgered: Ledgered | None = None
+    """The claim whose publication record was found this post's to send (written at the
+    claim, so the due second sends only the request; a claim parked and woken again does
+    not read the ledger twice). Not state worth keeping: a restart reads the record."""
 
     def idle(self) -> bool:
         return (

@@ -187,6 +187,8 @@ class Workers:
             track.reclaimed = any(e.reason == engine.Reason.RECLAIMED for e in decision.events)
             if self.d.now() >= engine.send_at(claimed.post.status):
                 await self.d.sender.send(track)
+            else:
+                await self.d.sender.prepare(track)
         return None
 
     async def _delete(self, track: Track, view: View) -> None:

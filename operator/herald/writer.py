@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from herald import engine
@@ -108,7 +109,8 @@ def count(metrics: Metrics, post: engine.Post, decision: engine.Decision) -> Non
 
 
 class Writer:
-    """Writes transitions for one process. `_pending` holds the Event posts under way."""
+    """Writes transitions for one process. `_pending` holds the background work under
+    way (Event posts, publication records released)."""
 
     def __init__(
         self,
@@ -182,9 +184,13 @@ class Writer:
         for event in events:
             if event.routine and not self.routine_events:
                 continue
-            task = asyncio.create_task(self._post(obj, event, now))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self.background(self._post(obj, event, now))
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the transitions (awaited by `drain` at shutdown)."""
+        task = asyncio.create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _post(self, obj: dict[str, Any], event: engine.Event, now: dt.datetime) -> None:
         try:

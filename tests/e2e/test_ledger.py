@@ -170,6 +170,51 @@ def test_without_the_ledger_a_re_created_post_gets_the_same_idempotency_key(
     assert sent[0].idempotency_key != first["metadata"]["uid"]
 
 
+def parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_the_record_is_written_at_the_claim_so_the_due_second_only_sends(
+    posts: Posts, n8n_published: FakeN8n, herald: Start, control_plane: ControlPlane
+) -> None:
+    """The record's POST is off the due second's path: it is written with the claim (up
+    to claimAhead before publishAt), not between the due second and the request."""
+    herald(n8n_published.url, claim_ahead_seconds=30)
+    publish_at = in_seconds(6)
+    first = apply(posts, manifest(posts, "ahead", publish_at))
+    done = watch_status(posts, first, lambda s: s.get("phase") == "Published", 30)
+    [record] = publications(control_plane, posts.namespace)
+    since, due = parse_time(record["spec"]["since"]), parse_time(publish_at)
+    assert since <= due - dt.timedelta(seconds=1), (record["spec"]["since"], publish_at)
+    assert record["spec"]["state"] == "Published" and done["externalUrl"] == URL
+    assert len(n8n_published.for_post("ahead")) == 1
+
+
+def test_a_post_deleted_after_its_claim_releases_its_record_and_comes_back_on_time(
+    posts: Posts, n8n_published: FakeN8n, herald: Start, control_plane: ControlPlane
+) -> None:
+    """Deleted between its claim (record written) and its due second: nothing went out,
+    so the record is released and the same manifest applied again is published at its
+    due second, not after a take-over wait."""
+    herald(n8n_published.url, claim_ahead_seconds=30)
+    body = manifest(posts, "early", in_seconds(12))
+    first = apply(posts, body)
+    watch_status(posts, first, lambda s: s.get("phase") == "Publishing", 10)
+    deadline = time.monotonic() + 5
+    while not publications(control_plane, posts.namespace) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert publications(control_plane, posts.namespace), "no record written at the claim"
+    control_plane.kubectl("delete", "sp", "early", "-n", posts.namespace)
+    deadline = time.monotonic() + 5
+    while publications(control_plane, posts.namespace) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert publications(control_plane, posts.namespace) == [], "record not released"
+    again = apply(posts, body)
+    status = watch_status(posts, again, lambda s: s.get("phase") in ("Published", "Failed"), 30)
+    assert status["phase"] == "Published" and reason(status) != "AlreadyPublished", status
+    assert len(n8n_published.for_post("early")) == 1
+
+
 SWEEP_NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
