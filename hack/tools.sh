@@ -14,7 +14,9 @@
 #   .tools/bin/                           symlinks to all of the above
 #
 # A second run finds every binary in place and returns at once.
-# Usage: hack/tools.sh [all|kube-apiserver|etcd|kubectl|helm|kstatus]   (default: all)
+# Usage: hack/tools.sh [all|control-plane|kube-apiserver|etcd|kubectl|helm|kstatus]   (default: all)
+# control-plane: all but kstatus (CI builds kstatus beside the n8n install, off the
+# kube-apiserver build's critical path).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -139,10 +141,11 @@ build_kstatus() {
 what="${1:-all}"
 case "$what" in
   all) install_etcd; install_kubectl; install_helm; build_kube_apiserver; build_kstatus ;;
+  control-plane) install_etcd; install_kubectl; install_helm; build_kube_apiserver ;;
   kube-apiserver) build_kube_apiserver ;;
   etcd) install_etcd ;;
   kubectl) install_kubectl ;;
   helm) install_helm ;;
   kstatus) build_kstatus ;;
-  *) echo "usage: $0 [all|kube-apiserver|etcd|kubectl|helm|kstatus]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|control-plane|kube-apiserver|etcd|kubectl|helm|kstatus]" >&2; exit 2 ;;
 esac
