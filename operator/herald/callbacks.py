@@ -436,8 +436,10 @@ class CallbackServer:
             try:
                 obj = await self.kube.get_post(body.namespace, body.name)
             except NotFound:
+                await self._deleted(body, callback)
                 return "not_found", f"no ScheduledPost {body.namespace}/{body.name}"
             if obj["metadata"]["uid"] != body.uid:
+                await self._deleted(body, callback)
                 return "not_found", (
                     f"ScheduledPost {body.namespace}/{body.name} was deleted and re-created; "
                     "this callback was for the old one"
@@ -460,6 +462,15 @@ class CallbackServer:
                 return "rejected", f"the API server rejected the status update: {exc}"
             return "applied", ""
         raise Unavailable("the post kept changing under the callback")
+
+    async def _deleted(self, body: CallbackBody, callback: engine.Callback) -> None:
+        """The post is gone, but what n8n published stays published: its publication
+        record says so, so the same manifest applied again is not sent again."""
+        ledger = self.writer.ledger
+        if callback.published is not None and ledger is not None:
+            await ledger.finish_deleted(
+                body.namespace, body.uid, callback.published, self.clock.wall()
+            )
 
 
 def _bearer(header: str) -> str | None:

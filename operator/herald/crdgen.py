@@ -192,7 +192,12 @@ def publication_crd() -> dict[str, Any]:
         models.PUBLICATION_PLURAL,
         models.PUBLICATION_SINGULAR,
         {},
-        {"additionalPrinterColumns": PUBLICATION_COLUMNS},
+        {
+            "additionalPrinterColumns": PUBLICATION_COLUMNS,
+            # A callback for a deleted post finds its record by holder (the sidecar cannot
+            # rebuild the fingerprint without the post).
+            "selectableFields": [{"jsonPath": ".spec.holderUid"}, {"jsonPath": ".spec.state"}],
+        },
         "Herald's record that a ScheduledPost was (or is being) published, kept after the "
         "post is deleted so that the same post applied again is not published twice. Named "
         "pub-<SHA-256 of the fingerprint>; written by Herald only, read by name, never "

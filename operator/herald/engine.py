@@ -1389,14 +1389,8 @@ def finished_record(
     if record.state is PublicationState.PUBLISHED:
         return None
     if status.phase is Phase.PUBLISHED:
-        return record.model_copy(
-            update={
-                "state": PublicationState.PUBLISHED,
-                "published_at": status.published_at,
-                "external_id": status.external_id,
-                "external_url": status.external_url,
-            }
-        )
+        published = Published(status.external_id, status.external_url)
+        return published_record(record, published, status.published_at)
     if (
         status.phase is Phase.FAILED
         and record.holder_uid == post.uid
@@ -1404,6 +1398,23 @@ def finished_record(
     ):
         return record.model_copy(update={"state": PublicationState.FAILED})
     return None
+
+
+def published_record(
+    record: PublicationSpec, published: Published, at: dt.datetime | None
+) -> PublicationSpec | None:
+    """The record once n8n reported its send published (None: it already says so). Also
+    for a post deleted meanwhile: n8n's callback for it is the only word left."""
+    if record.state is PublicationState.PUBLISHED:
+        return None
+    return record.model_copy(
+        update={
+            "state": PublicationState.PUBLISHED,
+            "published_at": at,
+            "external_id": published.external_id,
+            "external_url": published.external_url,
+        }
+    )
 
 
 def publication_expired(record: PublicationSpec, now: dt.datetime, retention_days: int) -> bool:

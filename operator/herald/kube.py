@@ -282,10 +282,16 @@ class KubeClient:
         return result
 
     async def list_publications(
-        self, namespace: str | None, limit: int, continue_: str | None = None
+        self,
+        namespace: str | None,
+        limit: int,
+        continue_: str | None = None,
+        *,
+        field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of records (all namespaces when `namespace` is None) and the token of
-        the next page (None: that was the last)."""
+        the next page (None: that was the last); `field_selector` on the CRD's selectable
+        fields (spec.holderUid, spec.state)."""
         if namespace is None:
             url = f"/apis/{GROUP}/{VERSION}/{PUBLICATION_PLURAL}"
         else:
@@ -293,6 +299,8 @@ class KubeClient:
         params: dict[str, str | int] = {"limit": limit}
         if continue_:
             params["continue"] = continue_
+        if field_selector:
+            params["fieldSelector"] = field_selector
         response = await self._request("GET", url, "list publications", params=params)
         body = response.json()
         items: list[dict[str, Any]] = body.get("items") or []

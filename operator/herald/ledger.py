@@ -115,6 +115,38 @@ class Ledger:
                 return
         log.warning("%s/%s: record %s kept changing; not updated", post.namespace, post.name, name)
 
+    async def finish_deleted(
+        self, namespace: str, holder_uid: str, published: engine.Published, at: dt.datetime
+    ) -> int:
+        """n8n reports published a send whose post was deleted meanwhile (a GitOps sync
+        while the operator was down, say): mark the records that object held Published,
+        so the manifest applied again is not sent again. Returns how many were written;
+        never raises."""
+        written = 0
+        try:
+            items, _ = await self.kube.list_publications(
+                namespace, 10, field_selector=f"spec.holderUid={holder_uid}"
+            )
+            for obj in items:
+                record = engine.published_record(parse_publication(obj["spec"]), published, at)
+                if record is None:
+                    continue
+                try:
+                    await self.kube.replace_publication(obj, _dump(record))
+                except (Conflict, NotFound):
+                    continue  # taken over or expired meanwhile: no longer this send's
+                written += 1
+                log.info(
+                    "%s: record %s: Published (n8n's callback for a deleted post)",
+                    namespace,
+                    obj["metadata"]["name"],
+                )
+        except KubeError as exc:
+            log.warning(
+                "%s: could not update the records of uid %s: %s", namespace, holder_uid, exc
+            )
+        return written
+
 
 @dataclass
 class Sweep:

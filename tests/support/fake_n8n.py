@@ -164,6 +164,7 @@ class FakeN8n:
         callback_spread: float = 0.0,
         callback_delay: float = 0.0,
         callback_retries: int = 5,
+        runs_when_abandoned: bool = False,
         seed: int = 0,
     ) -> None:
         self.default = default or Reply(200, {"status": "accepted"})
@@ -173,6 +174,9 @@ class FakeN8n:
         self.callback_spread = callback_spread
         self.callback_delay = callback_delay
         self.callback_retries = callback_retries
+        self.runs_when_abandoned = runs_when_abandoned
+        """The workflow runs (and calls back) even when the client went away before the
+        answer, as n8n's executions do; default: an abandoned request is not run."""
         self.delays: dict[str, float] = {}
         self.requests: list[Received] = []
         self.callback_results: list[tuple[int, str]] = []
@@ -337,6 +341,11 @@ class FakeN8n:
 
     # --- callbacks -------------------------------------------------------------------
 
+    def _run_abandoned(self, body: dict[str, Any], reply: Reply) -> None:
+        ran = self.runs_when_abandoned and self.auto_callback and 200 <= reply.status < 300
+        if ran and body.get("callback"):
+            self._plan_callbacks(body)
+
     def _plan_callbacks(self, body: dict[str, Any]) -> None:
         now = time.time()
         with self._cond:
@@ -445,6 +454,7 @@ class FakeN8n:
                     return
                 if delay and _client_gone(self.connection):
                     received.abandoned = True  # the client timed out: it never sees this
+                    fake._run_abandoned(body, reply)
                     return
                 payload = json.dumps(reply.body or {}).encode()
                 try:
@@ -458,6 +468,7 @@ class FakeN8n:
                     self.wfile.flush()
                 except OSError:
                     received.abandoned = True
+                    fake._run_abandoned(body, reply)
                     return  # the client gave up (a scripted timeout)
                 received.answered, received.answered_at = reply.status, time.time()
                 if fake.auto_callback and 200 <= reply.status < 300 and body.get("callback"):

@@ -235,6 +235,30 @@ def test_failed_is_recorded_only_by_the_holder_of_a_sending_record() -> None:
     assert engine.finished_record(record(PublicationState.SENDING), post(), failed) is None
 
 
+@pytest.mark.parametrize(
+    ("state", "written"),
+    [
+        (PublicationState.SENDING, True),
+        (PublicationState.FAILED, True),  # n8n published after all: that is the truth
+        (PublicationState.PUBLISHED, False),
+    ],
+)
+def test_a_callback_for_a_deleted_post_marks_its_record_published(
+    state: PublicationState, written: bool
+) -> None:
+    published = engine.Published("9", "https://x/9")
+    new = engine.published_record(record(state), published, NOW)
+    assert (new is not None) is written
+    if new is not None:
+        assert (new.state, new.external_id, new.external_url, new.published_at) == (
+            PublicationState.PUBLISHED,
+            "9",
+            "https://x/9",
+            NOW,
+        )
+        assert new.holder_uid == OTHER_UID and new.since == record(state).since
+
+
 def test_a_post_never_sent_writes_no_record() -> None:
     scheduled = post(phase=Phase.SCHEDULED, attempt=0, claimed_by=None, claimed_at=None)
     decision = engine._missed_deadline(scheduled, NOW, 100.0, 10)
