@@ -152,6 +152,25 @@ def test_delete_and_apply_while_the_first_send_is_in_flight_sends_once(
         assert len(fake.for_post("inflight")) == 1
 
 
+def test_two_replicas_and_a_post_re_created_during_its_send_send_once(
+    posts: Posts, herald: Start, control_plane: ControlPlane
+) -> None:
+    with FakeN8n(published(delay=5.0)) as fake:
+        common = {"ledger_recheck_seconds": 1, "targets__default__timeout_seconds": 10}
+        herald(fake.url, identity="herald-a", **common)
+        herald(fake.url, identity="herald-b", **common)
+        body = manifest(posts, "replicas", in_seconds(2))
+        apply(posts, body)
+        fake.wait_for("replicas", 1, timeout=20)
+        control_plane.kubectl("delete", "sp", "replicas", "-n", posts.namespace, "--wait=false")
+        gone(posts, "replicas", 10)
+        again = apply(posts, body)
+        status = watch_status(posts, again, lambda s: s.get("phase") in ("Published", "Failed"), 40)
+        assert (status["phase"], reason(status)) == ("Published", "AlreadyPublished"), status
+        time.sleep(1.0)  # a send by either replica would show now
+        assert len(fake.for_post("replicas")) == 1
+
+
 def test_without_the_ledger_a_re_created_post_gets_the_same_idempotency_key(
     posts: Posts, n8n_published: FakeN8n, herald: Start, control_plane: ControlPlane
 ) -> None:
