@@ -174,6 +174,16 @@ class Api:
                 return items
             params["continue"] = token
 
+    async def record_bytes(self, namespace: str) -> float | None:
+        """Mean size of the namespace's publication records as stored: etcd keeps a
+        custom resource as its JSON, managedFields included (None: no records)."""
+        body = await self._send("GET", f"{API}/namespaces/{namespace}/publications")
+        items = body.get("items") or []
+        if not items:
+            return None
+        sizes = [len(json.dumps(item, separators=(",", ":"))) for item in items]
+        return sum(sizes) / len(sizes)
+
     async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._send("GET", f"{API}/namespaces/{namespace}/scheduledposts/{name}")
 
@@ -209,16 +219,18 @@ class Writes:
     events: int  # successful Event creates/patches
     lost_cas: int  # status writes answered 409 or 422: lost compare-and-swaps
     by_key: dict[str, int]
+    ledger: int = 0  # successful writes to publications (the publication ledger)
 
     @property
     def total(self) -> int:
-        return self.status + self.other_post_writes + self.events
+        return self.status + self.other_post_writes + self.events + self.ledger
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "status_writes": self.status,
             "other_post_writes": self.other_post_writes,
             "event_writes": self.events,
+            "ledger_writes": self.ledger,
             "lost_cas": self.lost_cas,
             "total": self.total,
         }
@@ -230,7 +242,7 @@ def writes_between(
     *,
     ignore_post_creates: bool = True,
 ) -> Writes:
-    status = other = events = lost = 0
+    status = other = events = lost = ledger = 0
     by_key: dict[str, int] = {}
     for key, value in after.items():
         delta = value - before.get(key, 0)
@@ -249,7 +261,9 @@ def writes_between(
                 other += delta
         elif resource == "events" and ok:
             events += delta
-    return Writes(status, other, events, lost, by_key)
+        elif resource == "publications" and ok:
+            ledger += delta
+    return Writes(status, other, events, lost, by_key, ledger)
 
 
 def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:

@@ -99,6 +99,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 (name, "writes per post", _fmt(b["writes_per_post"])),
                 (
                     name,
+                    "of which status / publication ledger / Events",
+                    " / ".join(
+                        _fmt(b["writes"].get(k, 0) / max(b["posts"], 1))
+                        for k in ("status_writes", "ledger_writes", "event_writes")
+                    ),
+                ),
+                (name, "bytes per publication record", _fmt(b.get("bytes_per_record"))),
+                (
+                    name,
                     "lost CAS (API 409/422) / herald_claim_conflicts",
                     f"{b['lost_cas_apiserver']} / {b['claim_conflicts_herald']:.0f}",
                 ),

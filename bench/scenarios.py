@@ -664,10 +664,12 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
         bench, [(ns, n)], metrics, publish_urls, profile=f"burst-{n}" if replicas == 1 else None
     )
     conflicts = _conflicts(publish_urls)
+    record_bytes = await bench.api.record_bytes(ns)
     await bench.stop_all()
     lateness = _lateness(got["arrivals"][ns])
     return {
         "posts": n,
+        "bytes_per_record": None if record_bytes is None else round(record_bytes),
         "replicas": replicas,
         "created_in_s": got["created_in_s"],
         "known_before_due_s": got["known_before_due_s"],
