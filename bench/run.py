@@ -84,7 +84,7 @@ def start_control_plane(workdir: Path) -> ControlPlane:
     cp.start()
     cp.kubectl("apply", "-f", str(CRD.parent))  # ScheduledPost and the Publication ledger
     for crd in ("scheduledposts.herald.dev", "publications.herald.dev"):
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{crd}")
+        cp.wait_established(crd)
     return cp
 
 
