@@ -15,6 +15,10 @@ from tests.support.controlplane import REPO, ControlPlane
 
 CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
 PUBLICATION_CRD = REPO / "crds" / "publications.herald.dev.yaml"
+ACCOUNT_CRDS = [
+    REPO / "crds" / "socialaccounts.herald.dev.yaml",
+    REPO / "crds" / "clustersocialaccounts.herald.dev.yaml",
+]
 _counter = itertools.count()
 
 
@@ -23,9 +27,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp = ControlPlane(workdir=tmp_path_factory.mktemp("control-plane"))
     cp.start()
     try:
-        cp.kubectl("apply", "-f", str(CRD), "-f", str(PUBLICATION_CRD))
+        accounts = [arg for crd in ACCOUNT_CRDS for arg in ("-f", str(crd))]
+        cp.kubectl("apply", "-f", str(CRD), "-f", str(PUBLICATION_CRD), *accounts)
         cp.wait_established("scheduledposts.herald.dev")
         cp.wait_established("publications.herald.dev")
+        cp.wait_established("socialaccounts.herald.dev")
+        cp.wait_established("clustersocialaccounts.herald.dev")
         yield cp
     finally:
         cp.stop()

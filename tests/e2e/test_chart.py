@@ -358,7 +358,12 @@ def post(name: str, namespace: str) -> str:
 
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
-    names = ["publications.herald.dev.yaml", "scheduledposts.herald.dev.yaml"]
+    names = [
+        "clustersocialaccounts.herald.dev.yaml",
+        "publications.herald.dev.yaml",
+        "scheduledposts.herald.dev.yaml",
+        "socialaccounts.herald.dev.yaml",
+    ]
     for name in names:
         top = REPO / "crds" / name
         assert (CHART_CRD.parent / name).read_bytes() == top.read_bytes(), (
@@ -1733,8 +1738,10 @@ def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
     assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
     crds = find(own, "CustomResourceDefinition")
     assert sorted(c["metadata"]["name"] for c in crds) == [
+        "clustersocialaccounts.herald.dev",
         "publications.herald.dev",
         "scheduledposts.herald.dev",
+        "socialaccounts.herald.dev",
     ]
     assert all("annotations" not in crd["metadata"] for crd in crds)
 
@@ -1823,12 +1830,13 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
     crd["spec"]["group"] = group
     crd_file = chart / "files" / "crds" / CHART_CRD.name
     crd_file.write_text(yaml.safe_dump(crd))
-    # The Publication ledger's CRD moves with it (the cluster's own stays untouched).
-    ledger_file = chart / "files" / "crds" / "publications.herald.dev.yaml"
-    ledger_crd = yaml.safe_load(ledger_file.read_text())
-    ledger_crd["metadata"]["name"] = f"publications.{group}"
-    ledger_crd["spec"]["group"] = group
-    ledger_file.write_text(yaml.safe_dump(ledger_crd))
+    # The other CRDs move with it (the cluster's own stay untouched).
+    for plural in ("publications", "socialaccounts", "clustersocialaccounts"):
+        other_file = chart / "files" / "crds" / f"{plural}.herald.dev.yaml"
+        other_crd = yaml.safe_load(other_file.read_text())
+        other_crd["metadata"]["name"] = f"{plural}.{group}"
+        other_crd["spec"]["group"] = group
+        other_file.write_text(yaml.safe_dump(other_crd))
     release = f"crd-{namespace}"
 
     def served() -> dict[str, Any]:
