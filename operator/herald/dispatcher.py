@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from herald import engine
+from herald.accountstore import AccountStore
 from herald.cache import Entry, PostCache
 from herald.clock import Clock
 from herald.kube import KubeClient, KubeError, NotFound
@@ -102,6 +103,7 @@ class Dispatcher:
         self.queue = FairQueue()
         self.tracks: dict[str, Track] = {}
         self.targets = Targets(self)
+        self.accounts = AccountStore(kube, clock.monotonic)
         self.sender = Sender(self, n8n)
         self.stopping = False
         self.wakeup = asyncio.Event()

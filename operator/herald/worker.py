@@ -16,8 +16,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from herald import engine
+from herald.accounts import HOLD_RECHECK_SECONDS, Held, Refused
 from herald.cache import Entry
 from herald.kube import Conflict, KubeError, NotFound
+from herald.models import AccountRef
 from herald.track import Track, View
 from herald.writer import post_context
 
@@ -167,6 +169,11 @@ class Workers:
             return None
         if decision.status is None:
             return None
+        if decision.action is engine.Action.CLAIM:
+            vetted = await self._vet_account(track, post, decision)
+            if vetted is None:
+                return None
+            decision = vetted
         if decision.action is engine.Action.CLAIM and self.d.targets.held_back(track, post):
             return None
         now = self.d.now()
@@ -188,6 +195,36 @@ class Workers:
             if self.d.now() >= engine.send_at(claimed.post.status):
                 await self.d.sender.send(track)
         return None
+
+    async def _vet_account(
+        self, track: Track, post: engine.Post, claim: engine.Decision
+    ) -> engine.Decision | None:
+        """The claim with the account it is sent as, or, when the post may not publish
+        as its account, the decision that fails (or holds) it instead: nothing of a
+        refused post is ever sent. None: the accounts could not be read (backing off)."""
+        spec = post.spec
+        try:
+            found = await self.d.accounts.resolve(
+                post.namespace, spec.account, spec.channel, spec.target
+            )
+        except KubeError as exc:
+            log.warning(
+                "%s/%s: cannot read its account (%s); not claiming yet",
+                post.namespace,
+                post.name,
+                exc,
+                extra=post_context(post),
+            )
+            self.d.backoff(track)
+            return None
+        now = self.d.now()
+        if isinstance(found, Refused):
+            return engine.account_refused(post, now, found.reason, found.message)
+        if isinstance(found, Held):
+            return engine.account_held(post, now, found.message, HOLD_RECHECK_SECONDS)
+        account = found.account
+        ref = AccountRef(kind=account.kind, name=account.name, handle=account.spec.handle)
+        return engine.with_account(claim, ref)
 
     async def _delete(self, track: Track, view: View) -> None:
         post = view.post

@@ -1,0 +1,108 @@
+"""Reads what account resolution needs (herald.accounts) from the API server, with a short
+cache.
+
+Accounts are read when a post is claimed, not watched: a namespace has a few accounts and
+a cluster a few ClusterSocialAccounts, and the check must see a relabelled namespace or a
+suspended account at once, which a read does without another watch stream and its cache.
+Reads are cached for CACHE_SECONDS per namespace (its SocialAccounts and labels) and per
+ClusterSocialAccount name, so a burst of posts in one namespace costs one read. A
+refusal is final for the post, so it is never decided from the cache: the store reads
+again and resolves once more before refusing. A stale cache can therefore only let a post
+through that a change made less than CACHE_SECONDS ago would refuse, never refuse one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from pydantic import ValidationError
+
+from herald import accounts
+from herald.accounts import Account, Candidates, Refused, Resolution
+from herald.kube import NotFound
+from herald.models import Channel, parse_account
+
+log = logging.getLogger("herald.accounts")
+CACHE_SECONDS = 5.0
+T = TypeVar("T")
+
+
+class AccountReader(Protocol):
+    async def list_accounts(self, namespace: str) -> list[dict[str, Any]]: ...
+    async def get_cluster_account(self, name: str) -> dict[str, Any]: ...
+    async def namespace_labels(self, namespace: str) -> dict[str, str]: ...
+
+
+def _account(obj: dict[str, Any], cluster: bool) -> Account | None:
+    meta = obj.get("metadata") or {}
+    try:
+        spec = parse_account(obj.get("spec") or {}, cluster)
+    except ValidationError as exc:
+        # Stored before a rule existed, or written around the schema: unusable, and named.
+        log.warning("account %s/%s is not valid: %s", meta.get("namespace"), meta.get("name"), exc)
+        return None
+    return Account(str(meta["name"]), spec, None if cluster else str(meta["namespace"]))
+
+
+class AccountStore:
+    """Resolves posts' accounts; `monotonic` is the clock the cache expires by."""
+
+    def __init__(self, kube: AccountReader, monotonic: Callable[[], float]) -> None:
+        self.kube = kube
+        self.monotonic = monotonic
+        self._own: dict[str, tuple[float, list[Account]]] = {}
+        self._labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._cluster: dict[str, tuple[float, Account | None]] = {}
+
+    async def _cached(
+        self,
+        table: dict[str, tuple[float, T]],
+        key: str,
+        fresh: bool,
+        read: Callable[[], Awaitable[T]],
+    ) -> T:
+        now = self.monotonic()
+        hit = table.get(key)
+        if hit is not None and not fresh and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        value = await read()
+        table[key] = (now, value)
+        return value
+
+    async def _read_own(self, namespace: str) -> list[Account]:
+        items = await self.kube.list_accounts(namespace)
+        return [a for a in (_account(obj, False) for obj in items) if a is not None]
+
+    async def _read_cluster(self, name: str) -> Account | None:
+        try:
+            obj = await self.kube.get_cluster_account(name)
+        except NotFound:
+            return None
+        return _account(obj, True)
+
+    async def candidates(self, namespace: str, name: str | None, fresh: bool) -> Candidates:
+        own = await self._cached(self._own, namespace, fresh, lambda: self._read_own(namespace))
+        cluster = None
+        labels: dict[str, str] = {}
+        if name is not None and all(a.name != name for a in own):
+            cluster = await self._cached(
+                self._cluster, name, fresh, lambda: self._read_cluster(name)
+            )
+            if cluster is not None:
+                labels = await self._cached(
+                    self._labels, namespace, fresh, lambda: self.kube.namespace_labels(namespace)
+                )
+        return Candidates(namespace, labels, own, cluster)
+
+    async def resolve(
+        self, namespace: str, name: str | None, channel: Channel, target: str
+    ) -> Resolution:
+        """The post's account; raises KubeError when the API server cannot be read."""
+        found = await self.candidates(namespace, name, fresh=False)
+        result = accounts.resolve(name, channel, target, found)
+        if isinstance(result, Refused):
+            found = await self.candidates(namespace, name, fresh=True)
+            result = accounts.resolve(name, channel, target, found)
+        return result
