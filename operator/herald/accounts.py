@@ -28,6 +28,7 @@ from herald.models import (
     CLUSTER_ACCOUNT_KIND,
     Channel,
     ClusterSocialAccountSpec,
+    ConditionStatus,
     LabelSelector,
     NamespacedAccountSpec,
     NamespacesFrom,
@@ -195,3 +196,29 @@ def _check(account: Account, channel: Channel, target: str, ns: str) -> Resoluti
             "published once it is resumed",
         )
     return Resolved(account)
+
+
+def readiness(
+    spec: SocialAccountSpec, targets: frozenset[str] | None
+) -> tuple[ConditionStatus, str, str]:
+    """The account's Ready condition (status, reason, message), from its spec and the
+    operator's configured n8n targets."""
+    if targets is not None and spec.target not in targets:
+        configured = ", ".join(sorted(targets)) or "none"
+        return (
+            ConditionStatus.FALSE,
+            "TargetUnknown",
+            f"spec.target {spec.target} is not configured in the operator (configured: "
+            f"{configured}): posts using this account fail with UnknownTarget",
+        )
+    if spec.suspend:
+        return (
+            ConditionStatus.FALSE,
+            "Suspended",
+            "spec.suspend is true: posts using this account are held until it is resumed",
+        )
+    return (
+        ConditionStatus.TRUE,
+        "Ready",
+        f"posts publish as {spec.handle} through n8n target {spec.target}",
+    )

@@ -13,6 +13,7 @@ through that a change made less than CACHE_SECONDS ago would refuse, never refus
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -21,8 +22,8 @@ from pydantic import ValidationError
 
 from herald import accounts
 from herald.accounts import Account, Candidates, Refused, Resolution
-from herald.kube import NotFound
-from herald.models import Channel, parse_account
+from herald.kube import KubeError, NotFound
+from herald.models import Channel, format_time, parse_account
 
 log = logging.getLogger("herald.accounts")
 CACHE_SECONDS = 5.0
@@ -106,3 +107,48 @@ class AccountStore:
             found = await self.candidates(namespace, name, fresh=True)
             result = accounts.resolve(name, channel, target, found)
         return result
+
+
+class StatusWriter(Protocol):
+    async def patch_account_status(
+        self, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None: ...
+
+
+async def report_ready(
+    kube: StatusWriter, obj: dict[str, Any], targets: frozenset[str] | None, now: dt.datetime
+) -> bool:
+    """Write the account's Ready condition when it changed; True when written. A failed
+    write is logged and left to the account's next event."""
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    account = _account(obj, cluster=namespace is None)
+    if account is None:
+        return False
+    state, reason, message = accounts.readiness(account.spec, targets)
+    generation = int(meta.get("generation") or 1)
+    status = obj.get("status") or {}
+    old = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if (
+        old is not None
+        and (old.get("status"), old.get("reason"), old.get("message")) == (state, reason, message)
+        and status.get("observedGeneration") == generation
+    ):
+        return False
+    since = old["lastTransitionTime"] if old and old.get("status") == state else format_time(now)
+    condition = {
+        "type": "Ready",
+        "status": state.value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+    try:
+        await kube.patch_account_status(
+            namespace, account.name, {"conditions": [condition], "observedGeneration": generation}
+        )
+    except KubeError as exc:
+        log.warning("cannot write the status of %s: %s", account.ref, exc)
+        return False
+    return True

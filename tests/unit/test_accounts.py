@@ -6,13 +6,14 @@ store's rule that a refusal is never decided from its cache.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
 from herald import accounts
 from herald.accounts import Account, Candidates, Held, Refusal, Refused, Resolved
-from herald.accountstore import CACHE_SECONDS, AccountStore
+from herald.accountstore import CACHE_SECONDS, AccountStore, report_ready
 from herald.models import Channel, LabelSelector, parse_account
 from tests.support.fake_kube import FakeKube
 
@@ -242,3 +243,40 @@ async def test_a_refusal_is_read_fresh_not_decided_from_the_cache() -> None:
     now[0] += CACHE_SECONDS / 10
     second = await store.resolve("team-b", "shared", Channel.LINKEDIN, "default")
     assert isinstance(second, Resolved)
+
+
+class StatusSink:
+    def __init__(self) -> None:
+        self.written: list[tuple[str | None, str, dict[str, Any]]] = []
+
+    async def patch_account_status(
+        self, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        self.written.append((namespace, name, status))
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "reason"),
+    [
+        ({"target": "default"}, "True", "Ready"),
+        ({"target": "eu"}, "False", "TargetUnknown"),
+        ({"suspend": True}, "False", "Suspended"),
+    ],
+)
+async def test_ready_condition_is_written_once_per_change(
+    spec: dict[str, Any], status: str, reason: str
+) -> None:
+    obj: dict[str, Any] = {
+        "metadata": {"name": "brand", "namespace": "team-a", "generation": 3},
+        "spec": {"channel": "x", "handle": "@brand", **spec},
+    }
+    sink = StatusSink()
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert await report_ready(sink, obj, frozenset({"default"}), now)
+    [(ns, name, written)] = sink.written
+    assert (ns, name, written["observedGeneration"]) == ("team-a", "brand", 3)
+    [cond] = written["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", status, reason)
+    # The watch echoes the write: nothing more to write.
+    assert not await report_ready(sink, {**obj, "status": written}, frozenset({"default"}), now)
+    assert len(sink.written) == 1

@@ -1,0 +1,249 @@
+"""Accounts as Kubernetes objects (issue #22), against the real API server and operator.
+
+Who may post as whom: a post publishes only as a SocialAccount of its own namespace or a
+ClusterSocialAccount that admits its namespace, resolved when it is claimed; every
+refusal fails the post before anything reaches n8n. The chart's roles let people who may
+post in a namespace read its accounts, not make new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.conftest import Posts, in_seconds
+from tests.support.accounts import account
+from tests.support.controlplane import REPO, ControlPlane
+from tests.support.fake_n8n import FakeN8n, Reply
+from tests.support.herald_proc import HeraldProcess
+
+Start = Callable[..., HeraldProcess]
+PUBLISHED = Reply(200, {"status": "published", "externalId": "urn:li:share:1"})
+
+
+@pytest.fixture
+def published_n8n() -> Iterator[FakeN8n]:
+    """n8n answering `published` at once: a post that reaches it ends Published."""
+    with FakeN8n(PUBLISHED) as fake:
+        yield fake
+
+
+def create(cp: ControlPlane, *objs: dict[str, Any]) -> None:
+    items = {"apiVersion": "v1", "kind": "List", "items": list(objs)}
+    cp.kubectl("create", "-f", "-", input=json.dumps(items))
+
+
+def team(cp: ControlPlane, prefix: str, **labels: str) -> str:
+    """A namespace without any account (unlike the `namespace` fixture's)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    cp.kubectl("create", "namespace", name)
+    if labels:
+        cp.kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in labels.items()))
+    return name
+
+
+def start(herald: Start, n8n: FakeN8n, namespace: str, *teams: str) -> HeraldProcess:
+    return herald(n8n.url, namespaces=json.dumps([namespace, *teams]))
+
+
+def failed_with(posts: Posts, name: str, reason: str) -> dict[str, Any]:
+    status = posts.wait_phase(name, "Failed", 30)
+    assert status["lastError"]["code"] == reason, status
+    assert status["lastError"]["class"] == "Permanent"
+    cond = {c["type"]: c for c in status["conditions"]}
+    assert cond["Published"]["reason"] == reason
+    return status
+
+
+def test_a_post_naming_another_namespaces_account_fails_and_reaches_no_n8n(
+    control_plane: ControlPlane,
+    admin_client: httpx.Client,
+    namespace: str,
+    published_n8n: FakeN8n,
+    herald: Start,
+) -> None:
+    team_a, team_b = team(control_plane, "team-a"), team(control_plane, "team-b")
+    create(
+        control_plane,
+        account(team_a, "brand-a", channel="linkedin", handle="urn:li:organization:1000001"),
+    )
+    start(herald, published_n8n, namespace, team_a, team_b)
+    b = Posts(control_plane, admin_client, team_b)
+    b.create("as-team-a", in_seconds(0), account="brand-a")
+    status = failed_with(b, "as-team-a", "UnknownAccount")
+    assert "brand-a" in status["message"] and team_b in status["message"]
+    b.wait_event("as-team-a", "UnknownAccount")
+    # Team a's own post publishes as its account: the operator was working all along.
+    a = Posts(control_plane, admin_client, team_a)
+    a.create("own", in_seconds(0), account="brand-a")
+    a.wait_phase("own", "Published", 30)
+    assert a.status("own")["account"] == {
+        "kind": "SocialAccount",
+        "name": "brand-a",
+        "handle": "urn:li:organization:1000001",
+    }
+    assert published_n8n.for_post("as-team-a") == []
+    (sent,) = published_n8n.for_post("own")
+    assert sent.body["account"]["handle"] == "urn:li:organization:1000001"
+
+
+def test_a_cluster_account_admits_only_the_namespaces_it_selects(
+    control_plane: ControlPlane,
+    admin_client: httpx.Client,
+    namespace: str,
+    published_n8n: FakeN8n,
+    herald: Start,
+) -> None:
+    team_b = team(control_plane, "team-b", team="b")
+    shared = f"shared-{uuid.uuid4().hex[:6]}"
+    create(
+        control_plane,
+        account(
+            None,
+            shared,
+            channel="linkedin",
+            handle="urn:li:organization:2000002",
+            allowedNamespaces={"from": "Selector", "selector": {"matchLabels": {"team": "a"}}},
+        ),
+    )
+    start(herald, published_n8n, namespace, team_b)
+    b = Posts(control_plane, admin_client, team_b)
+    b.create("refused", in_seconds(0), account=shared)
+    status = failed_with(b, "refused", "AccountNotAllowed")
+    assert shared in status["message"] and team_b in status["message"]
+    assert published_n8n.for_post("refused") == []
+
+    # Labelled team=a, the namespace is admitted at once (a refusal is never decided
+    # from the operator's cache), and a new post publishes as the shared account.
+    control_plane.kubectl("label", "namespace", team_b, "team=a", "--overwrite")
+    b.create("admitted", in_seconds(0), account=shared)
+    b.wait_phase("admitted", "Published", 30)
+    (sent,) = published_n8n.for_post("admitted")
+    assert sent.body["account"] == {
+        "kind": "ClusterSocialAccount",
+        "name": shared,
+        "handle": "urn:li:organization:2000002",
+        "channel": "linkedin",
+    }
+    assert b.status("refused")["phase"] == "Failed"  # a refusal is final
+
+
+def test_a_raw_handle_in_spec_account_is_never_the_author(
+    posts: Posts, published_n8n: FakeN8n, herald: Start
+) -> None:
+    """The issue's exploit: a URN in spec.account published as that company page. The
+    namespace's default LinkedIn account even has that URN as its handle: spec.account
+    still names an account object, and there is none of that name."""
+    herald(published_n8n.url)
+    posts.create("urn", in_seconds(0), account="urn:li:organization:2414183")
+    status = failed_with(posts, "urn", "UnknownAccount")
+    assert "urn:li:organization:2414183" in status["message"]
+    assert posts.namespace in status["message"]
+    time.sleep(1)  # anything sent would have arrived by now
+    assert published_n8n.for_post("urn") == []
+
+
+def test_channel_mismatch_and_suspended_account(
+    posts: Posts, control_plane: ControlPlane, published_n8n: FakeN8n, herald: Start
+) -> None:
+    create(
+        control_plane,
+        account(posts.namespace, "on-x", channel="x", handle="@brand"),
+        account(
+            posts.namespace, "paused", channel="linkedin", handle="urn:li:person:9", suspend=True
+        ),
+    )
+    herald(published_n8n.url)
+    posts.create("wrong-network", in_seconds(0), account="on-x")
+    failed_with(posts, "wrong-network", "AccountChannelMismatch")
+    posts.create("held", in_seconds(0), account="paused")
+    held = posts.wait(
+        "held", lambda s: "suspended" in (s.get("message") or ""), 30, "held by its account"
+    )
+    assert held["phase"] == "Scheduled" and held["attempt"] == 0
+    posts.wait_event("held", "AccountSuspended")
+    assert published_n8n.for_post("wrong-network") == published_n8n.for_post("held") == []
+    # The account's Ready condition says why.
+    ready = json.loads(
+        control_plane.kubectl(
+            "get", "socialaccount", "paused", "-n", posts.namespace, "-o", "json"
+        ).stdout
+    )
+    (cond,) = ready["status"]["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", "False", "Suspended")
+
+
+# --- RBAC: the chart's roles, as real requests of a user bound to them -------------------
+
+
+def chart_role(cp: ControlPlane, role: str, prefix: str) -> str:
+    """The chart's ClusterRole `herald-<role>` (from manifests/herald.yaml, which a test
+    keeps identical to the chart), created under a name of this test's own and without
+    the aggregation labels, so that nothing else in the session is affected."""
+    docs = yaml.safe_load_all((REPO / "manifests" / "herald.yaml").read_text())
+    (found,) = [
+        d
+        for d in docs
+        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == f"herald-{role}"
+    ]
+    name = f"{prefix}-herald-{role}"
+    found["metadata"] = {"name": name}
+    create(cp, found)
+    return name
+
+
+def as_user(cp: ControlPlane, user: str, *args: str) -> Any:
+    return cp.kubectl(*args, f"--as={user}", check=False)
+
+
+def test_herald_edit_may_post_and_read_accounts_but_not_create_one(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    edit = chart_role(control_plane, "edit", namespace)
+    admin = chart_role(control_plane, "admin", namespace)
+    for user, role in (("poster", edit), ("owner", admin)):
+        control_plane.kubectl(
+            "create",
+            "rolebinding",
+            user,
+            f"--clusterrole={role}",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+    new_account = json.dumps(
+        account(namespace, "mine", channel="linkedin", handle="urn:li:organization:666")
+    )
+    post = json.dumps(
+        {
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "ScheduledPost",
+            "metadata": {"name": "allowed", "namespace": namespace},
+            "spec": {"publishAt": in_seconds(86400), "content": {"text": "hi"}, "suspend": True},
+        }
+    )
+    refused = control_plane.kubectl(
+        "create", "-f", "-", "--as=poster", input=new_account, check=False
+    )
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr and "socialaccounts" in refused.stderr
+    made = control_plane.kubectl("create", "-f", "-", "--as=poster", input=post, check=False)
+    assert made.returncode == 0, made.stderr
+    listed = as_user(
+        control_plane, "poster", "get", "socialaccounts", "-n", namespace, "-o", "name"
+    )
+    assert listed.returncode == 0 and "linkedin-default" in listed.stdout
+    owned = control_plane.kubectl("create", "-f", "-", "--as=owner", input=new_account, check=False)
+    assert owned.returncode == 0, owned.stderr
+    cluster = json.dumps(
+        account(None, f"{namespace}-c", channel="x", handle="@c", allowedNamespaces={"from": "All"})
+    )
+    denied = control_plane.kubectl("create", "-f", "-", "--as=owner", input=cluster, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
