@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Posts, in_seconds
+from tests.e2e.test_plugin import kubectl_herald
 from tests.support.accounts import account
 from tests.support.controlplane import REPO, ControlPlane
 from tests.support.fake_n8n import FakeN8n, Reply
@@ -247,3 +248,28 @@ def test_herald_edit_may_post_and_read_accounts_but_not_create_one(
     )
     denied = control_plane.kubectl("create", "-f", "-", "--as=owner", input=cluster, check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr
+
+
+def test_kubectl_herald_accounts_shows_what_a_namespace_may_use(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    team_a = team(control_plane, "team-a", team="a")
+    shared = f"shared-{uuid.uuid4().hex[:6]}"
+    create(
+        control_plane,
+        account(team_a, "brand-a", channel="mastodon", handle="@brand@example.social"),
+        account(
+            None,
+            shared,
+            channel="linkedin",
+            handle="urn:li:organization:3",
+            allowedNamespaces={"from": "Selector", "selector": {"matchLabels": {"team": "a"}}},
+        ),
+    )
+    out = kubectl_herald(control_plane, "accounts", "-n", team_a).stdout
+    rows = [line.split()[:4] for line in out.splitlines()[1:]]
+    assert ["SocialAccount", "brand-a", "mastodon", "@brand@example.social"] in rows
+    assert ["ClusterSocialAccount", shared, "linkedin", "urn:li:organization:3"] in rows
+    # The fixture's namespace is not labelled team=a: the shared account is not its.
+    other = kubectl_herald(control_plane, "accounts", "-n", namespace).stdout
+    assert shared not in other and "linkedin-default" in other
