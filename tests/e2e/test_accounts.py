@@ -273,3 +273,43 @@ def test_kubectl_herald_accounts_shows_what_a_namespace_may_use(
     # The fixture's namespace is not labelled team=a: the shared account is not its.
     other = kubectl_herald(control_plane, "accounts", "-n", namespace).stdout
     assert shared not in other and "linkedin-default" in other
+
+
+def test_a_resource_quota_caps_how_many_posts_a_namespace_holds(
+    control_plane: ControlPlane, admin_client: httpx.Client
+) -> None:
+    """Kubernetes' own object-count quota (README, Teams and brands): the API server
+    refuses the post past it. Without kube-controller-manager here, the quota's status is
+    set as its controller would (hard, used 0); the API server's admission counts on."""
+    ns = team(control_plane, "quota")
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "posts", "namespace": ns},
+        "spec": {"hard": {"count/scheduledposts.herald.dev": "2"}},
+    }
+    create(control_plane, quota)
+    status = {
+        "hard": {"count/scheduledposts.herald.dev": "2"},
+        "used": {"count/scheduledposts.herald.dev": "0"},
+    }
+    response = admin_client.put(
+        f"/api/v1/namespaces/{ns}/resourcequotas/posts/status",
+        json={**quota, "metadata": {**quota["metadata"]}, "status": status},
+    )
+    assert response.status_code == 200, response.text
+    posts = Posts(control_plane, admin_client, ns)
+    posts.create("one", in_seconds(86400), suspend=True)
+    posts.create("two", in_seconds(86400), suspend=True)
+    body = {
+        "apiVersion": "herald.dev/v1alpha1",
+        "kind": "ScheduledPost",
+        "metadata": {"name": "three", "namespace": ns},
+        "spec": {"publishAt": in_seconds(86400), "content": {"text": "three"}},
+    }
+    refused = admin_client.post(
+        f"/apis/herald.dev/v1alpha1/namespaces/{ns}/scheduledposts", json=body
+    )
+    assert refused.status_code == 403, refused.text
+    assert "exceeded quota: posts" in refused.json()["message"]
+    assert posts.names() == ["one", "two"]
