@@ -19,7 +19,9 @@ caller (`herald.accountstore`) reads the accounts and the namespace's labels.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -221,4 +223,62 @@ def readiness(
         ConditionStatus.TRUE,
         "Ready",
         f"posts publish as {spec.handle} through n8n target {spec.target}",
+    )
+
+
+# --- quotas: limits.postsPerHour / postsPerDay ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One quota window of an account: `limit` posts between `start` and `end` (UTC)."""
+
+    name: str
+    """hour or day, for messages."""
+    key: str
+    """The window's identity in slot names: h2026120309, d20261203."""
+    limit: int
+    start: dt.datetime
+    end: dt.datetime
+
+
+def windows(account: Account, now: dt.datetime) -> list[Window]:
+    """The account's quota windows that contain `now`: the clock hour and the UTC day."""
+    limits = account.spec.limits
+    if limits is None:
+        return []
+    now = now.astimezone(dt.UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    day = hour.replace(hour=0)
+    found = []
+    if limits.posts_per_hour is not None:
+        found.append(
+            Window(
+                "hour",
+                f"h{hour:%Y%m%d%H}",
+                limits.posts_per_hour,
+                hour,
+                hour + dt.timedelta(hours=1),
+            )
+        )
+    if limits.posts_per_day is not None:
+        found.append(
+            Window("day", f"d{day:%Y%m%d}", limits.posts_per_day, day, day + dt.timedelta(days=1))
+        )
+    return found
+
+
+def slot_name(account: Account, window: Window, index: int) -> str:
+    """The name of slot `index` of `window`: the same for every replica, and a valid
+    object name whatever the account's names are."""
+    ident = f"{account.kind}/{account.namespace or ''}/{account.name}/{window.key}/{index}"
+    return f"herald-quota-{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
+
+
+def quota_message(account: Account, window: Window, namespace: str) -> str:
+    return (
+        f"QuotaExceeded: {account.ref} has published its {window.limit} posts of this "
+        f"{window.name} (limits.postsPer{window.name.capitalize()}); the post in namespace "
+        f"{namespace} waits for the next {window.name}, from "
+        f"{window.end.strftime('%Y-%m-%dT%H:%M:%SZ')}"
     )

@@ -1,5 +1,5 @@
 """Reads what account resolution needs (herald.accounts) from the API server, with a short
-cache.
+cache; takes the accounts' quota slots.
 
 Accounts are read when a post is claimed, not watched: a namespace has a few accounts and
 a cluster a few ClusterSocialAccounts, and the check must see a relabelled namespace or a
@@ -9,11 +9,20 @@ ClusterSocialAccount name, so a burst of posts in one namespace costs one read. 
 refusal is final for the post, so it is never decided from the cache: the store reads
 again and resolves once more before refusing. A stale cache can therefore only let a post
 through that a change made less than CACHE_SECONDS ago would refuse, never refuse one.
+
+Quotas (limits.postsPerHour/postsPerDay) are counted in durable slots: slot i of an
+account's window is a Lease named after (account, window, i), created if absent, holding
+the uid of the post that took it, in one namespace every replica shares (the operator's
+own). Creating an object is atomic, so two replicas, or a replica and its restarted self,
+never both take one slot: a window of N posts has at most N slots, whoever counts. A post
+finds its own slot again (a claim written after the slot was lost to a race, say): one
+slot per post per window. Slots of days before yesterday are deleted hourly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -21,8 +30,8 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from herald import accounts
-from herald.accounts import Account, Candidates, Refused, Resolution
-from herald.kube import KubeError, NotFound
+from herald.accounts import Account, Candidates, Refused, Resolution, Window, slot_name, windows
+from herald.kube import Conflict, KubeError, NotFound
 from herald.models import Channel, format_time, parse_account
 
 log = logging.getLogger("herald.accounts")
@@ -152,3 +161,74 @@ async def report_ready(
         log.warning("cannot write the status of %s: %s", account.ref, exc)
         return False
     return True
+
+
+SWEEP_SECONDS = 3600.0
+QUOTA_LABEL = "herald.dev/quota"
+DAY_LABEL = "herald.dev/quota-day"
+
+
+class SlotStore(Protocol):
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, labels: dict[str, str]
+    ) -> dict[str, Any]: ...
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    async def delete_leases(self, namespace: str, selector: str) -> None: ...
+
+
+class Quotas:
+    """Takes quota slots in `namespace`; `monotonic` paces the sweep of old slots."""
+
+    def __init__(self, kube: SlotStore, namespace: str, monotonic: Callable[[], float]) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.monotonic = monotonic
+        self._swept: float | None = None
+
+    async def take(self, account: Account, post_uid: str, now: dt.datetime) -> Window | None:
+        """A slot of each of the account's windows for the post (its own, if it has one);
+        the first window that is full, or None. Raises KubeError."""
+        await self._sweep(now)
+        for window in windows(account, now):
+            if not await self._take(account, window, post_uid, now):
+                return window
+        return None
+
+    async def _take(
+        self, account: Account, window: Window, post_uid: str, now: dt.datetime
+    ) -> bool:
+        group = hashlib.sha256(f"{slot_name(account, window, -1)}".encode()).hexdigest()[:40]
+        labels = {QUOTA_LABEL: group, DAY_LABEL: f"{now.astimezone(dt.UTC):%Y%m%d}"}
+        for _ in range(window.limit + 1):
+            taken = await self.kube.list_leases(self.namespace, f"{QUOTA_LABEL}={group}")
+            holders = {
+                str(o["metadata"]["name"]): (o.get("spec") or {}).get("holderIdentity")
+                for o in taken
+            }
+            if post_uid in holders.values():
+                return True
+            free = [
+                name
+                for name in (slot_name(account, window, i) for i in range(window.limit))
+                if name not in holders
+            ]
+            if not free:
+                return False
+            try:
+                await self.kube.create_lease(self.namespace, free[0], post_uid, labels)
+            except Conflict:
+                continue  # another post took it first: look again
+            return True
+        raise KubeError(f"the quota slots of {account.ref} kept changing; trying again later")
+
+    async def _sweep(self, now: dt.datetime) -> None:
+        mono = self.monotonic()
+        if self._swept is not None and mono - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = mono
+        today = now.astimezone(dt.UTC)
+        keep = ",".join(f"{today - dt.timedelta(days=d):%Y%m%d}" for d in (0, 1))
+        try:
+            await self.kube.delete_leases(self.namespace, f"{DAY_LABEL},{DAY_LABEL} notin ({keep})")
+        except KubeError as exc:
+            log.warning("cannot delete old quota slots in %s: %s", self.namespace, exc)

@@ -82,8 +82,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.initialise(config.targets)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
+    conn = discover()
     kube = KubeClient(
-        discover(),
+        conn,
         component="herald-operator",
         on_connect=metrics.kube_connected,
         # One per dispatch slot; more requests at once wait (herald.kube.POOL_CONNECTIONS).
@@ -109,6 +110,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 name: t.concurrency for name, t in config.targets.items() if t.concurrency
             },
             record_grace=config.record_grace_seconds,
+            # The pod's own namespace (its ServiceAccount's), or the kubeconfig context's.
+            quota_namespace=conn.namespace or "default",
             request_timeout=max((t.timeout_seconds for t in config.targets.values()), default=10.0),
         ),
         kube,

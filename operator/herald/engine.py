@@ -187,6 +187,7 @@ class Reason(enum.StrEnum):
     STATUS_WRITE_REJECTED = "StatusWriteRejected"
     ALREADY_PUBLISHED = "AlreadyPublished"
     ACCOUNT_SUSPENDED = "AccountSuspended"
+    QUOTA_EXCEEDED = "QuotaExceeded"
 
 
 class Action(enum.Enum):
@@ -890,6 +891,16 @@ def account_held(post: Post, now: dt.datetime, msg: str, recheck_seconds: float)
     at = now + dt.timedelta(seconds=recheck_seconds)
     events = () if status.message == msg else (Event("Warning", Reason.ACCOUNT_SUSPENDED, msg),)
     new = _update(status, next_attempt_at=at, message=msg)
+    return with_kstatus(Decision(new, events), now)
+
+
+def quota_exceeded(post: Post, now: dt.datetime, until: dt.datetime, msg: str) -> Decision:
+    """The post's account has used its quota of the window: no claim, no attempt spent;
+    the post keeps its phase and waits for the next window (nextAttemptAt), with a
+    Warning Event QuotaExceeded once per window."""
+    status = post.status
+    events = () if status.message == msg else (Event("Warning", Reason.QUOTA_EXCEEDED, msg),)
+    new = _update(status, next_attempt_at=until, message=msg)
     return with_kstatus(Decision(new, events), now)
 
 

@@ -372,6 +372,45 @@ class KubeClient:
             headers={"Content-Type": "application/merge-patch+json"},
         )
 
+    # --- quota slots (herald.accountstore): Leases, created if absent -------------------
+
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        """Create-if-absent: Conflict (409 AlreadyExists) when the slot is taken."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"holderIdentity": holder},
+        }
+        response = await self._request(
+            "POST",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"create lease {namespace}/{name}",
+            json=body,
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        response = await self._request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"list leases in {namespace}",
+            params={"labelSelector": selector},
+        )
+        items: list[dict[str, Any]] = response.json().get("items") or []
+        return items
+
+    async def delete_leases(self, namespace: str, selector: str) -> None:
+        await self._request(
+            "DELETE",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"delete old leases in {namespace}",
+            params={"labelSelector": selector},
+        )
+
     async def ready(self) -> bool:
         try:
             response = await self._http.get("/readyz", timeout=3.0, extensions=self._extensions)

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from herald import engine
-from herald.accounts import HOLD_RECHECK_SECONDS, Held, Refused
+from herald.accounts import HOLD_RECHECK_SECONDS, Held, Refused, quota_message
 from herald.cache import Entry
 from herald.kube import Conflict, KubeError, NotFound
 from herald.models import AccountRef
@@ -223,6 +223,22 @@ class Workers:
         if isinstance(found, Held):
             return engine.account_held(post, now, found.message, HOLD_RECHECK_SECONDS)
         account = found.account
+        if account.spec.limits is not None:
+            try:
+                full = await self.d.quotas.take(account, post.uid, now)
+            except KubeError as exc:
+                log.warning(
+                    "%s/%s: cannot count its account's quota (%s); not claiming yet",
+                    post.namespace,
+                    post.name,
+                    exc,
+                    extra=post_context(post),
+                )
+                self.d.backoff(track)
+                return None
+            if full is not None:
+                msg = quota_message(account, full, post.namespace)
+                return engine.quota_exceeded(post, now, full.end, msg)
         ref = AccountRef(kind=account.kind, name=account.name, handle=account.spec.handle)
         return engine.with_account(claim, ref)
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import Posts, in_seconds
+from tests.e2e.conftest import Posts, in_seconds, parse_time
 from tests.e2e.test_plugin import kubectl_herald
 from tests.support.accounts import account
 from tests.support.controlplane import REPO, ControlPlane
@@ -313,3 +313,83 @@ def test_a_resource_quota_caps_how_many_posts_a_namespace_holds(
     assert refused.status_code == 403, refused.text
     assert "exceeded quota: posts" in refused.json()["message"]
     assert posts.names() == ["one", "two"]
+
+
+# --- quotas: limits.postsPerHour, exact across a restart and two replicas ---------------
+
+
+def away_from_the_hour() -> None:
+    """The test's posts must fall in one clock hour: wait out the last 40 s of an hour."""
+    left = 3600 - time.time() % 3600
+    if left < 40:
+        time.sleep(left + 1)
+
+
+def over_quota(posts: Posts, names: list[str], n8n: FakeN8n) -> tuple[list[str], list[str]]:
+    """Wait until each post was sent or waits for the next hour: (sent, waiting)."""
+
+    def settled() -> bool:
+        return all(
+            n8n.for_post(name) or "QuotaExceeded" in (posts.status(name).get("message") or "")
+            for name in names
+        )
+
+    deadline = time.monotonic() + 40
+    while not settled():
+        assert time.monotonic() < deadline, {n: posts.status(n) for n in names}
+        time.sleep(0.2)
+    sent = [n for n in names if n8n.for_post(n)]
+    return sent, [n for n in names if n not in sent]
+
+
+def test_posts_per_hour_is_exact_across_a_restart_and_two_replicas(
+    posts: Posts, control_plane: ControlPlane, published_n8n: FakeN8n, herald: Start
+) -> None:
+    create(
+        control_plane,
+        account(
+            posts.namespace,
+            "capped",
+            channel="linkedin",
+            handle="urn:li:organization:5",
+            limits={"postsPerHour": 2},
+        ),
+    )
+    away_from_the_hour()
+    first = herald(published_n8n.url)
+    names = [f"burst-{i}" for i in range(4)]
+    for name in names:
+        posts.create(name, in_seconds(0), account="capped")
+    sent, waiting = over_quota(posts, names, published_n8n)
+    assert len(sent) == 2 and len(waiting) == 2
+    hour = int(time.time() // 3600 + 1) * 3600
+    for name in waiting:
+        status = posts.status(name)
+        assert status["phase"] == "Scheduled" and status["attempt"] == 0
+        assert parse_time(status["nextAttemptAt"]) == hour
+        posts.wait_event(name, "QuotaExceeded")
+
+    # A restarted operator counts the slots the first one took: still 2.
+    first.stop()
+    herald(published_n8n.url)
+    posts.create("after-restart", in_seconds(0), account="capped")
+    assert over_quota(posts, ["after-restart"], published_n8n) == ([], ["after-restart"])
+
+    # Two replicas, a fresh account, four posts at once: 2 requests.
+    herald(published_n8n.url)
+    create(
+        control_plane,
+        account(
+            posts.namespace,
+            "capped-2",
+            channel="linkedin",
+            handle="urn:li:organization:6",
+            limits={"postsPerHour": 2},
+        ),
+    )
+    pair = [f"pair-{i}" for i in range(4)]
+    for name in pair:
+        posts.create(name, in_seconds(3), account="capped-2")
+    sent, waiting = over_quota(posts, pair, published_n8n)
+    assert len(sent) == 2 and len(waiting) == 2
+    assert len(published_n8n.snapshot()) == 4  # 2 + 0 + 2 requests in all

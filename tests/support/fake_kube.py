@@ -36,6 +36,8 @@ class FakeKube:
         self.publication_writes: list[tuple[str, str]] = []
         self.accounts: dict[tuple[str | None, str], dict[str, Any]] = {}
         self.namespace_label: dict[str, dict[str, str]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lease_sweeps: list[tuple[str, str]] = []
         self.auto_accounts = True
         """create() gives each post an account: its namespace's default account for the
         channel (target default), or, for another target, an account of that target
@@ -87,6 +89,34 @@ class FakeKube:
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         self._fault("accounts")
         return dict(self.namespace_label.get(namespace, {}))
+
+    # --- quota slots: Leases, created if absent (label selectors: `k=v` only) ---------
+
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        self._fault("leases")
+        await asyncio.sleep(0)  # let a concurrent taker interleave, as a real request would
+        if (namespace, name) in self.leases:
+            raise Conflict(f"lease {name} exists")
+        obj = {
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"holderIdentity": holder},
+        }
+        self.leases[(namespace, name)] = obj
+        return copy.deepcopy(obj)
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._fault("leases")
+        key, _, value = selector.partition("=")
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in self.leases.items()
+            if ns == namespace and o["metadata"]["labels"].get(key) == value
+        ]
+
+    async def delete_leases(self, namespace: str, selector: str) -> None:
+        self.lease_sweeps.append((namespace, selector))
 
     def create(
         self, namespace: str, name: str, spec: dict[str, Any], *, uid: str | None = None

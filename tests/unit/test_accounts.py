@@ -6,15 +6,16 @@ store's rule that a refusal is never decided from its cache.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 import pytest
 
-from herald import accounts
+from herald import accounts, engine
 from herald.accounts import Account, Candidates, Held, Refusal, Refused, Resolved
-from herald.accountstore import CACHE_SECONDS, AccountStore, report_ready
-from herald.models import Channel, LabelSelector, parse_account
+from herald.accountstore import CACHE_SECONDS, AccountStore, Quotas, report_ready
+from herald.models import Channel, LabelSelector, Phase, parse_account, parse_spec, parse_status
 from tests.support.fake_kube import FakeKube
 
 
@@ -280,3 +281,75 @@ async def test_ready_condition_is_written_once_per_change(
     # The watch echoes the write: nothing more to write.
     assert not await report_ready(sink, {**obj, "status": written}, frozenset({"default"}), now)
     assert len(sink.written) == 1
+
+
+# --- quotas -----------------------------------------------------------------------------
+
+NOON = dt.datetime(2030, 1, 15, 12, 20, tzinfo=dt.UTC)
+
+
+def limited(per_hour: int | None = None, per_day: int | None = None) -> Account:
+    limits = {
+        k: v for k, v in (("postsPerHour", per_hour), ("postsPerDay", per_day)) if v is not None
+    }
+    return own("brand", limits=limits)
+
+
+async def test_two_replicas_taking_slots_at_once_never_exceed_the_quota() -> None:
+    kube = FakeKube()
+    replicas = [Quotas(kube, "herald", lambda: 0.0) for _ in range(2)]
+    account = limited(per_hour=2)
+    results = await asyncio.gather(
+        *(replicas[i % 2].take(account, f"post-{i}", NOON) for i in range(4))
+    )
+    full = [r for r in results if r is not None]
+    assert len(full) == 2 and len(kube.leases) == 2
+    assert all(
+        w.name == "hour" and w.end == dt.datetime(2030, 1, 15, 13, tzinfo=dt.UTC) for w in full
+    )
+
+
+async def test_a_post_finds_its_own_slot_and_a_restart_counts_on() -> None:
+    kube = FakeKube()
+    account = limited(per_hour=2, per_day=3)
+    first = Quotas(kube, "herald", lambda: 0.0)
+    assert await first.take(account, "a", NOON) is None
+    assert await first.take(account, "a", NOON) is None  # its own slot, not a second one
+    restarted = Quotas(kube, "herald", lambda: 0.0)
+    assert await restarted.take(account, "b", NOON) is None
+    hour_full = await restarted.take(account, "c", NOON)
+    assert hour_full is not None and hour_full.name == "hour"
+    later = NOON + dt.timedelta(hours=1)
+    assert await restarted.take(account, "c", later) is None  # a new hour, the day's third
+    day_full = await restarted.take(account, "d", later)
+    assert day_full is not None and day_full.name == "day"
+    assert day_full.end == dt.datetime(2030, 1, 16, tzinfo=dt.UTC)
+
+
+def test_slot_names_are_valid_and_distinct_per_account_window_and_index() -> None:
+    a, b = own("a"), shared("a")
+    [hour] = accounts.windows(own("x", limits={"postsPerHour": 1}), NOON)
+    names = {accounts.slot_name(acc, hour, i) for acc in (a, b) for i in range(3)}
+    assert len(names) == 6
+    assert all(len(n) <= 63 and n.startswith("herald-quota-") for n in names)
+
+
+async def test_a_post_over_its_quota_waits_for_the_next_window_without_an_attempt() -> None:
+    post = engine.Post(
+        "team-a",
+        "p",
+        "uid-p",
+        1,
+        parse_spec({"publishAt": "2030-01-15T12:00:00Z", "content": {"text": "x"}}),
+        parse_status({"phase": "Scheduled", "nextAttemptAt": "2030-01-15T12:00:00Z"}),
+    )
+    [hour] = accounts.windows(limited(per_hour=1), NOON)
+    msg = accounts.quota_message(limited(per_hour=1), hour, "team-a")
+    decision = engine.quota_exceeded(post, NOON, hour.end, msg)
+    assert decision.status is not None
+    assert decision.status.phase is Phase.SCHEDULED and decision.status.attempt == 0
+    assert decision.status.next_attempt_at == dt.datetime(2030, 1, 15, 13, tzinfo=dt.UTC)
+    assert [e.reason for e in decision.events] == ["QuotaExceeded"]
+    assert "team-a" in msg and "brand" in msg and "postsPerHour" in msg
+    again = engine.quota_exceeded(engine.replace_status(post, decision.status), NOON, hour.end, msg)
+    assert again.events == ()  # one Event per window
