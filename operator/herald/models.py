@@ -711,14 +711,17 @@ class AccountLimits(_Model):
         alias="postsPerHour",
         ge=1,
         le=100000,
-        description="Most posts published per clock hour (UTC); unset: no limit.",
+        description="Most posts sent as this account per clock hour (UTC), counted when "
+        "a post is claimed (once per post and hour): a post over it waits, Scheduled with "
+        "reason QuotaExceeded, until the next hour. Unset: no limit.",
     )
     posts_per_day: int | None = Field(
         default=None,
         alias="postsPerDay",
         ge=1,
         le=1000000,
-        description="Most posts published per UTC day; unset: no limit.",
+        description="Most posts sent as this account per UTC day, counted as postsPerHour "
+        "is. Unset: no limit.",
     )
 
 

@@ -66,6 +66,13 @@ OPERATOR_RULES = [
         "verbs": ["get", "create", "update", "list", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Accounts (issue #22): read when a post is claimed, watched for their Ready status.
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["socialaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": ["herald.dev"], "resources": ["socialaccounts/status"], "verbs": ["patch"]},
 ]
 CRD_RULES = [
     {
@@ -73,6 +80,29 @@ CRD_RULES = [
         "resources": ["customresourcedefinitions"],
         "verbs": ["list", "watch"],
     },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["clustersocialaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["clustersocialaccounts/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
+QUOTA_RULES = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["list", "create", "deletecollection"],
+    },
+]
+USER_ROLES = [
+    ("ClusterRole", "herald-view"),
+    ("ClusterRole", "herald-edit"),
+    ("ClusterRole", "herald-admin"),
 ]
 CALLBACK_RULES = [
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts"], "verbs": ["get"]},
@@ -410,8 +440,11 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("ClusterRole", "herald-operator"),
             ("ClusterRole", "herald-operator-crds"),
             ("ClusterRole", "herald-publications-view"),
+            *USER_ROLES,
             ("ClusterRoleBinding", "herald-operator"),
             ("ClusterRoleBinding", "herald-operator-crds"),
+            ("Role", "herald-operator-quota"),
+            ("RoleBinding", "herald-operator-quota"),
             ("Service", "herald-callback"),
             ("Service", "herald-metrics"),
             ("Deployment", "herald"),
@@ -581,6 +614,7 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
     cluster = documents(helm.template())
     assert rules_of(cluster, "ClusterRole", "herald-operator") == OPERATOR_RULES
     assert rules_of(cluster, "ClusterRole", "herald-operator-crds") == CRD_RULES
+    assert rules_of(cluster, "Role", "herald-operator-quota") == QUOTA_RULES
     # The sidecar shares the operator's identity: no callback ServiceAccount or roles.
     assert not [
         d for d in cluster if d["metadata"]["name"] == "herald-callback" and d["kind"] != "Service"
@@ -598,6 +632,7 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
     assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
         "herald-operator-crds",
         "herald-publications-view",
+        *(name for _, name in USER_ROLES),
     }
     # People read the ledger (aggregated into view/edit/admin); Herald alone writes it.
     view = one(namespaced, "ClusterRole", "herald-publications-view")
