@@ -1,9 +1,10 @@
 """Reads what account resolution needs (herald.accounts) from the API server, with a short
 cache; takes the accounts' quota slots.
 
-Accounts are read when a post is claimed, not watched: a namespace has a few accounts and
-a cluster a few ClusterSocialAccounts, and the check must see a relabelled namespace or a
-suspended account at once, which a read does without another watch stream and its cache.
+For resolution, accounts are read when a post is claimed rather than served from a watch
+cache (the operator's watch on accounts only keeps their Ready condition, `report_ready`):
+a namespace has a few accounts and a cluster a few ClusterSocialAccounts, and the check
+must see a relabelled namespace or a suspended account at once, which a read does.
 Reads are cached for CACHE_SECONDS per namespace (its SocialAccounts and labels) and per
 ClusterSocialAccount name, so a burst of posts in one namespace costs one read. A
 refusal is final for the post, so it is never decided from the cache: the store reads
@@ -197,7 +198,8 @@ class Quotas:
     async def _take(
         self, account: Account, window: Window, post_uid: str, now: dt.datetime
     ) -> bool:
-        group = hashlib.sha256(f"{slot_name(account, window, -1)}".encode()).hexdigest()[:40]
+        # The label that lists this window's slots in one request (index -1: no slot's).
+        group = hashlib.sha256(slot_name(account, window, -1).encode()).hexdigest()[:40]
         labels = {QUOTA_LABEL: group, DAY_LABEL: f"{now.astimezone(dt.UTC):%Y%m%d}"}
         for _ in range(window.limit + 1):
             taken = await self.kube.list_leases(self.namespace, f"{QUOTA_LABEL}={group}")
