@@ -392,4 +392,5 @@ def test_posts_per_hour_is_exact_across_a_restart_and_two_replicas(
         posts.create(name, in_seconds(3), account="capped-2")
     sent, waiting = over_quota(posts, pair, published_n8n)
     assert len(sent) == 2 and len(waiting) == 2
-    assert len(published_n8n.snapshot()) == 4  # 2 + 0 + 2 requests in all
+    # 2 + 0 + 2 posts in all (a post retried after a slow answer is still one post).
+    assert len({r.body["name"] for r in published_n8n.snapshot()}) == 4
