@@ -273,6 +273,8 @@ def test_kubectl_herald_accounts_shows_what_a_namespace_may_use(
     # The fixture's namespace is not labelled team=a: the shared account is not its.
     other = kubectl_herald(control_plane, "accounts", "-n", namespace).stdout
     assert shared not in other and "linkedin-default" in other
+    explained = control_plane.kubectl("explain", "clustersocialaccounts.spec.allowedNamespaces")
+    assert "Absent: none" in " ".join(explained.stdout.split())
 
 
 def test_a_resource_quota_caps_how_many_posts_a_namespace_holds(
