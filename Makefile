@@ -44,7 +44,9 @@ $(STAMP): pyproject.toml
 crd: venv ## Regenerate crds/ from operator/herald/models.py
 	$(PY) -m herald.crdgen > crds/scheduledposts.herald.dev.yaml
 	$(PY) -m herald.crdgen publications > crds/publications.herald.dev.yaml
-	cp crds/publications.herald.dev.yaml charts/herald/files/crds/
+	$(PY) -m herald.crdgen socialaccounts > crds/socialaccounts.herald.dev.yaml
+	$(PY) -m herald.crdgen clustersocialaccounts > crds/clustersocialaccounts.herald.dev.yaml
+	cp crds/*.herald.dev.yaml charts/herald/files/crds/
 
 bench: tools venv ## Benchmark against the real API server (bench/run.py; BENCH_ARGS=--quick)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.accounts import default_accounts
 from tests.support.controlplane import ControlPlane
 
 API = "/apis/herald.dev/v1alpha1"
@@ -109,6 +110,12 @@ class Api:
         async with self.session.post("/api/v1/namespaces", json=body) as response:
             if response.status not in (201, 409):
                 raise RuntimeError(f"namespace {name}: {response.status} {await response.text()}")
+        # Every post publishes as an account: a default one per channel (issue #22).
+        for account in default_accounts(name):
+            url = f"/apis/herald.dev/v1alpha1/namespaces/{name}/socialaccounts"
+            async with self.session.post(url, json=account) as response:
+                if response.status not in (201, 409):
+                    raise RuntimeError(f"account in {name}: {response.status}")
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         for attempt in range(8):

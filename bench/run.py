@@ -82,8 +82,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 def start_control_plane(workdir: Path) -> ControlPlane:
     cp = ControlPlane(workdir=workdir)
     cp.start()
-    cp.kubectl("apply", "-f", str(CRD.parent))  # ScheduledPost and the Publication ledger
-    for crd in ("scheduledposts.herald.dev", "publications.herald.dev"):
+    cp.kubectl("apply", "-f", str(CRD.parent))  # ScheduledPost, the ledger, the accounts
+    crds = ("scheduledposts", "publications", "socialaccounts", "clustersocialaccounts")
+    for crd in (f"{plural}.herald.dev" for plural in crds):
         cp.wait_established(crd)
     return cp
 

@@ -152,9 +152,11 @@ def main() -> int:
                 Child(name, proc, cp.workdir / f"{name}.log", functools.partial(terminate, proc))
             )
         print(f"control plane up in {cp.started_in:.1f}s: {cp.server}", flush=True)
-        cp.kubectl("apply", "-f", str(REPO / "crds"))  # ScheduledPost and Publication
-        cp.wait_established("scheduledposts.herald.dev")
-        cp.wait_established("publications.herald.dev")
+        cp.kubectl("apply", "-f", str(REPO / "crds"))  # posts, the ledger, the accounts
+        for plural in ("scheduledposts", "publications", "socialaccounts", "clustersocialaccounts"):
+            cp.wait_established(f"{plural}.herald.dev")
+        # The account the demo post (and the samples) publish as: every post needs one.
+        cp.kubectl("apply", "-n", "default", "-f", str(REPO / "manifests/samples/accounts"))
         if n8n_url:
             url = n8n_url
         elif args.n8n == "real":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -11,10 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.accounts import default_accounts
 from tests.support.controlplane import REPO, ControlPlane
 
 CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
 PUBLICATION_CRD = REPO / "crds" / "publications.herald.dev.yaml"
+ACCOUNT_CRDS = [
+    REPO / "crds" / "socialaccounts.herald.dev.yaml",
+    REPO / "crds" / "clustersocialaccounts.herald.dev.yaml",
+]
 _counter = itertools.count()
 
 
@@ -23,9 +29,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cp = ControlPlane(workdir=tmp_path_factory.mktemp("control-plane"))
     cp.start()
     try:
-        cp.kubectl("apply", "-f", str(CRD), "-f", str(PUBLICATION_CRD))
+        accounts = [arg for crd in ACCOUNT_CRDS for arg in ("-f", str(crd))]
+        cp.kubectl("apply", "-f", str(CRD), "-f", str(PUBLICATION_CRD), *accounts)
         cp.wait_established("scheduledposts.herald.dev")
         cp.wait_established("publications.herald.dev")
+        cp.wait_established("socialaccounts.herald.dev")
+        cp.wait_established("clustersocialaccounts.herald.dev")
         yield cp
     finally:
         cp.stop()
@@ -47,10 +56,14 @@ def admin_client(
 
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> str:
-    """A fresh namespace. There is no namespace controller, so it is never emptied:
-    the whole etcd is thrown away at the end of the session."""
+    """A fresh namespace with a default SocialAccount per channel (tests.support.accounts).
+    There is no namespace controller, so it is never emptied: the whole etcd is thrown
+    away at the end of the session."""
     name = f"t{next(_counter)}-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", name)
+    # Every post publishes as an account: one default per channel, as before accounts.
+    items = {"apiVersion": "v1", "kind": "List", "items": default_accounts(name)}
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(items))
     return name
 
 

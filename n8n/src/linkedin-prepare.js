@@ -1,19 +1,20 @@
 // LinkedIn: where and as whom to post, and one item per image to upload.
 // LINKEDIN_API_BASE_URL overrides https://api.linkedin.com (tests point it at a fake);
 // LINKEDIN_API_VERSION is the LinkedIn-Version header (YYYYMM, LinkedIn retires old ones).
-// The author is the post's spec.account when it is a URN (urn:li:person:… or
-// urn:li:organization:…), else LINKEDIN_AUTHOR_URN.
+// The author is the handle of the account Herald resolved (post.account.handle): a URN,
+// urn:li:person:… or urn:li:organization:…. Nothing else is ever the author: no default,
+// no identity from the post's other fields.
 const entry = $input.first();
 const { post, media } = entry.json;
 const base = ($env.LINKEDIN_API_BASE_URL || 'https://api.linkedin.com').replace(/\/+$/, '');
 const version = $env.LINKEDIN_API_VERSION || '202601';
-const account = post.account || '';
-const author = account.startsWith('urn:li:') ? account : $env.LINKEDIN_AUTHOR_URN;
+const handle = (post.account && typeof post.account.handle === 'string') ? post.account.handle : '';
 const PART = 4 * 1024 * 1024;
 const refuse = (code, message) => [{ json: { upload: false, outcome: { ok: false, code, message, permanent: true } } }];
-if (!author) {
-  return refuse('LinkedInAccount', `account ${JSON.stringify(account)} is not a LinkedIn URN and n8n has no LINKEDIN_AUTHOR_URN`);
+if (!/^urn:li:(person|organization):[^\s]+$/.test(handle)) {
+  return refuse('LinkedInAccount', `account handle ${JSON.stringify(handle)} is not a LinkedIn author URN (urn:li:person:<id> or urn:li:organization:<id>); nothing was posted`);
 }
+const author = handle;
 const videos = media.filter((m) => m.type === 'video');
 if (videos.length && media.length > 1) {
   return refuse('MediaNotSupported', `LinkedIn takes one video alone per post; this post has ${videos.length} video(s) and ${media.length - videos.length} image(s); nothing was posted`);

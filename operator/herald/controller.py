@@ -4,7 +4,8 @@ Startup puts the shared clients in kopf's memo (one httpx client for n8n, one fo
 server, the metrics server) and starts the dispatcher loop; cleanup stops claiming, lets
 requests in flight finish and be recorded, and closes the clients. The event handler
 only hands the object to the dispatcher, whose workers plan, write (retrying with
-backoff when a write fails) and dispatch. Handlers return None, so kopf writes nothing of
+backoff when a write fails) and dispatch. The accounts' handler writes their Ready
+condition. Handlers return None, so kopf writes nothing of
 its own into `.status`; there are no finalizers, timers or daemons per object.
 """
 
@@ -20,13 +21,14 @@ import kopf
 from prometheus_client import start_http_server
 
 from herald import engine, kubeauth, ledger, logs
+from herald.accountstore import report_ready
 from herald.clock import SYSTEM
 from herald.config import Settings, load
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeClient, discover
 from herald.ledger import Ledger
 from herald.metrics import Metrics
-from herald.models import GROUP, PLURAL, VERSION
+from herald.models import ACCOUNT_PLURAL, CLUSTER_ACCOUNT_PLURAL, GROUP, PLURAL, VERSION
 from herald.n8n import N8nClient
 from herald.writer import Writer
 
@@ -80,8 +82,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.initialise(config.targets)
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
+    conn = discover()
     kube = KubeClient(
-        discover(),
+        conn,
         component="herald-operator",
         on_connect=metrics.kube_connected,
         # One per dispatch slot; more requests at once wait (herald.kube.POOL_CONNECTIONS).
@@ -107,6 +110,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 name: t.concurrency for name, t in config.targets.items() if t.concurrency
             },
             record_grace=config.record_grace_seconds,
+            # The pod's own namespace (its ServiceAccount's), or the kubeconfig context's.
+            quota_namespace=conn.namespace or "default",
             request_timeout=max((t.timeout_seconds for t in config.targets.values()), default=10.0),
         ),
         kube,
@@ -167,6 +172,18 @@ async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         runtime.dispatcher.forget(obj["metadata"]["uid"])
     else:
         runtime.dispatcher.observe(obj)
+
+
+@kopf.on.event(GROUP, VERSION, ACCOUNT_PLURAL, registry=registry)
+@kopf.on.event(GROUP, VERSION, CLUSTER_ACCOUNT_PLURAL, registry=registry)
+async def on_account(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # Posts read their accounts when claimed (herald.accountstore); the watch only keeps
+    # each account's Ready condition current.
+    if event["type"] == "DELETED":
+        return
+    runtime = _runtime(memo)
+    obj: dict[str, Any] = dict(event["object"])
+    await report_ready(runtime.kube, obj, runtime.defaults.targets, SYSTEM.wall())
 
 
 def run(settings: Settings) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from herald import engine
+from herald.accountstore import AccountStore, Quotas
 from herald.cache import Entry, PostCache
 from herald.clock import Clock
 from herald.kube import KubeClient, KubeError, NotFound
@@ -65,6 +66,9 @@ class DispatchConfig:
     record_grace: float = 5.0
     """How long after n8n's 2xx the operator waits for the callback before recording the
     acknowledgement itself (skipped when the callback lands first)."""
+    quota_namespace: str = "default"
+    """Where the accounts' quota slots (Leases) are kept: one namespace every replica
+    shares, the operator's own."""
     request_timeout: float = 10.0
     """The longest a webhook request may take (the targets' largest timeout_seconds): a
     claim is sent only while this plus `record_grace` is left before a peer may take it
@@ -102,6 +106,8 @@ class Dispatcher:
         self.queue = FairQueue()
         self.tracks: dict[str, Track] = {}
         self.targets = Targets(self)
+        self.accounts = AccountStore(kube, clock.monotonic)
+        self.quotas = Quotas(kube, config.quota_namespace, clock.monotonic)
         self.sender = Sender(self, n8n)
         self.stopping = False
         self.wakeup = asyncio.Event()

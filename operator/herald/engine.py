@@ -39,6 +39,7 @@ from herald.models import (
     HISTORY_LIMIT,
     PUBLICATION_KIND,
     RETRY_ANNOTATION,
+    AccountRef,
     AttemptRecord,
     Condition,
     ConditionStatus,
@@ -185,6 +186,8 @@ class Reason(enum.StrEnum):
     MISSED_DEADLINE = "MissedDeadline"
     STATUS_WRITE_REJECTED = "StatusWriteRejected"
     ALREADY_PUBLISHED = "AlreadyPublished"
+    ACCOUNT_SUSPENDED = "AccountSuspended"
+    QUOTA_EXCEEDED = "QuotaExceeded"
 
 
 class Action(enum.Enum):
@@ -872,6 +875,40 @@ def _defer_claim(
         **_NO_CLAIM,
     )
     return Decision(new, spec_dependent=False)
+
+
+def account_refused(post: Post, now: dt.datetime, reason: str, msg: str) -> Decision:
+    """The post's account cannot be used (herald.accounts says why): it fails for good,
+    before anything is sent."""
+    return with_kstatus(_final_failure(post, now, ErrorClass.PERMANENT, reason, msg), now)
+
+
+def account_held(post: Post, now: dt.datetime, msg: str, recheck_seconds: float) -> Decision:
+    """The post's account is suspended: no claim; the post keeps its phase (Scheduled or
+    Retrying) and attempt, says why in its message and looks again after
+    `recheck_seconds`. The Event is posted when the post is first held."""
+    status = post.status
+    at = now + dt.timedelta(seconds=recheck_seconds)
+    events = () if status.message == msg else (Event("Warning", Reason.ACCOUNT_SUSPENDED, msg),)
+    new = _update(status, next_attempt_at=at, message=msg)
+    return with_kstatus(Decision(new, events), now)
+
+
+def quota_exceeded(post: Post, now: dt.datetime, until: dt.datetime, msg: str) -> Decision:
+    """The post's account has used its quota of the window: no claim, no attempt spent;
+    the post keeps its phase and waits for the next window (nextAttemptAt), with a
+    Warning Event QuotaExceeded once per window."""
+    status = post.status
+    events = () if status.message == msg else (Event("Warning", Reason.QUOTA_EXCEEDED, msg),)
+    new = _update(status, next_attempt_at=until, message=msg)
+    return with_kstatus(Decision(new, events), now)
+
+
+def with_account(decision: Decision, account: AccountRef) -> Decision:
+    """A claim with the account it will be sent as (status.account)."""
+    if decision.status is None:
+        return decision
+    return dataclasses.replace(decision, status=_update(decision.status, account=account))
 
 
 def _unknown_target(post: Post, now: dt.datetime, targets: frozenset[str]) -> Decision:

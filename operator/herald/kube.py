@@ -1,5 +1,5 @@
 """The Kubernetes adapter: read ScheduledPosts, compare-and-swap their status, post Events,
-create and update the publication ledger's records.
+create and update the publication ledger's records, read accounts and namespace labels.
 
 httpx against the API server, logged in the way kubectl would be (`herald.kubeauth`: the
 Kubernetes client library's kubeconfig and in-cluster loading, exec plugins, refreshed
@@ -20,6 +20,8 @@ import httpx
 
 from herald import kubeauth
 from herald.models import (
+    ACCOUNT_PLURAL,
+    CLUSTER_ACCOUNT_PLURAL,
     GROUP,
     KIND,
     PLURAL,
@@ -331,6 +333,90 @@ class KubeClient:
                 "apiVersion": "v1",
                 "preconditions": {"uid": uid, "resourceVersion": resource_version},
             },
+        )
+
+    # --- accounts (herald.accountstore): read by name or listed per namespace ----------
+
+    async def list_accounts(self, namespace: str) -> list[dict[str, Any]]:
+        """The SocialAccounts of one namespace (a few objects: no paging)."""
+        response = await self._request(
+            "GET",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{ACCOUNT_PLURAL}",
+            f"list socialaccounts in {namespace}",
+        )
+        items: list[dict[str, Any]] = response.json().get("items") or []
+        return items
+
+    async def get_cluster_account(self, name: str) -> dict[str, Any]:
+        response = await self._request(
+            "GET",
+            f"/apis/{GROUP}/{VERSION}/{CLUSTER_ACCOUNT_PLURAL}/{name}",
+            f"get clustersocialaccount {name}",
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        response = await self._request(
+            "GET", f"/api/v1/namespaces/{namespace}", f"get namespace {namespace}"
+        )
+        labels: dict[str, str] = (response.json().get("metadata") or {}).get("labels") or {}
+        return labels
+
+    async def patch_account_status(
+        self, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch an account's status (Ready): the operator's view, recomputed from
+        the spec and the configuration, so a lost race is simply written again later."""
+        if namespace is None:
+            path = f"/apis/{GROUP}/{VERSION}/{CLUSTER_ACCOUNT_PLURAL}/{name}/status"
+        else:
+            path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{ACCOUNT_PLURAL}/{name}/status"
+        await self._request(
+            "PATCH",
+            path,
+            f"status of account {name}",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+
+    # --- quota slots (herald.accountstore): Leases, created if absent -------------------
+
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        """Create-if-absent: Conflict (409 AlreadyExists) when the slot is taken."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"holderIdentity": holder},
+        }
+        response = await self._request(
+            "POST",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"create lease {namespace}/{name}",
+            json=body,
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        response = await self._request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"list leases in {namespace}",
+            params={"labelSelector": selector},
+        )
+        items: list[dict[str, Any]] = response.json().get("items") or []
+        return items
+
+    async def delete_leases(self, namespace: str, selector: str) -> None:
+        await self._request(
+            "DELETE",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"delete old leases in {namespace}",
+            params={"labelSelector": selector},
         )
 
     async def ready(self) -> bool:

@@ -134,8 +134,9 @@ class Metrics:
         self.failed = Counter(
             "herald_failed_total",
             "Posts that ended Failed, by reason: PermanentFailure, RetriesExhausted, "
-            "MissedDeadline, UnknownTarget, or the workflow's ReconnectAccount, UnknownAccount, "
-            "ChannelNotConfigured, Duplicate.",
+            "MissedDeadline, UnknownTarget, the post's account (UnknownAccount, "
+            "AccountNotAllowed, AccountChannelMismatch, AccountTargetMismatch), or the "
+            "workflow's ReconnectAccount, UnknownAccount, ChannelNotConfigured, Duplicate.",
             ["reason"],
             registry=r,
         )

@@ -366,8 +366,12 @@ class ScheduledPostSpec(_Model):
         default=None,
         min_length=1,
         max_length=253,
-        description="Which of the channel's accounts n8n publishes as (n8n resolves the name "
-        "to its credentials). Unset means n8n's default account for the channel.",
+        description="Name of the account to publish as: a SocialAccount in the post's "
+        "namespace, else a ClusterSocialAccount whose allowedNamespaces admits the namespace. "
+        "Unset: the namespace's SocialAccount with spec.default true for the channel. A post "
+        "whose account cannot be resolved fails with UnknownAccount, AccountNotAllowed or "
+        "AccountChannelMismatch, and nothing is sent. Never a handle or URN: the account's "
+        "spec.handle is what n8n posts as.",
     )
     content: Content = Field(description="What is published.")
     target: str = Field(
@@ -375,8 +379,9 @@ class ScheduledPostSpec(_Model):
         min_length=1,
         max_length=63,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        description="Name of an n8n target configured in the operator (not a URL: a post can "
-        "only reach the webhooks the operator's administrator configured).",
+        description="Deprecated: the post's account decides the n8n target. Kept so that "
+        "existing manifests apply; it must equal the account's spec.target (both default to "
+        "'default'), else the post fails with AccountTargetMismatch and nothing is sent.",
     )
     suspend: bool = Field(
         default=False,
@@ -493,6 +498,14 @@ class Condition(_StatusModel):
     )
 
 
+class AccountRef(_StatusModel):
+    """The account a post was sent as (status.account)."""
+
+    kind: str = Field(description="SocialAccount or ClusterSocialAccount.")
+    name: str = Field(max_length=253, description="The account's name.")
+    handle: str = Field(max_length=512, description="The account's spec.handle when sent.")
+
+
 class ScheduledPostStatus(_StatusModel):
     """Written by the operator and the callback sidecar only."""
 
@@ -589,6 +602,11 @@ class ScheduledPostStatus(_StatusModel):
         ge=0,
         description="The .metadata.generation the operator last acted on.",
     )
+    account: AccountRef | None = Field(
+        default=None,
+        description="The account the current attempt was sent as (kind, name, handle), "
+        "written with its claim: on a Published post, who published it.",
+    )
     last_handled_retry_request: str | None = Field(
         default=None,
         alias="lastHandledRetryRequest",
@@ -671,3 +689,186 @@ class PublicationSpec(_Model):
 
 def parse_publication(raw: dict[str, Any]) -> PublicationSpec:
     return PublicationSpec.model_validate(raw)
+
+
+# --- accounts: who may post as whom (issue #22) ------------------------------------------
+
+ACCOUNT_KIND = "SocialAccount"
+ACCOUNT_PLURAL = "socialaccounts"
+ACCOUNT_SINGULAR = "socialaccount"
+CLUSTER_ACCOUNT_KIND = "ClusterSocialAccount"
+CLUSTER_ACCOUNT_PLURAL = "clustersocialaccounts"
+CLUSTER_ACCOUNT_SINGULAR = "clustersocialaccount"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A DNS-1123 subdomain: what metadata.name of an account may be."""
+
+
+class AccountLimits(_Model):
+    """How many posts the account may publish per window."""
+
+    posts_per_hour: int | None = Field(
+        default=None,
+        alias="postsPerHour",
+        ge=1,
+        le=100000,
+        description="Most posts sent as this account per clock hour (UTC), counted when "
+        "a post is claimed (once per post and hour): a post over it waits, Scheduled with "
+        "reason QuotaExceeded, until the next hour. Unset: no limit.",
+    )
+    posts_per_day: int | None = Field(
+        default=None,
+        alias="postsPerDay",
+        ge=1,
+        le=1000000,
+        description="Most posts sent as this account per UTC day, counted as postsPerHour "
+        "is. Unset: no limit.",
+    )
+
+
+class SocialAccountSpec(_Model):
+    """A network identity that ScheduledPosts in this namespace may publish as."""
+
+    channel: Channel = Field(description="The social network this account is on.")
+    target: str = Field(
+        default="default",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Name of the n8n target (configured in the operator) that publishes as "
+        "this account. A post's spec.target, if it names another, fails with "
+        "AccountTargetMismatch.",
+    )
+    handle: str = Field(
+        min_length=1,
+        max_length=512,
+        description="What the network posts as: a LinkedIn author URN "
+        "(urn:li:organization:<id>), a page id, @user@instance, a DID. Opaque to Herald; "
+        "passed to n8n in the dispatch body's account.handle.",
+    )
+    display_name: str | None = Field(
+        default=None,
+        alias="displayName",
+        max_length=256,
+        description="A name for humans (kubectl herald accounts).",
+    )
+    limits: AccountLimits | None = Field(
+        default=None, description="Posts per hour and per day this account may publish."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="While true, posts using the account are held (phase Scheduled, "
+        "message naming the account, checked again every 30 s); false releases them.",
+    )
+
+
+class NamespacesFrom(enum.StrEnum):
+    ALL = "All"
+    SELECTOR = "Selector"
+
+
+class LabelSelectorRequirement(_Model):
+    """One matchExpressions entry of a Kubernetes label selector."""
+
+    key: str = Field(min_length=1, max_length=317, description="The label's key.")
+    operator: str = Field(
+        json_schema_extra={"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+        description="In, NotIn, Exists or DoesNotExist.",
+    )
+    values: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="For In and NotIn: the values; empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector: every matchLabels pair and every expression must hold."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, alias="matchLabels", description="Labels the namespace must have."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None,
+        alias="matchExpressions",
+        max_length=16,
+        description="Requirements on the namespace's labels.",
+    )
+
+
+class AllowedNamespaces(_Model):
+    """Which namespaces' posts may use a ClusterSocialAccount (like Gateway API's
+    allowedRoutes.namespaces)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.from != 'Selector' || has(self.selector)",
+                    "message": "from: Selector needs a selector",
+                    "fieldPath": ".selector",
+                    "reason": "FieldValueRequired",
+                }
+            ]
+        },
+    )
+
+    from_: NamespacesFrom = Field(
+        alias="from",
+        description="All: every namespace. Selector: the namespaces whose labels (read "
+        "live, at each post's dispatch) match the selector.",
+    )
+    selector: LabelSelector | None = Field(
+        default=None, description="With from: Selector, the namespaces' label selector."
+    )
+
+    @model_validator(mode="after")
+    def _selector_with_selector(self) -> AllowedNamespaces:
+        if self.from_ is NamespacesFrom.SELECTOR and self.selector is None:
+            raise ValueError("from: Selector needs a selector")
+        return self
+
+
+class ClusterSocialAccountSpec(SocialAccountSpec):
+    """A network identity shared by the namespaces allowedNamespaces admits."""
+
+    allowed_namespaces: AllowedNamespaces | None = Field(
+        default=None,
+        alias="allowedNamespaces",
+        description="Which namespaces' posts may publish as this account. Absent: none.",
+    )
+
+
+class NamespacedAccountSpec(SocialAccountSpec):
+    """SocialAccount's spec: SocialAccountSpec plus `default`."""
+
+    default: bool = Field(
+        default=False,
+        description="This is the namespace's account for its channel: a post in this "
+        "namespace without spec.account uses it. With none, or more than one, such a post "
+        "fails with UnknownAccount.",
+    )
+
+
+class SocialAccountStatus(_StatusModel):
+    """Written by the operator."""
+
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Ready: True when the operator can publish as the account; False with "
+        "reason TargetUnknown (spec.target is not configured in the operator) or Suspended.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    observed_generation: int | None = Field(
+        default=None,
+        alias="observedGeneration",
+        ge=0,
+        description="The .metadata.generation the operator last looked at.",
+    )
+
+
+def parse_account(raw: dict[str, Any], cluster: bool) -> SocialAccountSpec:
+    model = ClusterSocialAccountSpec if cluster else NamespacedAccountSpec
+    return model.model_validate(raw)

@@ -34,8 +34,15 @@ _BODY_SNIPPET = 300
 
 
 def payload(post: engine.Post, callback_url: str, callback_token: str) -> dict[str, Any]:
-    """The JSON body n8n's workflow receives (see n8n/README.md)."""
+    """The JSON body n8n's workflow receives (see n8n/README.md). `account` is the account
+    the claim resolved (status.account), the only identity n8n may post as."""
     spec = post.spec
+    ref = post.status.account
+    account = (
+        None
+        if ref is None
+        else {"kind": ref.kind, "name": ref.name, "handle": ref.handle, "channel": spec.channel}
+    )
     return {
         "id": post.uid,
         "namespace": post.namespace,
@@ -43,7 +50,7 @@ def payload(post: engine.Post, callback_url: str, callback_token: str) -> dict[s
         "attempt": post.status.attempt,
         "publishAt": format_time(spec.publish_at),
         "channel": spec.channel.value,
-        "account": spec.account,
+        "account": account,
         "content": spec.content.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "callback": {"url": callback_url, "token": callback_token},
     }

@@ -28,15 +28,20 @@ from typing import Any, NoReturn
 import httpx
 import yaml
 
+from herald.accounts import admits
 from herald.clock import SYSTEM
-from herald.kube import Conflict, Connection, KubeError, NotFound, _raise_for, discover
+from herald.kube import Conflict, Connection, Forbidden, KubeError, NotFound, _raise_for, discover
 from herald.models import (
+    ACCOUNT_PLURAL,
+    CLUSTER_ACCOUNT_PLURAL,
     GROUP,
     KIND,
     PLURAL,
     RETRY_ANNOTATION,
     RFC3339_WITH_OFFSET,
     VERSION,
+    ClusterSocialAccountSpec,
+    NamespacesFrom,
     Phase,
 )
 from herald.models import format_time as rfc3339
@@ -362,6 +367,64 @@ AT_HELP = (
 )
 
 
+def _ready(obj: dict[str, Any]) -> str:
+    cond = next((c for c in _status(obj).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if cond is None:
+        return "Unknown"
+    return "True" if cond.get("status") == "True" else f"False ({cond.get('reason', '')})"
+
+
+def accounts_table(
+    namespace: str,
+    own: Sequence[dict[str, Any]],
+    cluster: Sequence[dict[str, Any]] | None,
+    labels: dict[str, str] | None,
+) -> str:
+    """`kubectl herald accounts`: the accounts posts in `namespace` may publish as, as
+    herald.accounts resolves them (a SocialAccount first, then a ClusterSocialAccount
+    admitting the namespace). `cluster`/`labels` None: the user may not read them."""
+    rows = []
+    mine = {o["metadata"]["name"] for o in own}
+    for obj in sorted(own, key=lambda o: str(o["metadata"]["name"])):
+        rows.append(("SocialAccount", obj, "yes" if _spec(obj).get("default") else ""))
+    notes = []
+    if cluster is None:
+        notes.append("(ClusterSocialAccounts not shown: you may not list them)")
+    for obj in sorted(cluster or [], key=lambda o: str(o["metadata"]["name"])):
+        name = obj["metadata"]["name"]
+        try:
+            spec = ClusterSocialAccountSpec.model_validate(_spec(obj))
+        except ValueError:
+            continue
+        if name in mine:
+            continue  # the namespace's own account of that name is what posts resolve to
+        allowed = spec.allowed_namespaces
+        if labels is None and allowed is not None and allowed.from_ is NamespacesFrom.SELECTOR:
+            notes.append(f"({name}: cannot read namespace {namespace}'s labels to match)")
+            continue
+        if admits(spec, labels or {}):
+            rows.append(("ClusterSocialAccount", obj, ""))
+    if not rows:
+        raise _Empty(f"No accounts usable in {namespace} namespace.")
+    body = table(
+        ("KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY"),
+        [
+            (
+                kind,
+                obj["metadata"]["name"],
+                str(_spec(obj).get("channel", "")),
+                str(_spec(obj).get("handle", "")),
+                str(_spec(obj).get("target", "default")),
+                default,
+                "yes" if _spec(obj).get("suspend") else "",
+                _ready(obj),
+            )
+            for kind, obj, default in rows
+        ],
+    )
+    return body + "".join(f"{note}\n" for note in notes)
+
+
 def parse_at(value: str, now: dt.datetime) -> dt.datetime:
     """`--at`: an RFC 3339 time with its offset, or `+duration` from now."""
     value = value.strip()
@@ -542,6 +605,32 @@ class Api:
         items: list[dict[str, Any]] = body.get("items") or []
         return items
 
+    def list_accounts(self, namespace: str) -> list[dict[str, Any]]:
+        url = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{ACCOUNT_PLURAL}"
+        body = self._request("GET", url, "list socialaccounts")
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    def list_cluster_accounts(self) -> list[dict[str, Any]] | None:
+        """None when the user may not list them (they are for cluster administrators)."""
+        try:
+            body = self._request(
+                "GET", f"/apis/{GROUP}/{VERSION}/{CLUSTER_ACCOUNT_PLURAL}", "list cluster accounts"
+            )
+        except Forbidden:
+            return None
+        items: list[dict[str, Any]] = body.get("items") or []
+        return items
+
+    def namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        """None when the user may not read the namespace."""
+        try:
+            body = self._request("GET", f"/api/v1/namespaces/{namespace}", f"get {namespace}")
+        except Forbidden:
+            return None
+        labels: dict[str, str] = (body.get("metadata") or {}).get("labels") or {}
+        return labels
+
     def namespaces(self) -> list[str]:
         body = self._request("GET", "/api/v1/namespaces", "list namespaces")
         return [item["metadata"]["name"] for item in body.get("items") or []]
@@ -706,6 +795,13 @@ def parser() -> argparse.ArgumentParser:
     )
     resched.add_argument("name")
     resched.add_argument("--at", required=True, help=AT_HELP)
+    accts = sub.add_parser(
+        "accounts",
+        parents=[common],
+        help="the accounts posts in the namespace may publish as: its SocialAccounts and "
+        "the ClusterSocialAccounts that admit it (channel, handle, Ready)",
+    )
+    _output(accts)
     completion = sub.add_parser(
         "completion",
         help="print a shell completion script (bash or zsh)",
@@ -762,6 +858,13 @@ def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str
             where = "" if all_namespaces else f" in {ctx.namespace} namespace"
             raise _Empty(f"No resources found{where}.")
         return list_table(items, ctx.now(), all_namespaces, wide=output == "wide")
+    if args.verb == "accounts":
+        own = ctx.api.list_accounts(ctx.namespace)
+        cluster = ctx.api.list_cluster_accounts()
+        if output in ("json", "yaml"):
+            return dump(as_list([*own, *(cluster or [])]), output)
+        labels = ctx.api.namespace_labels(ctx.namespace)
+        return accounts_table(ctx.namespace, own, cluster, labels)
     if args.verb == "describe" and args.name is None:
         return describe_selected(args, ctx, all_namespaces)
     if args.verb == "describe":
@@ -882,6 +985,7 @@ def _flags(verb: str | None) -> list[str]:
         "list": ["--all-namespaces", "--phase", "--selector", "--field-selector", "--output"],
         "describe": ["--all-namespaces", "--selector", "--field-selector", "--output"],
         "reschedule": ["--at"],
+        "accounts": ["--output"],
     }
     return common + extra.get(verb or "", [])
 
@@ -918,7 +1022,7 @@ def completions(
     if partial.startswith("-"):
         return [f for f in _flags(verb) if f.startswith(partial)]
     if verb is None:
-        return [v for v in ("list", *_NAMED, "completion") if v.startswith(partial)]
+        return [v for v in ("list", "accounts", *_NAMED, "completion") if v.startswith(partial)]
     if verb == "completion" and len(positional) == 1:
         return [s for s in SHELLS if s.startswith(partial)]
     if verb in _NAMED and len(positional) == 1:

@@ -88,6 +88,10 @@ class Sender:
             if renewed is None:
                 return
             held, post = renewed, renewed.post
+        if post.status.account is None:
+            # Claimed by an operator that did not resolve accounts: resolve it now.
+            await self.give_back(track, None, "claimed without a resolved account")
+            return
         if not await self._ledger(track, held):
             return
         target = self.d.targets.get(post.spec.target)

@@ -16,8 +16,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from herald import engine
+from herald.accounts import HOLD_RECHECK_SECONDS, Held, Refused, quota_message
 from herald.cache import Entry
 from herald.kube import Conflict, KubeError, NotFound
+from herald.models import AccountRef
 from herald.track import Track, View
 from herald.writer import post_context
 
@@ -167,6 +169,11 @@ class Workers:
             return None
         if decision.status is None:
             return None
+        if decision.action is engine.Action.CLAIM:
+            vetted = await self._vet_account(track, post, decision)
+            if vetted is None:
+                return None
+            decision = vetted
         if decision.action is engine.Action.CLAIM and self.d.targets.held_back(track, post):
             return None
         now = self.d.now()
@@ -190,6 +197,52 @@ class Workers:
             else:
                 await self.d.sender.prepare(track)
         return None
+
+    async def _vet_account(
+        self, track: Track, post: engine.Post, claim: engine.Decision
+    ) -> engine.Decision | None:
+        """The claim with the account it is sent as, or, when the post may not publish
+        as its account, the decision that fails (or holds) it instead: nothing of a
+        refused post is ever sent. None: the accounts could not be read (backing off)."""
+        spec = post.spec
+        try:
+            found = await self.d.accounts.resolve(
+                post.namespace, spec.account, spec.channel, spec.target
+            )
+        except KubeError as exc:
+            log.warning(
+                "%s/%s: cannot read its account (%s); not claiming yet",
+                post.namespace,
+                post.name,
+                exc,
+                extra=post_context(post),
+            )
+            self.d.backoff(track)
+            return None
+        now = self.d.now()
+        if isinstance(found, Refused):
+            return engine.account_refused(post, now, found.reason, found.message)
+        if isinstance(found, Held):
+            return engine.account_held(post, now, found.message, HOLD_RECHECK_SECONDS)
+        account = found.account
+        if account.spec.limits is not None:
+            try:
+                full = await self.d.quotas.take(account, post.uid, now)
+            except KubeError as exc:
+                log.warning(
+                    "%s/%s: cannot count its account's quota (%s); not claiming yet",
+                    post.namespace,
+                    post.name,
+                    exc,
+                    extra=post_context(post),
+                )
+                self.d.backoff(track)
+                return None
+            if full is not None:
+                msg = quota_message(account, full, post.namespace)
+                return engine.quota_exceeded(post, now, full.end, msg)
+        ref = AccountRef(kind=account.kind, name=account.name, handle=account.spec.handle)
+        return engine.with_account(claim, ref)
 
     async def _delete(self, track: Track, view: View) -> None:
         post = view.post

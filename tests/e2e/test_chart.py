@@ -66,6 +66,13 @@ OPERATOR_RULES = [
         "verbs": ["get", "create", "update", "list", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    # Accounts (issue #22): read when a post is claimed, watched for their Ready status.
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["socialaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": ["herald.dev"], "resources": ["socialaccounts/status"], "verbs": ["patch"]},
 ]
 CRD_RULES = [
     {
@@ -73,6 +80,29 @@ CRD_RULES = [
         "resources": ["customresourcedefinitions"],
         "verbs": ["list", "watch"],
     },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["clustersocialaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["herald.dev"],
+        "resources": ["clustersocialaccounts/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+]
+QUOTA_RULES = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["list", "create", "deletecollection"],
+    },
+]
+USER_ROLES = [
+    ("ClusterRole", "herald-view"),
+    ("ClusterRole", "herald-edit"),
+    ("ClusterRole", "herald-admin"),
 ]
 CALLBACK_RULES = [
     {"apiGroups": ["herald.dev"], "resources": ["scheduledposts"], "verbs": ["get"]},
@@ -358,7 +388,12 @@ def post(name: str, namespace: str) -> str:
 
 
 def test_chart_crd_is_a_byte_identical_copy_of_crds() -> None:
-    names = ["publications.herald.dev.yaml", "scheduledposts.herald.dev.yaml"]
+    names = [
+        "clustersocialaccounts.herald.dev.yaml",
+        "publications.herald.dev.yaml",
+        "scheduledposts.herald.dev.yaml",
+        "socialaccounts.herald.dev.yaml",
+    ]
     for name in names:
         top = REPO / "crds" / name
         assert (CHART_CRD.parent / name).read_bytes() == top.read_bytes(), (
@@ -405,8 +440,11 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
             ("ClusterRole", "herald-operator"),
             ("ClusterRole", "herald-operator-crds"),
             ("ClusterRole", "herald-publications-view"),
+            *USER_ROLES,
             ("ClusterRoleBinding", "herald-operator"),
             ("ClusterRoleBinding", "herald-operator-crds"),
+            ("Role", "herald-operator-quota"),
+            ("RoleBinding", "herald-operator-quota"),
             ("Service", "herald-callback"),
             ("Service", "herald-metrics"),
             ("Deployment", "herald"),
@@ -425,7 +463,10 @@ def test_defaults_render_exactly_the_core_objects(helm: Helm) -> None:
         "ValidatingAdmissionPolicyBinding",
     )
     for kind in optional:
-        assert not find(docs, kind)
+        found = find(docs, kind)
+        if kind == "Role":  # only the quota slots' Role, in the release's own namespace
+            found = [r for r in found if r["metadata"]["name"] != "herald-operator-quota"]
+        assert not found
 
 
 def test_deployment_follows_the_contract(helm: Helm) -> None:
@@ -576,6 +617,7 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
     cluster = documents(helm.template())
     assert rules_of(cluster, "ClusterRole", "herald-operator") == OPERATOR_RULES
     assert rules_of(cluster, "ClusterRole", "herald-operator-crds") == CRD_RULES
+    assert rules_of(cluster, "Role", "herald-operator-quota") == QUOTA_RULES
     # The sidecar shares the operator's identity: no callback ServiceAccount or roles.
     assert not [
         d for d in cluster if d["metadata"]["name"] == "herald-callback" and d["kind"] != "Service"
@@ -593,6 +635,7 @@ def test_rbac_rules_are_exactly_the_intended_ones(helm: Helm) -> None:
     assert {r["metadata"]["name"] for r in find(namespaced, "ClusterRole")} == {
         "herald-operator-crds",
         "herald-publications-view",
+        *(name for _, name in USER_ROLES),
     }
     # People read the ledger (aggregated into view/edit/admin); Herald alone writes it.
     view = one(namespaced, "ClusterRole", "herald-publications-view")
@@ -1032,7 +1075,8 @@ OPERATOR_CANNOT = [
     ("list", "secrets"),
     ("get", "configmaps"),
     ("list", "pods"),
-    ("create", "leases.coordination.k8s.io"),
+    ("get", "leases.coordination.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
     ("list", "kopfpeerings.kopf.dev"),
     ("list", "events"),
 ]
@@ -1086,6 +1130,9 @@ def test_rbac_cluster_wide_grants_only_what_herald_needs(
         (v, r) for v, r in OPERATOR_CANNOT if can_i(control_plane, operator, v, r, namespace)
     ]
     assert granted == []
+    # Quota slots: Leases in its own namespace only (kopf's peering is not used).
+    assert can_i(control_plane, operator, "create", "leases.coordination.k8s.io", namespace)
+    assert not can_i(control_plane, operator, "create", "leases.coordination.k8s.io", elsewhere)
     assert can_i(control_plane, operator, "list", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(control_plane, operator, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(
@@ -1733,8 +1780,10 @@ def test_extension_points_render_where_users_expect_them(helm: Helm) -> None:
     assert {s["name"] for b in find(own, "ClusterRoleBinding") for s in b["subjects"]} == {"mine"}
     crds = find(own, "CustomResourceDefinition")
     assert sorted(c["metadata"]["name"] for c in crds) == [
+        "clustersocialaccounts.herald.dev",
         "publications.herald.dev",
         "scheduledposts.herald.dev",
+        "socialaccounts.herald.dev",
     ]
     assert all("annotations" not in crd["metadata"] for crd in crds)
 
@@ -1823,12 +1872,13 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
     crd["spec"]["group"] = group
     crd_file = chart / "files" / "crds" / CHART_CRD.name
     crd_file.write_text(yaml.safe_dump(crd))
-    # The Publication ledger's CRD moves with it (the cluster's own stays untouched).
-    ledger_file = chart / "files" / "crds" / "publications.herald.dev.yaml"
-    ledger_crd = yaml.safe_load(ledger_file.read_text())
-    ledger_crd["metadata"]["name"] = f"publications.{group}"
-    ledger_crd["spec"]["group"] = group
-    ledger_file.write_text(yaml.safe_dump(ledger_crd))
+    # The other CRDs move with it (the cluster's own stay untouched).
+    for plural in ("publications", "socialaccounts", "clustersocialaccounts"):
+        other_file = chart / "files" / "crds" / f"{plural}.herald.dev.yaml"
+        other_crd = yaml.safe_load(other_file.read_text())
+        other_crd["metadata"]["name"] = f"{plural}.{group}"
+        other_crd["spec"]["group"] = group
+        other_file.write_text(yaml.safe_dump(other_crd))
     release = f"crd-{namespace}"
 
     def served() -> dict[str, Any]:

@@ -178,8 +178,9 @@ class Clusters:
         home = self.root / name / "home"
         home.mkdir(parents=True)
         self.current = (path, cp, home)
-        cp.kubectl("apply", "-f", str(CRD))
-        cp.wait_established("scheduledposts.herald.dev")
+        cp.kubectl("apply", "-f", str(CRD.parent))  # every CRD, as `make up` installs them
+        for plural in ("scheduledposts", "socialaccounts", "clustersocialaccounts"):
+            cp.wait_established(f"{plural}.herald.dev")
         return cp, home
 
     def close(self) -> None:

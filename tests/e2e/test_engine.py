@@ -13,6 +13,7 @@ import pytest
 
 from herald import engine, signing
 from tests.e2e.conftest import Posts, in_seconds, parse_time
+from tests.support.accounts import account
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_n8n import TIMEOUT, FakeN8n, Reply
 from tests.support.faults import after_2xx
@@ -54,6 +55,10 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
     posts: Posts, fake_n8n: FakeN8n, herald: Start
 ) -> None:
     herald(fake_n8n.url, routine_events="true")
+    page = account(
+        posts.namespace, "company-page", channel="linkedin", handle="urn:li:organization:42"
+    )
+    posts.cp.kubectl("create", "-f", "-", input=json.dumps(page))
     publish_at = in_seconds(2)
     posts.create(
         "on-time",
@@ -77,7 +82,12 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
     body = request.body
     assert body["id"] == uid and body["attempt"] == 1 and body["name"] == "on-time"
     assert body["publishAt"] == publish_at and body["channel"] == "linkedin"
-    assert body["account"] == "company-page"
+    assert body["account"] == {
+        "kind": "SocialAccount",
+        "name": "company-page",
+        "handle": "urn:li:organization:42",
+        "channel": "linkedin",
+    }
     assert body["content"] == {"text": "Hello", "link": "https://example.com"}
     assert body["callback"]["url"] == "http://127.0.0.1:1/v1/callbacks"
     assert signing.verify_callback_token(

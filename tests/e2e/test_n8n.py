@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Posts, in_seconds, parse_time
+from tests.n8n.harness import account_of
 from tests.support import fake_mastodon
 from tests.support.callback_relay import CallbackRelay
 from tests.support.fake_linkedin import FakeLinkedIn
@@ -261,7 +262,7 @@ def test_the_workflow_rejects_unsigned_and_badly_signed_requests(
             "attempt": 1,
             "publishAt": "2030-01-01T00:00:00Z",
             "channel": "linkedin",
-            "account": AUTHOR,
+            "account": account_of("linkedin"),
             "content": {"text": "forged"},
             "callback": {"url": "http://127.0.0.1:1/v1/callbacks", "token": "v1.x"},
         },
@@ -333,7 +334,7 @@ def test_dedup_record_survives_an_n8n_restart(n8n: N8nServer, fresh: FakeLinkedI
                     "attempt": attempt,
                     "publishAt": "2030-01-01T00:00:00Z",
                     "channel": "linkedin",
-                    "account": AUTHOR,
+                    "account": account_of("linkedin"),
                     "content": {"text": "survives restarts"},
                     "callback": {"url": f"{sink.url}/v1/callbacks", "token": "v1.t"},
                 },

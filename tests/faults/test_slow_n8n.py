@@ -11,11 +11,13 @@ default (16).
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.faults.conftest import Herald, Report, StartN8n, size
+from tests.support.accounts import account
 from tests.support.faults import create_posts, percentile, rounded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -41,13 +43,22 @@ def test_a_hung_target_does_not_delay_another(
         targets__slow__timeout_seconds=SLOW_TIMEOUT,
         circuit_failure_threshold=1000,
     )
+    # The slow target is reached through an account of its own (issue #22).
+    slow = account(
+        herald.namespace, "slow", channel="linkedin", target="slow", handle="urn:li:organization:2"
+    )
+    herald.cp.kubectl("create", "-f", "-", input=json.dumps(slow))
     t0 = time.time() + 6.0
     plan = []
     for w in range(waves):
         at = t0 + w * gap
         plan += [(f"fast-{w}-{i}", at, {}) for i in range(per_wave)]
         plan += [
-            (f"slow-{w}-{i}", at, {"target": "slow", "retry": {"maxAttempts": 1}})
+            (
+                f"slow-{w}-{i}",
+                at,
+                {"target": "slow", "account": "slow", "retry": {"maxAttempts": 1}},
+            )
             for i in range(per_wave)
         ]
     create_posts(herald.client, herald.namespace, plan)

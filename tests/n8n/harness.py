@@ -18,6 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.support.accounts import DEFAULT_HANDLES
 from tests.support.controlplane import REPO
 from tests.support.n8n_server import N8nServer
 
@@ -97,6 +98,16 @@ def harness() -> dict[str, Any]:
     }
 
 
+def account_of(channel: str) -> dict[str, str]:
+    """The resolved account Herald puts in the body: the branch posts as its handle."""
+    return {
+        "kind": "SocialAccount",
+        "name": f"{channel}-default",
+        "handle": {c.value: h for c, h in DEFAULT_HANDLES.items()}.get(channel, "@nobody"),
+        "channel": channel,
+    }
+
+
 def entry(
     channel: str,
     text: str,
@@ -120,7 +131,7 @@ def entry(
             "attempt": 1,
             "publishAt": at.isoformat().replace("+00:00", "Z"),
             "channel": channel,
-            "account": "default",
+            "account": account_of(channel),
             "content": content,
             "callback": {"url": "http://127.0.0.1:9/unused", "token": "unused"},
         },

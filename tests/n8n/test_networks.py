@@ -24,6 +24,7 @@ import pytest
 
 from herald.models import Channel
 from tests.n8n.conftest import HOOK, SIGNING_KEY, Fakes
+from tests.n8n.harness import account_of
 from tests.n8n.test_workflows import build_module
 from tests.support import fake_bluesky, fake_mastodon, fake_meta, fake_x
 from tests.support.callback_relay import CallbackRelay
@@ -58,7 +59,7 @@ def make_post(name: str, channel: str, sink: CallbackRelay, **content: Any) -> d
         "attempt": 1,
         "publishAt": "2030-01-01T00:00:00Z",
         "channel": channel,
-        "account": "",
+        "account": account_of(channel),
         "content": content,
         "callback": {"url": f"{sink.url}/v1/callbacks", "token": "v1.t"},
     }
@@ -261,6 +262,53 @@ def test_a_channel_without_a_branch_is_posted_nowhere(n8n: N8nServer, f: Fakes) 
     assert f.linkedin.requests == [] and f.x.requests == [] and f.mastodon.requests == []
     assert f.bluesky.requests == []
     assert f.facebook.requests == f.instagram.requests == f.threads.requests == []
+
+
+# --- who posts: only the account in the body (issue #22) ------------------------------
+
+
+def nothing_reached_a_network(f: Fakes) -> bool:
+    return (
+        f.linkedin.requests == f.x.requests == f.mastodon.requests == f.bluesky.requests == []
+        and f.facebook.requests == f.instagram.requests == f.threads.requests == []
+    )
+
+
+def test_linkedin_posts_as_the_handle_of_the_account_in_the_body(n8n: N8nServer, f: Fakes) -> None:
+    post = make_post("as-person", "linkedin", f.sink)
+    post["account"] = {**account_of("linkedin"), "handle": "urn:li:person:777"}
+    body = one(n8n, f, post)
+    assert body["status"] == "published", body
+    (li,) = f.linkedin.creates()
+    assert li.body["author"] == "urn:li:person:777"
+
+
+@pytest.mark.parametrize(
+    ("account", "code"),
+    [
+        pytest.param(None, "NoAccount", id="no-account"),
+        pytest.param("urn:li:organization:1000001", "NoAccount", id="raw-urn-string"),
+        pytest.param(
+            {"kind": "SocialAccount", "name": "a", "channel": "linkedin"},
+            "NoAccount",
+            id="no-handle",
+        ),
+        pytest.param({**account_of("x"), "channel": "x"}, "AccountChannelMismatch", id="x-account"),
+        pytest.param(
+            {**account_of("linkedin"), "handle": "@someone"}, "LinkedInAccount", id="not-a-urn"
+        ),
+    ],
+)
+def test_a_body_without_a_usable_handle_fails_and_posts_nowhere(
+    n8n: N8nServer, f: Fakes, account: Any, code: str
+) -> None:
+    post = make_post("no-handle", "linkedin", f.sink)
+    post["account"] = account
+    body = one(n8n, f, post)
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == code
+    assert body["error"]["retryable"] is False
+    assert nothing_reached_a_network(f)
 
 
 # --- per network: duplicate, 429 with a reset, 401 -----------------------------------

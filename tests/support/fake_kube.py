@@ -34,6 +34,14 @@ class FakeKube:
         self.before_patch: Any = None  # callable(ops) run before a patch is applied
         self.publications: dict[tuple[str, str], dict[str, Any]] = {}
         self.publication_writes: list[tuple[str, str]] = []
+        self.accounts: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self.namespace_label: dict[str, dict[str, str]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lease_sweeps: list[tuple[str, str]] = []
+        self.auto_accounts = True
+        """create() gives each post an account: its namespace's default account for the
+        channel (target default), or, for another target, an account of that target
+        named in spec.account. Tests of account resolution turn it off."""
 
     def _notify(self, kind: str, obj: dict[str, Any]) -> None:
         for watcher in self.watchers:
@@ -46,9 +54,74 @@ class FakeKube:
         if self._faults[call]:
             raise self._faults[call].popleft()
 
+    def add_account(self, namespace: str | None, name: str, **spec: Any) -> None:
+        meta: dict[str, Any] = {"name": name}
+        if namespace is not None:
+            meta["namespace"] = namespace
+        self.accounts[(namespace, name)] = {"metadata": meta, "spec": spec}
+
+    def _auto_account(self, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+        if not self.auto_accounts or spec.get("account"):
+            return spec
+        channel, target = spec.get("channel", "linkedin"), spec.get("target", "default")
+        name = f"{channel}-{target}"
+        if (namespace, name) not in self.accounts:
+            self.add_account(
+                namespace,
+                name,
+                channel=channel,
+                target=target,
+                handle=f"@{name}",
+                default=target == "default",
+            )
+        return spec if target == "default" else {**spec, "account": name}
+
+    async def list_accounts(self, namespace: str) -> list[dict[str, Any]]:
+        self._fault("accounts")
+        return [copy.deepcopy(o) for (ns, _), o in self.accounts.items() if ns == namespace]
+
+    async def get_cluster_account(self, name: str) -> dict[str, Any]:
+        self._fault("accounts")
+        if (None, name) not in self.accounts:
+            raise NotFound(f"clustersocialaccount {name}")
+        return copy.deepcopy(self.accounts[(None, name)])
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        self._fault("accounts")
+        return dict(self.namespace_label.get(namespace, {}))
+
+    # --- quota slots: Leases, created if absent (label selectors: `k=v` only) ---------
+
+    async def create_lease(
+        self, namespace: str, name: str, holder: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        self._fault("leases")
+        await asyncio.sleep(0)  # let a concurrent taker interleave, as a real request would
+        if (namespace, name) in self.leases:
+            raise Conflict(f"lease {name} exists")
+        obj = {
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"holderIdentity": holder},
+        }
+        self.leases[(namespace, name)] = obj
+        return copy.deepcopy(obj)
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._fault("leases")
+        key, _, value = selector.partition("=")
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in self.leases.items()
+            if ns == namespace and o["metadata"]["labels"].get(key) == value
+        ]
+
+    async def delete_leases(self, namespace: str, selector: str) -> None:
+        self.lease_sweeps.append((namespace, selector))
+
     def create(
         self, namespace: str, name: str, spec: dict[str, Any], *, uid: str | None = None
     ) -> dict[str, Any]:
+        spec = self._auto_account(namespace, spec)
         obj = {
             "apiVersion": "herald.dev/v1alpha1",
             "kind": "ScheduledPost",

@@ -95,6 +95,7 @@ def header_credential(cid: str, name: str, value: str) -> dict[str, Any]:
 
 
 LINKEDIN_AUTHOR = "urn:li:organization:2414183"
+"""The handle of the tests' LinkedIn accounts: what the workflow posts as (author)."""
 
 
 class Networks:
@@ -146,7 +147,6 @@ class Networks:
     def env(self) -> dict[str, str]:
         return {
             "LINKEDIN_API_BASE_URL": self.linkedin.base_url,
-            "LINKEDIN_AUTHOR_URN": LINKEDIN_AUTHOR,
             "X_API_BASE_URL": self.x.base_url,
             "MASTODON_API_BASE_URL": self.mastodon.base_url,
             "BLUESKY_API_BASE_URL": self.bluesky.base_url,

@@ -504,3 +504,64 @@ async def test_phase_counts_follow_transitions(rig_factory: Callable[..., Rig]) 
     assert counts == {("Published", "ns"): 1, ("Scheduled", "ns"): 1}
     rig.d.forget("uid-ns-q")
     assert {(p.phase, p.count) for p in rig.d._phase_counts()} == {("Published", 1)}
+
+
+# --- accounts (issue #22): resolved at claim time; a refused post sends nothing ----------
+
+
+async def test_a_post_naming_another_namespaces_account_fails_and_sends_nothing(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    kube = FakeKube()
+    kube.auto_accounts = False
+    kube.add_account("team-a", "brand", channel="linkedin", handle="urn:li:organization:1")
+    rig = rig_factory(kube)
+    rig.create("p", 0.0, namespace="team-b", account="brand")
+    await until(lambda: phase(rig, "p", "team-b") == "Failed")
+    status = rig.status("p", "team-b")
+    assert status["lastError"]["code"] == "UnknownAccount"
+    assert "team-b" in status["message"] and "brand" in status["message"]
+    assert rig.n8n.sent == []
+
+
+async def test_the_body_carries_the_resolved_account_and_the_status_records_it(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    kube = FakeKube()
+    kube.auto_accounts = False
+    kube.add_account("ns", "brand", channel="linkedin", handle="urn:li:organization:7")
+    rig = rig_factory(kube)
+    rig.create("p", 0.0, account="brand")
+    await until(lambda: phase(rig, "p") == "Publishing" and bool(rig.n8n.sent))
+    [sent] = rig.n8n.sent
+    assert sent["account"] == {
+        "kind": "SocialAccount",
+        "name": "brand",
+        "handle": "urn:li:organization:7",
+        "channel": "linkedin",
+    }
+    assert rig.status("p")["account"] == {
+        "kind": "SocialAccount",
+        "name": "brand",
+        "handle": "urn:li:organization:7",
+    }
+
+
+async def test_a_suspended_account_holds_its_posts_until_resumed(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("herald.worker.HOLD_RECHECK_SECONDS", 0.3)
+    kube = FakeKube()
+    kube.auto_accounts = False
+    kube.add_account("ns", "brand", channel="linkedin", handle="h", suspend=True)
+    rig = rig_factory(kube)
+    rig.create("p", 0.0, account="brand")
+    await until(lambda: "suspended" in (rig.status("p").get("message") or ""))
+    assert phase(rig, "p") == "Scheduled" and rig.n8n.sent == []
+    assert ("p", "Warning", "AccountSuspended") in [
+        (name, kind, reason) for name, kind, reason in kube.events
+    ]
+    kube.add_account("ns", "brand", channel="linkedin", handle="h", suspend=False)
+    monkeypatch.setattr("herald.accountstore.CACHE_SECONDS", 0.0)
+    await until(lambda: bool(rig.n8n.sent))
+    assert rig.status("p")["attempt"] == 1  # holding spent no attempt

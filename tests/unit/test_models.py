@@ -57,6 +57,15 @@ def test_committed_publication_crd_is_what_crdgen_renders() -> None:
     )
 
 
+@pytest.mark.parametrize("plural", ["socialaccounts", "clustersocialaccounts"])
+def test_committed_account_crds_are_what_crdgen_renders(plural: str) -> None:
+    committed = (ROOT / "crds" / f"{plural}.herald.dev.yaml").read_text()
+    assert committed == crdgen.render(plural), (
+        f"crds/{plural}.herald.dev.yaml is out of date with operator/herald/models.py: "
+        "run `make crd` and commit the result"
+    )
+
+
 def test_crd_identity() -> None:
     crd = committed_crd()
     assert crd["metadata"]["name"] == "scheduledposts.herald.dev"
@@ -135,7 +144,7 @@ def test_the_field_walk_reaches_nested_models() -> None:
     assert "ttlSecondsAfterFinished" in spec
     assert {"claimedGeneration", "retryEpoch", "retryBaseAttempt"} <= status
     assert len(spec) == 19  # + edition (the publication ledger)
-    assert len(status) == 34
+    assert len(status) == 38  # + account (kind, name, handle): the account it was sent as
 
 
 def test_required_fields_match() -> None:

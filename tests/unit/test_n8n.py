@@ -27,7 +27,14 @@ from aiohttp import web
 from herald import n8n, signing
 from herald.config import Target
 from herald.engine import Accepted, Failure, Post, Published
-from herald.models import Content, ErrorClass, Media, ScheduledPostSpec, ScheduledPostStatus
+from herald.models import (
+    AccountRef,
+    Content,
+    ErrorClass,
+    Media,
+    ScheduledPostSpec,
+    ScheduledPostStatus,
+)
 
 NOW = dt.datetime(2030, 1, 15, 9, 0, 0, tzinfo=dt.UTC)
 KEY = b"signing-key-for-tests"
@@ -164,7 +171,10 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
 # --- payload ---------------------------------------------------------------------------
 
 
-def make_post(attempt: int = 2, **spec_changes: Any) -> Post:
+COMPANY = AccountRef(kind="SocialAccount", name="company", handle="@company@mastodon.example")
+
+
+def make_post(attempt: int = 2, account: AccountRef | None = COMPANY, **spec_changes: Any) -> Post:
     fields: dict[str, Any] = {
         "publish_at": dt.datetime(2030, 3, 2, 17, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
         "channel": "mastodon",
@@ -178,6 +188,8 @@ def make_post(attempt: int = 2, **spec_changes: Any) -> Post:
             ],
         ),
     }
+    if "account_name" in spec_changes:
+        fields["account"] = spec_changes.pop("account_name")
     fields.update(spec_changes)
     return Post(
         namespace="marketing",
@@ -185,7 +197,7 @@ def make_post(attempt: int = 2, **spec_changes: Any) -> Post:
         uid=UID,
         generation=1,
         spec=ScheduledPostSpec(**fields),
-        status=ScheduledPostStatus(phase="Publishing", attempt=attempt),
+        status=ScheduledPostStatus(phase="Publishing", attempt=attempt, account=account),
     )
 
 
@@ -198,7 +210,12 @@ def test_payload_fields() -> None:
         "attempt": 2,
         "publishAt": "2030-03-02T16:30:00Z",
         "channel": "mastodon",
-        "account": "company",
+        "account": {
+            "kind": "SocialAccount",
+            "name": "company",
+            "handle": "@company@mastodon.example",
+            "channel": "mastodon",
+        },
         "content": {
             "text": "Thank you!",
             "link": "https://example.com/blog",
@@ -210,6 +227,15 @@ def test_payload_fields() -> None:
         "callback": {"url": "http://herald-callback:8080/v1/callbacks", "token": "v1.tok"},
     }
     json.dumps(body)  # serialisable as it is
+
+
+def test_payload_carries_the_resolved_account_never_spec_account() -> None:
+    """spec.account is a name to resolve; only the claim's account (status.account) is
+    what n8n may post as: a raw handle in spec.account never reaches the body."""
+    p = make_post(account=COMPANY, account_name="urn:li:organization:1000001")
+    body = n8n.payload(p, "http://cb/v1/callbacks", "t")
+    assert body["account"]["handle"] == "@company@mastodon.example"
+    assert "urn:li:organization:1000001" not in json.dumps(body)
 
 
 def test_payload_minimal_post() -> None:

@@ -434,7 +434,7 @@ def _complete(words: list[str], partial: str) -> list[str]:
 @pytest.mark.parametrize(
     ("words", "partial", "expected"),
     [
-        ([], "", ["list", "describe", *plugin.VERBS, "completion"]),
+        ([], "", ["list", "accounts", "describe", *plugin.VERBS, "completion"]),
         ([], "re", ["retry", "resume", "reschedule"]),
         (["retry"], "", ["launch", "later"]),
         (["retry"], "la", ["launch", "later"]),
@@ -481,3 +481,49 @@ def test_zsh_completion_script() -> None:
     script = plugin.completion_script("zsh")
     assert script.startswith("#compdef kubectl-herald\n")
     assert "kubectl-herald __complete" in script and "compdef _kubectl_herald" in script
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+def _account(name: str, cluster: bool = False, **spec: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if not cluster:
+        meta["namespace"] = "team-b"
+    return {"metadata": meta, "spec": {"channel": "linkedin", "handle": f"urn:{name}", **spec}}
+
+
+def test_accounts_lists_own_and_admitted_cluster_accounts() -> None:
+    own = [
+        _account("brand", default=True),
+        {
+            **_account("paused", channel="x", suspend=True),
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Suspended"}]},
+        },
+    ]
+    selected = {"from": "Selector", "selector": {"matchLabels": {"team": "b"}}}
+    cluster = [
+        _account("shared", True, allowedNamespaces=selected),
+        _account("other-team", True, allowedNamespaces={"from": "Selector", "selector": {}}),
+        _account("nobody", True),  # no allowedNamespaces: admits none
+        _account("brand", True, allowedNamespaces={"from": "All"}),  # shadowed by the own one
+    ]
+    out = plugin.accounts_table("team-b", own, cluster, {"team": "b"})
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY"
+    ]  # fmt: skip
+    rows = [line.split()[:2] for line in lines[1:]]
+    assert rows == [
+        ["SocialAccount", "brand"],
+        ["SocialAccount", "paused"],
+        ["ClusterSocialAccount", "other-team"],
+        ["ClusterSocialAccount", "shared"],
+    ]
+    assert "False (Suspended)" in lines[2]
+    assert "nobody" not in out
+
+
+def test_accounts_says_what_it_could_not_read() -> None:
+    out = plugin.accounts_table("team-b", [_account("brand")], None, None)
+    assert "ClusterSocialAccounts not shown" in out
