@@ -252,6 +252,16 @@ class Settings(BaseSettings):
         description="How often the operator sweeps expired publication records (listed in "
         "pages of 100, each deleted with uid and resourceVersion preconditions).",
     )
+    history_sweep_seconds: float = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="How often the operator sweeps the Published posts, which it does not "
+        "watch (listed in pages of 100 with a field selector on status.phase): it deletes "
+        "those past their TTL (with uid and resourceVersion preconditions, so a TTL is "
+        "applied up to this late), writes ChangedAfterDispatch on those edited after "
+        'publication, and counts them for herald_posts{phase="Published"}.',
+    )
     record_grace_seconds: float = Field(
         default=5,
         ge=0,
