@@ -252,6 +252,19 @@ class Settings(BaseSettings):
         description="How often the operator sweeps expired publication records (listed in "
         "pages of 100, each deleted with uid and resourceVersion preconditions).",
     )
+    watch_chunk_size: int = Field(
+        default=500,
+        ge=0,
+        le=100000,
+        description="The watch's initial list of live posts (at start-up and after a lost "
+        "watch) in pages of this many (limit/continue), so the whole list is never held "
+        "at once. 0: one response.",
+    )
+    watch_initial_streaming: bool = Field(
+        default=False,
+        description="Take the initial list as a watch stream (sendInitialEvents, "
+        "Kubernetes >= 1.34) instead of a paged list. bench/RESULTS.md compares the two.",
+    )
     history_sweep_seconds: float = Field(
         default=300,
         ge=1,

@@ -79,6 +79,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Only live posts: a Published one leaves the watch (kopf gets a DELETED event and
     # forgets it); herald.history sweeps them at a low rate instead.
     settings.watching.field_selectors[GROUP, PLURAL] = history.WATCH_SELECTOR
+    settings.watching.chunk_size = config.watch_chunk_size or None
+    settings.watching.initial_streaming = config.watch_initial_streaming
     me = f"{config.identity}/{secrets.token_hex(4)}"
     metrics = Metrics()
     metrics.initialise(config.targets)
