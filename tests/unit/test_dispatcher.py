@@ -517,6 +517,25 @@ async def test_the_history_sweep_keeps_a_post_changed_after_it_was_listed(
     assert rig.kube.deleted == []
 
 
+async def test_the_history_sweep_reports_an_edit_after_publication(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory()
+    rig.callback_published()
+    rig.create("p", 0.0)
+    await until(lambda: phase(rig, "p") == "Published")
+    rig.kube.edit_spec("ns", "p", content={"text": "edited after publication"})
+    now = engine_time(time.time())
+    done = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
+    assert done.written == 1 and done.counts == {"ns": 1}
+    status = rig.status("p")
+    applied = next(c for c in status["conditions"] if c["type"] == "SpecApplied")
+    assert (status["phase"], status["observedGeneration"]) == ("Published", 2)
+    assert (applied["status"], applied["reason"]) == ("False", "ChangedAfterDispatch")
+    again = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
+    assert again.written == 0  # said once
+
+
 async def test_a_published_post_leaves_the_operators_memory(
     rig_factory: Callable[..., Rig],
 ) -> None:
