@@ -518,7 +518,7 @@ async def test_the_history_sweep_keeps_a_post_changed_after_it_was_listed(
 
 
 async def test_the_history_sweep_reports_an_edit_after_publication(
-    rig_factory: Callable[..., Rig],
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = rig_factory()
     rig.callback_published()
@@ -532,8 +532,17 @@ async def test_the_history_sweep_reports_an_edit_after_publication(
     applied = next(c for c in status["conditions"] if c["type"] == "SpecApplied")
     assert (status["phase"], status["observedGeneration"]) == ("Published", 2)
     assert (applied["status"], applied["reason"]) == ("False", "ChangedAfterDispatch")
+    parsed: list[str] = []
+    real_parse = engine.from_object
+
+    def counting_parse(obj: dict[str, Any]) -> engine.Post:
+        parsed.append(obj["metadata"]["name"])
+        return real_parse(obj)
+
+    monkeypatch.setattr(history.engine, "from_object", counting_parse)
     again = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
-    assert again.written == 0  # said once
+    assert again.written == 0 and again.counts == {"ns": 1}  # said once
+    assert parsed == []  # settled (no TTL, no edit, no retry asked): counted, not parsed
 
 
 async def test_a_published_post_leaves_the_operators_memory(
