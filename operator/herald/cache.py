@@ -2,9 +2,10 @@
 
 The watch delivers whole ScheduledPosts (about 12 KB each once parsed, half of it
 managedFields); the dispatcher needs a handful of fields to schedule them, and reads the
-full object from the API server when it acts. Finished posts keep only their phase and
-namespace, for the phase gauge. Phase counts are kept incrementally, so a /metrics
-scrape costs the same at 100 posts as at 100,000.
+full object from the API server when it acts. Failed posts keep only their phase and
+namespace, for the phase gauge; Published posts are not watched at all (herald.history).
+Phase counts are kept incrementally, so a /metrics scrape costs the same at 100 posts as
+at 100,000.
 """
 
 from __future__ import annotations

@@ -252,6 +252,30 @@ class Settings(BaseSettings):
         description="How often the operator sweeps expired publication records (listed in "
         "pages of 100, each deleted with uid and resourceVersion preconditions).",
     )
+    watch_chunk_size: int = Field(
+        default=500,
+        ge=0,
+        le=100000,
+        description="The watch's initial list of live posts (at start-up and after a lost "
+        "watch) in pages of this many (limit/continue), so the whole list is never held "
+        "at once. 0: one response.",
+    )
+    watch_initial_streaming: bool = Field(
+        default=False,
+        description="Take the initial list as a watch stream (sendInitialEvents, "
+        "Kubernetes >= 1.34, and an etcd with RequestWatchProgress: not the project's "
+        "etcd 3.5.1, where the API server refuses the watch) instead of a paged list.",
+    )
+    history_sweep_seconds: float = Field(
+        default=300,
+        ge=1,
+        le=86400,
+        description="How often the operator sweeps the Published posts, which it does not "
+        "watch (listed in pages of 100 with a field selector on status.phase): it deletes "
+        "those past their TTL (with uid and resourceVersion preconditions, so a TTL is "
+        "applied up to this late), writes ChangedAfterDispatch on those edited after "
+        'publication, and counts them for herald_posts{phase="Published"}.',
+    )
     record_grace_seconds: float = Field(
         default=5,
         ge=0,

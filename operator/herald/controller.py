@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from herald import engine, kubeauth, ledger, logs
+from herald import engine, history, kubeauth, ledger, logs
 from herald.accountstore import report_ready
 from herald.clock import SYSTEM
 from herald.config import Settings, load
@@ -47,6 +47,7 @@ class Runtime:
     dispatcher: Dispatcher
     loop_task: asyncio.Task[None] | None = None
     sweep_task: asyncio.Task[None] | None = None
+    history_task: asyncio.Task[None] | None = None
     watching: bool = False
 
 
@@ -77,6 +78,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING  # our own Events say what happened
     settings.watching.server_timeout = 300
+    # Only live posts: a Published one leaves the watch (kopf gets a DELETED event and
+    # forgets it); herald.history sweeps them at a low rate instead.
+    settings.watching.field_selectors[GROUP, PLURAL] = history.WATCH_SELECTOR
+    settings.watching.chunk_size = config.watch_chunk_size or None
+    settings.watching.initial_streaming = config.watch_initial_streaming
     me = f"{config.identity}/{secrets.token_hex(4)}"
     metrics = Metrics()
     metrics.initialise(config.targets)
@@ -132,6 +138,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ),
         name="herald-ledger-sweep",
     )
+    runtime.history_task = asyncio.create_task(
+        history.sweep_forever(
+            kube,
+            writer,
+            config.namespaces,
+            clock.wall,
+            config.defaults(),
+            me,
+            config.history_sweep_seconds,
+            dispatcher.count_published,
+        ),
+        name="herald-history-sweep",
+    )
     memo["herald"] = runtime
     log.info("herald operator %s: targets %s", me, ", ".join(sorted(config.targets)) or "none")
 
@@ -142,8 +161,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.dispatcher.stop(runtime.settings.shutdown_grace_seconds)
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
-    if runtime.sweep_task is not None:
-        runtime.sweep_task.cancel()
+    for task in (runtime.sweep_task, runtime.history_task):
+        if task is not None:
+            task.cancel()
     await runtime.n8n.aclose()
     await runtime.kube.aclose()
 

@@ -20,18 +20,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from herald import engine
+from herald import engine, history
 from herald.accountstore import AccountStore, Quotas
 from herald.cache import Entry, PostCache
 from herald.clock import Clock
 from herald.kube import KubeClient, KubeError, NotFound
 from herald.metrics import Metrics, PhaseCount
+from herald.models import Phase
 from herald.n8n import N8nClient
 from herald.schedule import Schedule
 from herald.sender import Sender
@@ -80,7 +82,8 @@ class Dispatcher:
     written, monotonic time for the schedule, backoffs and breakers.
 
     Invariants (uids are ScheduledPost uids; see also Track and Target):
-    - `cache` holds every post the watch has shown and not deleted; `tracks` holds a
+    - `cache` holds every watched post (all but the Published: herald.history) the watch
+      has shown and not deleted or seen leave; `tracks` holds a
       Track for a live post exactly while the dispatcher holds something for it.
     - a uid is at most one of: queued, worked on (track.busy), parked, waiting.
     - every live post with time-driven work is scheduled, queued, worked on, parked or
@@ -102,6 +105,9 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.cache = PostCache()
+        """The watched posts: every one but the Published (herald.history)."""
+        self.published: Counter[str] = Counter()
+        """Published posts by namespace, as the last history sweep counted them."""
         self.schedule = Schedule(clock.monotonic)
         self.queue = FairQueue()
         self.tracks: dict[str, Track] = {}
@@ -161,6 +167,12 @@ class Dispatcher:
             return None
         self.note(view)
         track = self.tracks.get(uid)
+        if not history.watched(view.post):
+            # Published: out of the watch (herald.history), and out of memory at once. A
+            # turn under way ends in the worker, which then drops the track.
+            if track is None or not track.busy:
+                self.forget(uid)
+            return view
         if track is not None and track.busy:
             if not own and not echo:
                 track.dirty = True  # look again when the work under way ends
@@ -187,7 +199,10 @@ class Dispatcher:
         entry = Entry(
             post.namespace, post.name, post.uid, post.generation, phase, view.resource_version
         )
-        self.cache.put(entry, pending=wake is not None or engine.needs_plan(post))
+        if history.watched(post):
+            self.cache.put(entry, pending=wake is not None or engine.needs_plan(post))
+        else:
+            self.cache.remove(post.uid)
         track = self.tracks.get(post.uid)
         if track is not None:
             track.view = view
@@ -208,6 +223,8 @@ class Dispatcher:
         from before our own last write costs a read, never a wrong write (CAS)."""
         if self.tracks.get(track.uid) is track:
             del self.tracks[track.uid]
+            if self.cache.get(track.uid) is None:
+                self.schedule.cancel(track.uid)
         self.targets.drop(track)
 
     def plan(self, track: Track | None, post: engine.Post | None) -> None:
@@ -320,7 +337,13 @@ class Dispatcher:
     # --- views for metrics and probes --------------------------------------------------
 
     def _phase_counts(self) -> Iterable[PhaseCount]:
-        return [PhaseCount(p, ns, n) for p, ns, n in self.cache.counts()]
+        counts = [PhaseCount(p, ns, n) for p, ns, n in self.cache.counts()]
+        published = Phase.PUBLISHED.value
+        return counts + [PhaseCount(published, ns, n) for ns, n in self.published.items()]
+
+    def count_published(self, counts: Counter[str]) -> None:
+        """herald.history's count of the Published posts (not in the cache), by namespace."""
+        self.published = counts
 
     def _backlog(self) -> int:
         return len(self.queue) + self.targets.backlog()

@@ -298,12 +298,35 @@ class KubeClient:
             url = f"/apis/{GROUP}/{VERSION}/{PUBLICATION_PLURAL}"
         else:
             url = self._publication_path(namespace)
+        return await self._list_page(url, "list publications", limit, continue_, field_selector)
+
+    async def list_posts(
+        self,
+        namespace: str | None,
+        limit: int,
+        continue_: str | None = None,
+        *,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ScheduledPosts (all namespaces when `namespace` is None) matching
+        `field_selector` (server-side), and the token of the next page."""
+        url = self._path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        return await self._list_page(url, "list posts", limit, continue_, field_selector)
+
+    async def _list_page(
+        self,
+        url: str,
+        what: str,
+        limit: int,
+        continue_: str | None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
         params: dict[str, str | int] = {"limit": limit}
         if continue_:
             params["continue"] = continue_
         if field_selector:
             params["fieldSelector"] = field_selector
-        response = await self._request("GET", url, "list publications", params=params)
+        response = await self._request("GET", url, what, params=params)
         body = response.json()
         items: list[dict[str, Any]] = body.get("items") or []
         return items, (body.get("metadata") or {}).get("continue") or None

@@ -22,6 +22,7 @@ from typing import Any
 from herald import engine
 from herald.kube import Conflict, KubeClient, KubeError, NotFound
 from herald.models import ScheduledPostStatus, parse_publication
+from herald.sweep import Sweep
 
 log = logging.getLogger("herald.ledger")
 
@@ -148,17 +149,6 @@ class Ledger:
         return written
 
 
-@dataclass
-class Sweep:
-    """What one retention sweep did."""
-
-    pages: int = 0
-    seen: int = 0
-    deleted: int = 0
-    changed: int = 0
-    """Expired when listed, but changed or gone before the delete (its precondition)."""
-
-
 async def sweep(
     kube: KubeClient,
     namespaces: list[str],
@@ -172,28 +162,15 @@ async def sweep(
     resourceVersion as preconditions (a record taken over meanwhile is kept). Raises
     KubeError when a list fails (the next sweep starts again)."""
     result = Sweep()
-    scopes: list[str | None] = [*namespaces] if namespaces else [None]
-    for namespace in scopes:
-        token: str | None = None
-        while True:
-            items, token = await kube.list_publications(namespace, page_size, token)
-            result.pages += 1
-            for obj in items:
-                result.seen += 1
-                meta = obj["metadata"]
-                if not engine.publication_expired(
-                    parse_publication(obj["spec"]), now, retention_days
-                ):
-                    continue
-                try:
-                    await kube.delete_publication(
+    async for page in result.pages_of(kube.list_publications, namespaces, page_size):
+        for obj in page:
+            meta = obj["metadata"]
+            if engine.publication_expired(parse_publication(obj["spec"]), now, retention_days):
+                await result.delete(
+                    kube.delete_publication(
                         meta["namespace"], meta["name"], meta["uid"], meta["resourceVersion"]
                     )
-                    result.deleted += 1
-                except (Conflict, NotFound):
-                    result.changed += 1
-            if token is None:
-                break
+                )
     return result
 
 

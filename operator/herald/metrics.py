@@ -75,7 +75,8 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         posts = GaugeMetricFamily(
             "herald_posts",
-            "ScheduledPosts by phase, as the operator last saw them.",
+            "ScheduledPosts by phase, as the operator last saw them (Published: as the "
+            "last history sweep counted them).",
             labels=["phase", "namespace"],
         )
         for item in self._phases():

@@ -112,7 +112,7 @@ def publications(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
 def test_a_post_deleted_by_its_ttl_and_applied_again_is_not_sent_again(
     posts: Posts, n8n_published: FakeN8n, herald: Start, control_plane: ControlPlane
 ) -> None:
-    herald(n8n_published.url)
+    herald(n8n_published.url, history_sweep_seconds=1)  # a Published post's TTL is swept
     body = manifest(posts, "ttl", in_seconds(1), ttlSecondsAfterFinished=3)
     first = apply(posts, body)
     done = watch_status(posts, first, lambda s: s.get("phase") == "Published", 30)

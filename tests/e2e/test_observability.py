@@ -112,7 +112,9 @@ def test_real_prometheus_scrapes_operator_and_sidecar(
     _, callback_base = sidecar()
     metrics_port = free_port()
     with FakeN8n(auto_callback=True) as n8n:
-        herald(n8n.url, callback_url=callback_base, metrics_port=metrics_port)
+        herald(
+            n8n.url, callback_url=callback_base, metrics_port=metrics_port, history_sweep_seconds=1
+        )
         prom = prometheus([f"127.0.0.1:{metrics_port}", callback_base.removeprefix("http://")])
         for i in range(3):
             posts.create(f"measured-{i}", in_seconds(2))

@@ -27,6 +27,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.deleted: list[str] = []
         self.gets = 0
+        self.lists = 0
         self._rv = itertools.count(100)
         self._faults: dict[str, deque[KubeError]] = defaultdict(deque)
         self.validate: Any = None  # callable(status) -> str | None (a schema error)
@@ -232,6 +233,28 @@ class FakeKube:
         self._notify("MODIFIED", patched)
         return copy.deepcopy(patched)
 
+    async def list_posts(
+        self,
+        namespace: str | None,
+        limit: int,
+        continue_: str | None = None,
+        *,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of posts, as the API server pages them (the token is an offset here);
+        `field_selector` as `status.phase=X` or `status.phase!=X`."""
+        self._fault("list")
+        self.lists += 1
+        items = [
+            obj
+            for (ns, _), obj in sorted(self.objects.items())
+            if (namespace is None or ns == namespace) and _selected(obj, field_selector)
+        ]
+        start = int(continue_ or 0)
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        return copy.deepcopy(page), str(start + limit) if more else None
+
     async def delete_post(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
         self._fault("delete")
         current = self.objects.get((namespace, name))
@@ -266,3 +289,12 @@ def _missing(doc: dict[str, Any], path: str) -> bool:
             return True
         node = node[part]
     return False
+
+
+def _selected(obj: dict[str, Any], field_selector: str | None) -> bool:
+    if not field_selector:
+        return True
+    phase = (obj.get("status") or {}).get("phase") or ""
+    if "!=" in field_selector:
+        return phase != field_selector.split("!=", 1)[1]
+    return phase == field_selector.split("=", 1)[1]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from herald import dispatcher as dispatcher_module
-from herald import engine
+from herald import engine, history
 from herald.clock import SYSTEM
 from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import Unavailable
@@ -112,7 +112,9 @@ class Rig:
     def deliver(self, kind: str, obj: dict[str, Any]) -> None:
         if not self.watching:
             return
-        if kind == "DELETED":
+        # The operator's watch selects history.WATCH_SELECTOR: the API server reports a
+        # post that stops matching (it became Published) as DELETED.
+        if kind == "DELETED" or not history.watched(engine.from_object(obj)):
             self.d.forget(obj["metadata"]["uid"])
         else:
             self.d.observe(obj)
@@ -468,16 +470,99 @@ async def test_a_slow_target_cannot_hold_every_slot(rig_factory: Callable[..., R
 # --- TTL after finishing ------------------------------------------------------------------
 
 
-async def test_finished_posts_are_deleted_after_their_ttl(
+async def test_published_posts_are_deleted_after_their_ttl_by_the_history_sweep(
     rig_factory: Callable[..., Rig],
 ) -> None:
     rig = rig_factory(ttl_after_published=0)
     rig.callback_published()
     rig.create("p", 0.0)
     rig.create("keep", 0.0, ttlSecondsAfterFinished=3600)
-    await until(lambda: rig.kube.deleted == ["p"])
+    rig.create("live", 3600)
+    await until(lambda: phase(rig, "p") == "Published" and phase(rig, "keep") == "Published")
+    assert rig.kube.deleted == []  # Published posts are not watched: the sweep does it
+    done = await history.sweep(
+        rig.kube,  # type: ignore[arg-type]
+        rig.writer,
+        [],
+        engine_time(time.time()),
+        rig.config.defaults,
+        ME,
+        page_size=1,
+    )
+    assert rig.kube.deleted == ["p"]
+    assert (done.pages, done.seen, done.deleted, done.changed) == (2, 2, 1, 0)
+    assert done.counts == {"ns": 1}  # "keep"; "live" is not listed
     assert phase(rig, "keep") == "Published"
     assert rig.metrics.deleted.labels("Published")._value.get() == 1
+
+
+async def test_the_history_sweep_keeps_a_post_changed_after_it_was_listed(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(ttl_after_published=0)
+    rig.callback_published()
+    rig.create("p", 0.0)
+    await until(lambda: phase(rig, "p") == "Published")
+    listed = rig.kube.list_posts
+
+    async def list_then_edit(*args: Any, **kwargs: Any) -> Any:
+        page = await listed(*args, **kwargs)
+        rig.kube.set_status("ns", "p", {**rig.status("p")})  # a new resourceVersion
+        return page
+
+    rig.kube.list_posts = list_then_edit  # type: ignore[method-assign]
+    now = engine_time(time.time())
+    done = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
+    assert (done.deleted, done.changed) == (0, 1)
+    assert rig.kube.deleted == []
+
+
+async def test_the_history_sweep_reports_an_edit_after_publication(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = rig_factory()
+    rig.callback_published()
+    rig.create("p", 0.0)
+    await until(lambda: phase(rig, "p") == "Published")
+    rig.kube.edit_spec("ns", "p", content={"text": "edited after publication"})
+    now = engine_time(time.time())
+    done = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
+    assert done.written == 1 and done.counts == {"ns": 1}
+    status = rig.status("p")
+    applied = next(c for c in status["conditions"] if c["type"] == "SpecApplied")
+    assert (status["phase"], status["observedGeneration"]) == ("Published", 2)
+    assert (applied["status"], applied["reason"]) == ("False", "ChangedAfterDispatch")
+    parsed: list[str] = []
+    real_parse = engine.from_object
+
+    def counting_parse(obj: dict[str, Any]) -> engine.Post:
+        parsed.append(obj["metadata"]["name"])
+        return real_parse(obj)
+
+    monkeypatch.setattr(history.engine, "from_object", counting_parse)
+    again = await history.sweep(rig.kube, rig.writer, [], now, rig.config.defaults, ME)  # type: ignore[arg-type]
+    assert again.written == 0 and again.counts == {"ns": 1}  # said once
+    assert parsed == []  # settled (no TTL, no edit, no retry asked): counted, not parsed
+
+
+async def test_a_published_post_leaves_the_operators_memory(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(record_grace=0.1)
+    # One of the two due posts gets n8n's synchronous answer (the operator's own write
+    # publishes it), the other the callback (the sidecar's write: a watch DELETED).
+    rig.callback_published()
+    rig.n8n.script.extend([engine.Accepted(), engine.Accepted(engine.Published("urn:x:1"))])
+    rig.create("p", 0.0)
+    rig.create("q", 3600)
+    rig.create("sync", 0.0)
+    await until(lambda: phase(rig, "p") == "Published" and phase(rig, "sync") == "Published")
+    await asyncio.sleep(0.3)  # past the record grace
+    gone = {"uid-ns-p", "uid-ns-sync"}
+    assert not gone & {e.uid for e in rig.d.cache._live.values()}
+    assert not gone & set(rig.d.cache._done) and not gone & set(rig.d.tracks)
+    assert not any(uid in rig.d.schedule for uid in gone)
+    assert len(rig.d.cache) == 1  # "q"
 
 
 async def test_ttl_delete_is_preconditioned_on_the_version_decided_on(
@@ -500,6 +585,9 @@ async def test_phase_counts_follow_transitions(rig_factory: Callable[..., Rig]) 
     rig.create("q", 3600)
     await until(lambda: phase(rig, "p") == "Published" and phase(rig, "q") == "Scheduled")
     await asyncio.sleep(0.05)
+    counts = {(p.phase, p.namespace): p.count for p in rig.d._phase_counts()}
+    assert counts == {("Scheduled", "ns"): 1}  # Published: counted by the history sweep
+    rig.d.count_published(Counter({"ns": 1}))
     counts = {(p.phase, p.namespace): p.count for p in rig.d._phase_counts()}
     assert counts == {("Published", "ns"): 1, ("Scheduled", "ns"): 1}
     rig.d.forget("uid-ns-q")
