@@ -184,7 +184,10 @@ class Api:
     async def record_bytes(self, namespace: str) -> float | None:
         """Mean size of the namespace's publication records as stored: etcd keeps a
         custom resource as its JSON, managedFields included (None: no records)."""
-        body = await self._send("GET", f"{API}/namespaces/{namespace}/publications")
+        try:
+            body = await self._send("GET", f"{API}/namespaces/{namespace}/publications")
+        except RuntimeError:
+            return None  # a Herald without the ledger (a baseline run): no records
         items = body.get("items") or []
         if not items:
             return None

@@ -1437,6 +1437,32 @@ def finished_record(
     return None
 
 
+def finish_ops(post: Post, status: ScheduledPostStatus) -> list[dict[str, Any]] | None:
+    """The outcome written into the record this post holds and is still sending, as one
+    JSON patch guarded by `test` ops (no read first: the common case). None: nothing to
+    write for this status. When a test fails, `finished_record` decides on a read."""
+    if status.phase is Phase.PUBLISHED:
+        fields: dict[str, Any] = {
+            "state": PublicationState.PUBLISHED.value,
+            "publishedAt": format_time(status.published_at) if status.published_at else None,
+            "externalId": status.external_id,
+            "externalUrl": status.external_url,
+        }
+    elif status.phase is Phase.FAILED:
+        fields = {"state": PublicationState.FAILED.value}
+    else:
+        return None
+    return [
+        {"op": "test", "path": "/spec/holderUid", "value": post.uid},
+        {"op": "test", "path": "/spec/state", "value": PublicationState.SENDING.value},
+        *(
+            {"op": "add", "path": f"/spec/{key}", "value": value}
+            for key, value in fields.items()
+            if value is not None
+        ),
+    ]
+
+
 def published_record(
     record: PublicationSpec, published: Published, at: dt.datetime | None
 ) -> PublicationSpec | None:

@@ -283,6 +283,21 @@ class KubeClient:
         result: dict[str, Any] = response.json()
         return result
 
+    async def patch_publication(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A JSON patch of the record; its `test` ops make it a compare-and-swap without
+        a read (Conflict when one fails, NotFound when there is no record)."""
+        response = await self._request(
+            "PATCH",
+            self._publication_path(namespace, name),
+            f"test-and-set publication {namespace}/{name}",
+            json=ops,
+            headers={"Content-Type": JSON_PATCH},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
     async def list_publications(
         self,
         namespace: str | None,

@@ -96,6 +96,22 @@ class Ledger:
         status write goes on: a record left Sending is taken over after the stale time,
         and the fingerprint's Idempotency-Key lets n8n drop the repeat)."""
         name = engine.publication_name(post)
+        ops = engine.finish_ops(post, status)
+        if ops is None:
+            return
+        try:
+            await self.kube.patch_publication(post.namespace, name, ops)
+            log.info("%s/%s: record %s: %s", post.namespace, post.name, name, status.phase)
+            return
+        except NotFound:
+            return  # sent before the ledger existed, or expired
+        except Conflict:
+            pass  # not this post's Sending record any more: read it and decide
+        except KubeError as exc:
+            log.warning(
+                "%s/%s: could not update record %s: %s", post.namespace, post.name, name, exc
+            )
+            return
         for _ in range(3):
             try:
                 obj = await self.kube.get_publication(post.namespace, name)

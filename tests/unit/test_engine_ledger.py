@@ -259,6 +259,25 @@ def test_a_callback_for_a_deleted_post_marks_its_record_published(
         assert new.holder_uid == OTHER_UID and new.since == record(state).since
 
 
+def test_the_outcome_is_one_patch_guarded_by_holder_and_state() -> None:
+    done = post(
+        phase=Phase.PUBLISHED, published_at=NOW, external_id="7", external_url="https://x/7"
+    ).status
+    assert engine.finish_ops(post(), done) == [
+        {"op": "test", "path": "/spec/holderUid", "value": UID},
+        {"op": "test", "path": "/spec/state", "value": "Sending"},
+        {"op": "add", "path": "/spec/state", "value": "Published"},
+        {"op": "add", "path": "/spec/publishedAt", "value": "2030-01-15T09:00:00Z"},
+        {"op": "add", "path": "/spec/externalId", "value": "7"},
+        {"op": "add", "path": "/spec/externalUrl", "value": "https://x/7"},
+    ]
+    failed = engine.finish_ops(post(), post(phase=Phase.FAILED).status)
+    assert failed is not None and failed[2:] == [
+        {"op": "add", "path": "/spec/state", "value": "Failed"}
+    ]
+    assert engine.finish_ops(post(), post(phase=Phase.RETRYING).status) is None
+
+
 def test_a_post_never_sent_writes_no_record() -> None:
     scheduled = post(phase=Phase.SCHEDULED, attempt=0, claimed_by=None, claimed_at=None)
     decision = engine._missed_deadline(scheduled, NOW, 100.0, 10)
