@@ -35,7 +35,13 @@ CALLBACK_RESULTS = (
     "unavailable",
     "rejected",
 )
-ACTIONABLE_CODES = ("ReconnectAccount", "UnknownAccount", "ChannelNotConfigured", "Duplicate")
+ACTIONABLE_CODES = (
+    "ReconnectAccount",
+    "UnknownAccount",
+    "NoAccount",
+    "ChannelNotConfigured",
+    "Duplicate",
+)
 """Codes of a permanent failure reported by n8n's workflows that tell a person what to do
 (reconnect a credential, fix spec.account, configure the channel, look at the existing
 post). herald_failed_total counts them under their own reason; every other code stays
@@ -45,6 +51,10 @@ FAILED_REASONS = (
     "RetriesExhausted",
     "MissedDeadline",
     "UnknownTarget",
+    # The operator's refusals of a post's account (herald.accounts.Refusal).
+    "AccountNotAllowed",
+    "AccountChannelMismatch",
+    "AccountTargetMismatch",
     *ACTIONABLE_CODES,
 )
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -137,7 +147,8 @@ class Metrics:
             "Posts that ended Failed, by reason: PermanentFailure, RetriesExhausted, "
             "MissedDeadline, UnknownTarget, the post's account (UnknownAccount, "
             "AccountNotAllowed, AccountChannelMismatch, AccountTargetMismatch), or the "
-            "workflow's ReconnectAccount, UnknownAccount, ChannelNotConfigured, Duplicate.",
+            "workflow's ReconnectAccount, UnknownAccount, NoAccount, ChannelNotConfigured, "
+            "Duplicate.",
             ["reason"],
             registry=r,
         )
