@@ -198,6 +198,18 @@ class Workers:
                 await self.d.sender.prepare(track)
         return None
 
+    def _not_yet(self, track: Track, post: engine.Post, what: str, exc: KubeError) -> None:
+        """The accounts or quotas could not be read: no claim now, back off."""
+        log.warning(
+            "%s/%s: cannot %s (%s); not claiming yet",
+            post.namespace,
+            post.name,
+            what,
+            exc,
+            extra=post_context(post),
+        )
+        self.d.backoff(track)
+
     async def _vet_account(
         self, track: Track, post: engine.Post, claim: engine.Decision
     ) -> engine.Decision | None:
@@ -210,14 +222,7 @@ class Workers:
                 post.namespace, spec.account, spec.channel, spec.target
             )
         except KubeError as exc:
-            log.warning(
-                "%s/%s: cannot read its account (%s); not claiming yet",
-                post.namespace,
-                post.name,
-                exc,
-                extra=post_context(post),
-            )
-            self.d.backoff(track)
+            self._not_yet(track, post, "read its account", exc)
             return None
         now = self.d.now()
         if isinstance(found, Refused):
@@ -229,14 +234,7 @@ class Workers:
             try:
                 full = await self.d.quotas.take(account, post.uid, now)
             except KubeError as exc:
-                log.warning(
-                    "%s/%s: cannot count its account's quota (%s); not claiming yet",
-                    post.namespace,
-                    post.name,
-                    exc,
-                    extra=post_context(post),
-                )
-                self.d.backoff(track)
+                self._not_yet(track, post, "count its account's quota", exc)
                 return None
             if full is not None:
                 msg = quota_message(account, full, post.namespace)
