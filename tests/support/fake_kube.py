@@ -196,6 +196,22 @@ class FakeKube:
         self.publication_writes.append(("update", meta["name"]))
         return copy.deepcopy(current)
 
+    async def patch_publication(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        self._fault("patch_publication")
+        current = self.publications.get((namespace, name))
+        if current is None:
+            raise NotFound(f"publication {name}")
+        try:
+            patched = jsonpatch.apply_patch(current, ops)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise Conflict(str(exc)) from exc
+        patched["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.publications[(namespace, name)] = patched
+        self.publication_writes.append(("update", name))
+        return copy.deepcopy(patched)
+
     async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
         self.gets += 1
         self._fault("get")
