@@ -249,6 +249,9 @@ class Dispatcher:
                 whens.append(self.clock.monotonic())  # e.g. after a failed write
         if track is not None and track.withheld and track.written is not None:
             whens.append(track.written[1] + OWN_WRITE_WAIT)
+        if track is not None and track.failures:
+            # A failed read leaves no view to plan from: the backoff is the wake-up.
+            whens.append(track.not_before)
         if not whens:
             self.schedule.cancel(uid)
             return

@@ -243,6 +243,23 @@ async def test_failed_first_write_is_retried_with_backoff(
     assert rig.metrics.write_errors.labels("unavailable")._value.get() == 3
 
 
+async def test_a_failed_read_is_retried_after_its_backoff(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post whose read fails (the API server restarting) keeps its wake-up: planning
+    the turn that failed must not cancel the backoff's (faults: test_apiserver_restart
+    left 27 of 220 posts Scheduled for good)."""
+    monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
+    rig = rig_factory()
+    rig.create("p", 3600)
+    await until(lambda: phase(rig, "p") == "Scheduled")
+    track = rig.d.track(rig.kube.objects[("ns", "p")]["metadata"]["uid"], "ns")
+    rig.kube.fail("get", Unavailable("ConnectError: All connection attempts failed"), times=1)
+    await rig.d.workers.handle(track.uid)
+    assert rig.kube.gets >= 1 and track.failures == 1
+    assert track.uid in rig.d.schedule, "the backoff's wake-up was dropped"
+
+
 # --- window 2: a rejected write backs off, is reported, and is visible ----------------
 
 
