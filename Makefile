@@ -10,6 +10,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 # `make up N8N=real` runs a real n8n with n8n/publish-echo.json instead of the stand-in.
 N8N ?= standin
+# `make test` runs the test files in this many pytest-xdist workers, each with its own
+# control plane and n8n: an end-to-end test mostly waits for a due second, so two
+# workers keep two cores busy. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -18,7 +22,7 @@ up: tools venv $(if $(filter real,$(N8N)),n8n) ## Start Herald locally: control 
 	$(PY) hack/up.py --n8n $(N8N)
 
 test: tools n8n venv lint ## Everything CI runs: lint, type checks, unit and end-to-end tests (real n8n included)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: venv ## ruff, ruff format --check, mypy --strict, and the CRD is current
 	$(VENV)/bin/ruff check operator tests hack bench

@@ -1,4 +1,9 @@
-"""Shared fixtures: one real control plane per test session, a namespace per test."""
+"""Shared fixtures: one real control plane per test session, a namespace per test.
+
+`make test` runs the suite in pytest-xdist workers: each worker is a session of its own,
+with its own control plane (and real n8n, tests/n8n/conftest.py), so nothing here is
+shared between workers but the read-only `.tools/`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +28,24 @@ ACCOUNT_CRDS = [
     REPO / "crds" / "clustersocialaccounts.herald.dev.yaml",
 ]
 _counter = itertools.count()
+
+# The fault-injection figures (tests/faults/conftest.py `report`) travel in the report's
+# user_properties under this name, so the summary sees them from xdist workers too.
+FIGURES_PROPERTY = "fault_figures"
+_FIGURES: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _FIGURES.extend(v for k, v in report.user_properties if k == FIGURES_PROPERTY)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.section("fault-injection figures")
+    for record in sorted(_FIGURES, key=lambda r: str(r.get("test"))):
+        terminalreporter.write_line(json.dumps(record, default=str))
 
 
 @pytest.fixture(scope="session")

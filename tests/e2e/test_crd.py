@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from herald import models
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import REPO, ControlPlane
 
 pytestmark = pytest.mark.e2e
 
@@ -328,3 +329,23 @@ def test_status_is_a_subresource(
     ).json()
     assert "status" not in obj or obj["status"].get("phase") is None
     assert obj["spec"]["channel"] == models.Channel.LINKEDIN.value  # defaulted by the server
+
+
+def test_a_new_crd_accepts_a_watch_once_waited_for(
+    control_plane: ControlPlane, admin_client: httpx.Client, tmp_path: Path
+) -> None:
+    """`wait_established` (which `make up` and every session use before starting Herald)
+    returns only once a watch is accepted: kopf logs a 429 "storage is (re)initializing"
+    from a watch cache still filling at ERROR, and `make up` must start clean."""
+    crd = yaml.safe_load((REPO / "crds" / "clustersocialaccounts.herald.dev.yaml").read_text())
+    group = f"g{uuid.uuid4().hex[:8]}.herald.test"
+    crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{group}"
+    crd["spec"]["group"] = group
+    path = tmp_path / "crd.yaml"
+    path.write_text(yaml.safe_dump(crd))
+    control_plane.kubectl("apply", "-f", str(path))
+    control_plane.wait_established(crd["metadata"]["name"])
+    version = crd["spec"]["versions"][0]["name"]
+    url = f"/apis/{group}/{version}/{crd['spec']['names']['plural']}"
+    with admin_client.stream("GET", url, params={"watch": "true", "timeoutSeconds": "1"}) as r:
+        assert r.status_code == 200, r.read().decode()

@@ -5,8 +5,9 @@ Every scenario runs against the session's real control plane (tests/conftest.py)
 (tests/support/fake_n8n.py). It ends with `finish()`, which waits for every post to
 settle, audits the end state (tests/support/faults.py) and records the figures; the
 `report` fixture writes them to `<tmp_path>/figures.json`, prints them, appends them to
-$HERALD_FAULTS_FIGURES (JSON lines) if set, and the terminal summary lists them all,
-with or without `-s`.
+$HERALD_FAULTS_FIGURES (JSON lines) if set, and attaches them to the test's report, from
+which the terminal summary (tests/conftest.py) lists them all, with or without `-s`, and
+with or without pytest-xdist workers.
 
 Sizes: each scenario reads its post count from $HERALD_FAULTS_<NAME> (see `size()`), so
 a longer soak needs no code change.
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import FIGURES_PROPERTY
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.fake_n8n import FakeN8n
 from tests.support.faults import (
@@ -37,7 +39,6 @@ from tests.support.faults import (
 )
 from tests.support.herald_proc import HeraldProcess, start_callback_server, start_operator
 
-_COLLECTED: list[dict[str, Any]] = []
 StartN8n = Callable[..., FakeN8n]
 
 
@@ -95,15 +96,8 @@ def report(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Report]:
     if target:
         with Path(target).open("a") as out:
             out.write(line + "\n")
-    _COLLECTED.append(record)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _COLLECTED:
-        return
-    terminalreporter.section("fault-injection figures")
-    for record in _COLLECTED:
-        terminalreporter.write_line(json.dumps(record, default=str))
+    # The teardown report carries it to the terminal summary, across xdist workers too.
+    request.node.user_properties.append((FIGURES_PROPERTY, json.loads(line)))
 
 
 # --- fake n8n ------------------------------------------------------------------------

@@ -144,6 +144,7 @@ class ControlPlane:
     keep_workdir: bool = False
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _client_ca: _Pair | None = None
+    _probe_ctx: ssl.SSLContext | None = None
     started_in: float = 0.0
 
     @property
@@ -332,11 +333,7 @@ class ControlPlane:
         )
 
     def _wait_ready(self, deadline: float) -> None:
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        cert, key = self.user_credentials("readiness-probe", ["system:masters"])
-        probe = self.workdir / "probe.pem"
-        probe.write_bytes(cert + key)
-        ctx.load_cert_chain(str(probe))
+        ctx = self._probe_context()
         last = "no answer"
         while time.monotonic() < deadline:
             for proc in self._procs:
@@ -427,6 +424,7 @@ class ControlPlane:
         while True:
             proc = self.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}", check=False)
             if proc.returncode == 0 and proc.stdout.strip() == "True":
+                self._wait_watchable(crd, deadline)
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
@@ -434,6 +432,43 @@ class ControlPlane:
                     f"{proc.stdout.strip() or proc.stderr.strip() or 'no conditions'}"
                 )
             time.sleep(0.1)
+
+    def _wait_watchable(self, crd: str, deadline: float) -> None:
+        """Wait until a watch on the CRD's resource is accepted.
+
+        Established is not enough: the API server's watch cache for a new resource fills
+        after it, and until then a watch gets 429 "storage is (re)initializing", which
+        kopf retries but logs at ERROR. A client started right after this sees a clean
+        start.
+        """
+        plural, group = crd.split(".", 1)
+        version = self.kubectl(
+            "get", f"crd/{crd}", "-o", "jsonpath={.spec.versions[?(@.storage==true)].name}"
+        ).stdout.strip()
+        url = f"{self.server}/apis/{group}/{version}/{plural}?watch=true&timeoutSeconds=1"
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                # The answer's headers are enough: 200 means the watch was accepted.
+                with urllib.request.urlopen(url, context=self._probe_context(), timeout=5):
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 429:
+                    raise
+                last = f"{exc.code} {exc.reason}"
+            time.sleep(0.1)
+        raise AssertionError(f"crd/{crd}: no watch accepted: {last}")
+
+    def _probe_context(self) -> ssl.SSLContext:
+        """A TLS context with a `system:masters` client certificate, made once."""
+        if self._probe_ctx is None:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file))
+            cert, key = self.user_credentials("readiness-probe", ["system:masters"])
+            probe = self.workdir / "probe.pem"
+            probe.write_bytes(cert + key)
+            ctx.load_cert_chain(str(probe))
+            self._probe_ctx = ctx
+        return self._probe_ctx
 
     def kubectl(
         self,
