@@ -24,6 +24,7 @@ import enum
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from herald.models import (
     ACCOUNT_KIND,
@@ -34,7 +35,9 @@ from herald.models import (
     LabelSelector,
     NamespacedAccountSpec,
     NamespacesFrom,
+    QuotaUsage,
     SocialAccountSpec,
+    format_time,
 )
 
 HOLD_RECHECK_SECONDS = 30.0
@@ -266,6 +269,42 @@ def windows(account: Account, now: dt.datetime) -> list[Window]:
             Window("day", f"d{day:%Y%m%d}", limits.posts_per_day, day, day + dt.timedelta(days=1))
         )
     return found
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What taking a post's quota slots found: the first window that is full (None: the
+    post holds a slot of each), and how many slots each window counted holds."""
+
+    full: Window | None
+    counted: tuple[tuple[Window, int], ...]
+
+
+def usage_status(counted: Sequence[tuple[Window, int]]) -> list[dict[str, Any]]:
+    """The account's status.usage for the windows just counted."""
+    return [
+        {"window": w.name, "start": format_time(w.start), "posts": n, "limit": w.limit}
+        for w, n in counted
+    ]
+
+
+def usage_text(account: Account, usage: Sequence[QuotaUsage], now: dt.datetime) -> str:
+    """Quota use as `kubectl herald accounts` shows it: "1/2 this hour, 5/20 today"; a
+    window the status last counted before the current one has 0 used. "" without limits."""
+    last = {u.window.value: u for u in usage}
+    parts = []
+    for window in windows(account, now):
+        seen = last.get(window.name)
+        used = seen.posts if seen is not None and _same_start(seen.start, window.start) else 0
+        parts.append(f"{used}/{window.limit} {'this hour' if window.name == 'hour' else 'today'}")
+    return ", ".join(parts)
+
+
+def _same_start(text: str, start: dt.datetime) -> bool:
+    try:
+        return dt.datetime.fromisoformat(text) == start
+    except ValueError:
+        return False
 
 
 def slot_name(account: Account, window: Window, index: int) -> str:

@@ -22,6 +22,7 @@ slot per post per window. Slots of days before yesterday are deleted hourly.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -31,7 +32,17 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from herald import accounts
-from herald.accounts import Account, Candidates, Refused, Resolution, Window, slot_name, windows
+from herald.accounts import (
+    Account,
+    Candidates,
+    Refused,
+    Resolution,
+    Taken,
+    Window,
+    slot_name,
+    usage_status,
+    windows,
+)
 from herald.kube import Conflict, KubeError, NotFound
 from herald.models import Channel, format_time, parse_account
 
@@ -169,7 +180,7 @@ QUOTA_LABEL = "herald.dev/quota"
 DAY_LABEL = "herald.dev/quota-day"
 
 
-class SlotStore(Protocol):
+class SlotStore(StatusWriter, Protocol):
     async def create_lease(
         self, namespace: str, name: str, holder: str, labels: dict[str, str]
     ) -> dict[str, Any]: ...
@@ -177,51 +188,101 @@ class SlotStore(Protocol):
     async def delete_leases(self, namespace: str, selector: str) -> None: ...
 
 
+def _group(account: Account, window: Window) -> str:
+    """The label value that lists the window's slots in one request (index -1: no slot's)."""
+    return hashlib.sha256(slot_name(account, window, -1).encode()).hexdigest()[:40]
+
+
 class Quotas:
-    """Takes quota slots in `namespace`; `monotonic` paces the sweep of old slots."""
+    """Takes quota slots in `namespace`; `monotonic` paces the sweep of old slots.
+
+    `_reported` maps an account's ref to the status.usage this replica last wrote for it
+    (so an unchanged count is not written again); it never holds a usage whose write
+    failed, and it changes only under `_reporting`, which also orders the writes.
+    """
 
     def __init__(self, kube: SlotStore, namespace: str, monotonic: Callable[[], float]) -> None:
         self.kube = kube
         self.namespace = namespace
         self.monotonic = monotonic
         self._swept: float | None = None
+        self._reported: dict[str, list[dict[str, Any]]] = {}
+        self._reporting = asyncio.Lock()
 
-    async def take(self, account: Account, post_uid: str, now: dt.datetime) -> Window | None:
-        """A slot of each of the account's windows for the post (its own, if it has one);
-        the first window that is full, or None. Raises KubeError."""
+    async def take(self, account: Account, post_uid: str, now: dt.datetime) -> Taken:
+        """A slot of each of the account's windows for the post (its own, if it has one),
+        up to the first window that is full. Raises KubeError."""
         await self._sweep(now)
+        counted = []
+        full = None
         for window in windows(account, now):
-            if not await self._take(account, window, post_uid, now):
-                return window
-        return None
+            if full is None:
+                ok, used = await self._take(account, window, post_uid, now)
+                full = None if ok else window
+            else:  # counted for the report, not taken: the post waits anyway
+                used = len(await self._slots(account, window))
+            counted.append((window, used))
+        return Taken(full, tuple(counted))
+
+    async def _slots(self, account: Account, window: Window) -> list[dict[str, Any]]:
+        return await self.kube.list_leases(
+            self.namespace, f"{QUOTA_LABEL}={_group(account, window)}"
+        )
 
     async def _take(
         self, account: Account, window: Window, post_uid: str, now: dt.datetime
-    ) -> bool:
-        # The label that lists this window's slots in one request (index -1: no slot's).
-        group = hashlib.sha256(slot_name(account, window, -1).encode()).hexdigest()[:40]
-        labels = {QUOTA_LABEL: group, DAY_LABEL: f"{now.astimezone(dt.UTC):%Y%m%d}"}
+    ) -> tuple[bool, int]:
+        """(whether the post holds a slot of the window, how many slots are taken)."""
+        labels = {
+            QUOTA_LABEL: _group(account, window),
+            DAY_LABEL: f"{now.astimezone(dt.UTC):%Y%m%d}",
+        }
         for _ in range(window.limit + 1):
-            taken = await self.kube.list_leases(self.namespace, f"{QUOTA_LABEL}={group}")
+            taken = await self._slots(account, window)
             holders = {
                 str(o["metadata"]["name"]): (o.get("spec") or {}).get("holderIdentity")
                 for o in taken
             }
             if post_uid in holders.values():
-                return True
+                return True, len(holders)
             free = [
                 name
                 for name in (slot_name(account, window, i) for i in range(window.limit))
                 if name not in holders
             ]
             if not free:
-                return False
+                return False, len(holders)
             try:
                 await self.kube.create_lease(self.namespace, free[0], post_uid, labels)
             except Conflict:
                 continue  # another post took it first: look again
-            return True
+            return True, len(holders) + 1
         raise KubeError(f"the quota slots of {account.ref} kept changing; trying again later")
+
+    async def report(self, account: Account, taken: Taken) -> None:
+        """Write the count into the account's status.usage when it grew since this replica
+        last wrote it. It is a report for people (`kubectl herald accounts`): the Leases
+        are the count, so a failed write is only logged. Reports are written one at a time
+        and a window's count never goes down, so two posts counted at once cannot leave
+        the smaller count; two replicas writing at once can, until the next claim."""
+        async with self._reporting:
+            last = {
+                (u["window"], u["start"]): u["posts"] for u in self._reported.get(account.ref, [])
+            }
+            usage = [
+                {**u, "posts": max(u["posts"], last.get((u["window"], u["start"]), 0))}
+                for u in usage_status(taken.counted)
+            ]
+            if not usage or self._reported.get(account.ref) == usage:
+                return
+            try:
+                await self.kube.patch_account_status(
+                    account.namespace, account.name, {"usage": usage}
+                )
+            except KubeError as exc:
+                log.warning("cannot write the quota use of %s: %s", account.ref, exc)
+                return
+            self._reported[account.ref] = usage
 
     async def _sweep(self, now: dt.datetime) -> None:
         mono = self.monotonic()

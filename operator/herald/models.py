@@ -849,6 +849,27 @@ class NamespacedAccountSpec(SocialAccountSpec):
     )
 
 
+class QuotaWindow(enum.StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
+class QuotaUsage(_StatusModel):
+    """How much of one limit the account has used in the window it was last counted in."""
+
+    window: QuotaWindow = Field(description="hour (limits.postsPerHour) or day (postsPerDay).")
+    start: str = Field(
+        max_length=64,
+        description="Start of the window counted (UTC, RFC 3339): a clock hour or a UTC day. "
+        "An older start than the current window's means no post has been claimed since: "
+        "0 used.",
+    )
+    posts: int = Field(
+        ge=0, description="Posts that took one of the window's slots, at the last claim."
+    )
+    limit: int = Field(ge=1, description="The limit the window was counted against.")
+
+
 class SocialAccountStatus(_StatusModel):
     """Written by the operator."""
 
@@ -866,6 +887,17 @@ class SocialAccountStatus(_StatusModel):
         alias="observedGeneration",
         ge=0,
         description="The .metadata.generation the operator last looked at.",
+    )
+    usage: list[QuotaUsage] | None = Field(
+        default=None,
+        max_length=2,
+        description="Quota use per limit set in spec.limits, written when a post is "
+        "claimed (the count itself is kept in Leases of the operator's namespace and "
+        "survives restarts; this is its report). `kubectl herald accounts` shows it.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["window"],
+        },
     )
 
 

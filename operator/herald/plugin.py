@@ -28,11 +28,12 @@ from typing import Any, NoReturn
 import httpx
 import yaml
 
-from herald.accounts import admits
+from herald.accounts import Account, admits, usage_text
 from herald.clock import SYSTEM
 from herald.kube import Conflict, Connection, Forbidden, KubeError, NotFound, _raise_for, discover
 from herald.models import (
     ACCOUNT_PLURAL,
+    CLUSTER_ACCOUNT_KIND,
     CLUSTER_ACCOUNT_PLURAL,
     GROUP,
     KIND,
@@ -43,6 +44,8 @@ from herald.models import (
     ClusterSocialAccountSpec,
     NamespacesFrom,
     Phase,
+    QuotaUsage,
+    parse_account,
 )
 from herald.models import format_time as rfc3339
 
@@ -374,11 +377,23 @@ def _ready(obj: dict[str, Any]) -> str:
     return "True" if cond.get("status") == "True" else f"False ({cond.get('reason', '')})"
 
 
+def _quota(kind: str, obj: dict[str, Any], now: dt.datetime) -> str:
+    """The QUOTA column: use of the account's limits in the current hour and day."""
+    try:
+        spec = parse_account(_spec(obj), cluster=kind == CLUSTER_ACCOUNT_KIND)
+        usage = [QuotaUsage.model_validate(u) for u in _status(obj).get("usage") or []]
+    except ValueError:
+        return "?"
+    account = Account(str(obj["metadata"]["name"]), spec, obj["metadata"].get("namespace"))
+    return usage_text(account, usage, now)
+
+
 def accounts_table(
     namespace: str,
     own: Sequence[dict[str, Any]],
     cluster: Sequence[dict[str, Any]] | None,
     labels: dict[str, str] | None,
+    now: dt.datetime,
 ) -> str:
     """`kubectl herald accounts`: the accounts posts in `namespace` may publish as, as
     herald.accounts resolves them (a SocialAccount first, then a ClusterSocialAccount
@@ -403,11 +418,11 @@ def accounts_table(
             notes.append(f"({name}: cannot read namespace {namespace}'s labels to match)")
             continue
         if admits(spec, labels or {}):
-            rows.append(("ClusterSocialAccount", obj, ""))
+            rows.append((CLUSTER_ACCOUNT_KIND, obj, ""))
     if not rows:
         raise _Empty(f"No accounts usable in {namespace} namespace.")
     body = table(
-        ("KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY"),
+        ("KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY", "QUOTA"),
         [
             (
                 kind,
@@ -418,6 +433,7 @@ def accounts_table(
                 default,
                 "yes" if _spec(obj).get("suspend") else "",
                 _ready(obj),
+                _quota(kind, obj, now),
             )
             for kind, obj, default in rows
         ],
@@ -864,7 +880,7 @@ def execute(args: argparse.Namespace, ctx: Context, all_namespaces: bool) -> str
         if output in ("json", "yaml"):
             return dump(as_list([*own, *(cluster or [])]), output)
         labels = ctx.api.namespace_labels(ctx.namespace)
-        return accounts_table(ctx.namespace, own, cluster, labels)
+        return accounts_table(ctx.namespace, own, cluster, labels, ctx.now())
     if args.verb == "describe" and args.name is None:
         return describe_selected(args, ctx, all_namespaces)
     if args.verb == "describe":

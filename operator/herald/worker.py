@@ -232,13 +232,14 @@ class Workers:
         account = found.account
         if account.spec.limits is not None:
             try:
-                full = await self.d.quotas.take(account, post.uid, now)
+                taken = await self.d.quotas.take(account, post.uid, now)
             except KubeError as exc:
                 self._not_yet(track, post, "count its account's quota", exc)
                 return None
-            if full is not None:
-                msg = quota_message(account, full, post.namespace)
-                return engine.quota_exceeded(post, now, full.end, msg)
+            await self.d.quotas.report(account, taken)
+            if taken.full is not None:
+                msg = quota_message(account, taken.full, post.namespace)
+                return engine.quota_exceeded(post, now, taken.full.end, msg)
         ref = AccountRef(kind=account.kind, name=account.name, handle=account.spec.handle)
         return engine.with_account(claim, ref)
 

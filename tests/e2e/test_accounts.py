@@ -8,6 +8,7 @@ post in a namespace read its accounts, not make new ones.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -370,6 +371,17 @@ def test_posts_per_hour_is_exact_across_a_restart_and_two_replicas(
         assert status["phase"] == "Scheduled" and status["attempt"] == 0
         assert parse_time(status["nextAttemptAt"]) == hour
         posts.wait_event(name, "QuotaExceeded")
+    # The account reports its use, and `kubectl herald accounts` shows it.
+    usage = json.loads(
+        control_plane.kubectl(
+            "get", "socialaccount", "capped", "-n", posts.namespace, "-o", "json"
+        ).stdout
+    )["status"]["usage"]
+    start = dt.datetime.fromtimestamp(hour - 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert usage == [{"window": "hour", "start": start, "posts": 2, "limit": 2}], usage
+    table = kubectl_herald(control_plane, "accounts", "-n", posts.namespace).stdout
+    [row] = [line for line in table.splitlines() if " capped " in line]
+    assert row.endswith("2/2 this hour"), table
 
     # A restarted operator counts the slots the first one took: still 2.
     first.stop()

@@ -39,6 +39,7 @@ class FakeKube:
         self.namespace_label: dict[str, dict[str, str]] = {}
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self.lease_sweeps: list[tuple[str, str]] = []
+        self.account_status_writes: list[tuple[str | None, str, dict[str, Any]]] = []
         self.auto_accounts = True
         """create() gives each post an account: its namespace's default account for the
         channel (target default), or, for another target, an account of that target
@@ -118,6 +119,12 @@ class FakeKube:
 
     async def delete_leases(self, namespace: str, selector: str) -> None:
         self.lease_sweeps.append((namespace, selector))
+
+    async def patch_account_status(
+        self, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        self._fault("account_status")
+        self.account_status_writes.append((namespace, name, copy.deepcopy(status)))
 
     def create(
         self, namespace: str, name: str, spec: dict[str, Any], *, uid: str | None = None

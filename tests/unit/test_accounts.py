@@ -13,9 +13,18 @@ from typing import Any
 import pytest
 
 from herald import accounts, engine
-from herald.accounts import Account, Candidates, Held, Refusal, Refused, Resolved
+from herald.accounts import Account, Candidates, Held, Refusal, Refused, Resolved, usage_text
 from herald.accountstore import CACHE_SECONDS, AccountStore, Quotas, report_ready
-from herald.models import Channel, LabelSelector, Phase, parse_account, parse_spec, parse_status
+from herald.kube import KubeError
+from herald.models import (
+    Channel,
+    LabelSelector,
+    Phase,
+    QuotaUsage,
+    parse_account,
+    parse_spec,
+    parse_status,
+)
 from tests.support.fake_kube import FakeKube
 
 
@@ -302,7 +311,7 @@ async def test_two_replicas_taking_slots_at_once_never_exceed_the_quota() -> Non
     results = await asyncio.gather(
         *(replicas[i % 2].take(account, f"post-{i}", NOON) for i in range(4))
     )
-    full = [r for r in results if r is not None]
+    full = [r.full for r in results if r.full is not None]
     assert len(full) == 2 and len(kube.leases) == 2
     assert all(
         w.name == "hour" and w.end == dt.datetime(2030, 1, 15, 13, tzinfo=dt.UTC) for w in full
@@ -313,17 +322,76 @@ async def test_a_post_finds_its_own_slot_and_a_restart_counts_on() -> None:
     kube = FakeKube()
     account = limited(per_hour=2, per_day=3)
     first = Quotas(kube, "herald", lambda: 0.0)
-    assert await first.take(account, "a", NOON) is None
-    assert await first.take(account, "a", NOON) is None  # its own slot, not a second one
+    assert (await first.take(account, "a", NOON)).full is None
+    # Its own slot, not a second one.
+    assert [n for _, n in (await first.take(account, "a", NOON)).counted] == [1, 1]
     restarted = Quotas(kube, "herald", lambda: 0.0)
-    assert await restarted.take(account, "b", NOON) is None
-    hour_full = await restarted.take(account, "c", NOON)
+    assert (await restarted.take(account, "b", NOON)).full is None
+    hour_full = (await restarted.take(account, "c", NOON)).full
     assert hour_full is not None and hour_full.name == "hour"
     later = NOON + dt.timedelta(hours=1)
-    assert await restarted.take(account, "c", later) is None  # a new hour, the day's third
-    day_full = await restarted.take(account, "d", later)
+    # A new hour, the day's third.
+    assert (await restarted.take(account, "c", later)).full is None
+    day_full = (await restarted.take(account, "d", later)).full
     assert day_full is not None and day_full.name == "day"
     assert day_full.end == dt.datetime(2030, 1, 16, tzinfo=dt.UTC)
+
+
+async def test_quota_use_is_reported_in_the_account_status_when_it_changes() -> None:
+    kube = FakeKube()
+    account = limited(per_hour=2, per_day=3)
+    quotas = Quotas(kube, "herald", lambda: 0.0)
+    for post in ("a", "a", "b", "c"):
+        await quotas.report(account, await quotas.take(account, post, NOON))
+    # a (1/1), a again (unchanged: no write), b (2/2), c (the hour full: nothing taken,
+    # nothing changed, no write).
+    assert [w[2]["usage"] for w in kube.account_status_writes] == [
+        [
+            {"window": "hour", "start": "2030-01-15T12:00:00Z", "posts": 1, "limit": 2},
+            {"window": "day", "start": "2030-01-15T00:00:00Z", "posts": 1, "limit": 3},
+        ],
+        [
+            {"window": "hour", "start": "2030-01-15T12:00:00Z", "posts": 2, "limit": 2},
+            {"window": "day", "start": "2030-01-15T00:00:00Z", "posts": 2, "limit": 3},
+        ],
+    ]
+    assert (await quotas.take(account, "c", NOON)).full is not None
+    assert {(ns, name) for ns, name, _ in kube.account_status_writes} == {("team-a", "brand")}
+    # A failed write is only logged, and written again at the next count.
+    kube.fail("account_status", KubeError("boom"))
+    later = NOON + dt.timedelta(hours=1)
+    await quotas.report(account, await quotas.take(account, "c", later))
+    await quotas.report(account, await quotas.take(account, "c", later))
+    assert kube.account_status_writes[-1][2]["usage"][0]["start"] == "2030-01-15T13:00:00Z"
+    assert len(kube.account_status_writes) == 3
+
+
+async def test_posts_counted_at_once_never_leave_the_smaller_count() -> None:
+    kube = FakeKube()
+    account = limited(per_hour=5)
+    quotas = Quotas(kube, "herald", lambda: 0.0)
+
+    async def claim(post: str) -> None:
+        taken = await quotas.take(account, post, NOON)
+        await asyncio.sleep(0.01 if post == "first" else 0)  # the first reports last
+        await quotas.report(account, taken)
+
+    await asyncio.gather(claim("first"), claim("second"))
+    assert [w[2]["usage"][0]["posts"] for w in kube.account_status_writes] == [2]
+
+
+def test_usage_text_counts_only_the_current_windows() -> None:
+    account = limited(per_hour=2, per_day=20)
+    usage = [
+        QuotaUsage.model_validate(u)
+        for u in (
+            {"window": "hour", "start": "2030-01-15T11:00:00Z", "posts": 2, "limit": 2},
+            {"window": "day", "start": "2030-01-15T00:00:00Z", "posts": 7, "limit": 20},
+        )
+    ]
+    assert usage_text(account, usage, NOON) == "0/2 this hour, 7/20 today"
+    assert usage_text(limited(per_day=5), [], NOON) == "0/5 today"
+    assert usage_text(own("free"), usage, NOON) == ""
 
 
 def test_slot_names_are_valid_and_distinct_per_account_window_and_index() -> None:

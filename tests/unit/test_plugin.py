@@ -493,9 +493,19 @@ def _account(name: str, cluster: bool = False, **spec: Any) -> dict[str, Any]:
     return {"metadata": meta, "spec": {"channel": "linkedin", "handle": f"urn:{name}", **spec}}
 
 
+AT_NOON = dt.datetime(2030, 1, 15, 12, 20, tzinfo=dt.UTC)
+
+
 def test_accounts_lists_own_and_admitted_cluster_accounts() -> None:
+    usage = [
+        {"window": "hour", "start": "2030-01-15T12:00:00Z", "posts": 1, "limit": 2},
+        {"window": "day", "start": "2030-01-14T00:00:00Z", "posts": 9, "limit": 20},
+    ]
     own = [
-        _account("brand", default=True),
+        {
+            **_account("brand", default=True, limits={"postsPerHour": 2, "postsPerDay": 20}),
+            "status": {"usage": usage},
+        },
         {
             **_account("paused", channel="x", suspend=True),
             "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Suspended"}]},
@@ -508,10 +518,10 @@ def test_accounts_lists_own_and_admitted_cluster_accounts() -> None:
         _account("nobody", True),  # no allowedNamespaces: admits none
         _account("brand", True, allowedNamespaces={"from": "All"}),  # shadowed by the own one
     ]
-    out = plugin.accounts_table("team-b", own, cluster, {"team": "b"})
+    out = plugin.accounts_table("team-b", own, cluster, {"team": "b"}, AT_NOON)
     lines = out.splitlines()
     assert lines[0].split() == [
-        "KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY"
+        "KIND", "NAME", "CHANNEL", "HANDLE", "TARGET", "DEFAULT", "SUSPENDED", "READY", "QUOTA"
     ]  # fmt: skip
     rows = [line.split()[:2] for line in lines[1:]]
     assert rows == [
@@ -521,9 +531,12 @@ def test_accounts_lists_own_and_admitted_cluster_accounts() -> None:
         ["ClusterSocialAccount", "shared"],
     ]
     assert "False (Suspended)" in lines[2]
+    # This hour's count; yesterday's day count is no use today: 0.
+    assert lines[1].endswith("1/2 this hour, 0/20 today"), lines[1]
+    assert lines[2].rstrip().endswith("False (Suspended)"), lines[2]  # no limits: no quota
     assert "nobody" not in out
 
 
 def test_accounts_says_what_it_could_not_read() -> None:
-    out = plugin.accounts_table("team-b", [_account("brand")], None, None)
+    out = plugin.accounts_table("team-b", [_account("brand")], None, None, AT_NOON)
     assert "ClusterSocialAccounts not shown" in out
