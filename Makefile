@@ -12,9 +12,9 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 N8N ?= standin
 # `make test` runs the test files in this many pytest-xdist workers, each with its own
 # control plane and n8n: an end-to-end test mostly waits for a due second, so two
-# workers keep two cores busy. TEST_WORKERS=0 runs everything in one process. The fault
-# suite (tests/faults) runs after them, alone: its latency bounds are about Herald, not
-# about a neighbouring test's load.
+# workers keep two cores busy. TEST_WORKERS=0 runs everything in one process. Tests
+# marked `alone` (a latency bound) run after them with no neighbour: the bound is about
+# Herald, not about a neighbouring test's load.
 TEST_WORKERS ?= 2
 
 help: ## List the targets
@@ -25,8 +25,8 @@ up: tools venv $(if $(filter real,$(N8N)),n8n) ## Start Herald locally: control 
 
 test: tools n8n venv lint ## Everything CI runs: lint, type checks, unit and end-to-end tests (real n8n included)
 	status=0; \
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not faults" || status=$$?; \
-	$(PY) -m pytest -m faults || status=$$?; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not alone" || status=$$?; \
+	$(PY) -m pytest -m alone || status=$$?; \
 	exit $$status
 
 lint: venv ## ruff, ruff format --check, mypy --strict, and the CRD is current

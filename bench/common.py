@@ -276,6 +276,18 @@ def writes_between(
     return Writes(status, other, events, lost, by_key, ledger)
 
 
+def post_gets_between(
+    before: Counter[tuple[str, str, str, str]], after: Counter[tuple[str, str, str, str]]
+) -> int:
+    """Single-post reads (GET scheduledposts/<name>) the API server answered between two
+    scrapes: the operator's read before acting, the sidecar's before a callback."""
+    return sum(
+        value - before.get(key, 0)
+        for key, value in after.items()
+        if key[:3] == ("GET", "scheduledposts", "") and key[3].startswith("2")
+    )
+
+
 def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
     """A Prometheus endpoint's samples as {'name{k="v",...}': value}; {} if unreachable."""
     try:

@@ -36,6 +36,7 @@ from bench.common import (
     metric_sum,
     parse_time,
     post_body,
+    post_gets_between,
     rss_mib,
     scrape,
     summary,
@@ -418,6 +419,7 @@ async def _all_due_together(
         "writes": writes.as_dict(),
         "writes_per_post": round(writes.total / total, 2),
         "writes_by_request": writes.by_key,
+        "post_gets_per_post": round(post_gets_between(before, after) / total, 2),
         # From before the posts were created until all were Published: intake and burst.
         "per_post": used_at_end.per_post(used_at_start, total),
         # From the due second (or when every post was known, if later) until all were
