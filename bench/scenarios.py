@@ -684,6 +684,7 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
         "writes_per_post": got["writes_per_post"],
         "writes": got["writes"],
         "writes_by_request": got["writes_by_request"],
+        "post_gets_per_post": got["post_gets_per_post"],
         "lost_cas_apiserver": got["writes"]["lost_cas"],
         "claim_conflicts_herald": sum(conflicts.values()),
         "per_post": got["per_post"],

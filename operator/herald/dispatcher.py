@@ -51,13 +51,6 @@ OWN_WRITE_WAIT = 10.0
 up; if the write's echo has not come by then, the post is read again."""
 HINTS_MAX = 1000
 """Posts whose watched object is kept to act on without a GET (memory bound)."""
-HINT_SECONDS = 120.0
-"""A Scheduled or Retrying post whose claim is at most this far off keeps the version the
-watch (or our own write) last delivered, so the claim needs no GET (at most HINTS_MAX)."""
-HINT_PHASES = frozenset({Phase.SCHEDULED, Phase.RETRYING})
-"""Phases whose next step is a compare-and-swap claim, so a hint older than our own last
-write (a late watch event) can only lose that CAS, never cause a send. A Publishing post
-claimed by us is read, not hinted: its next step is the send, which no CAS guards."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +88,6 @@ class Dispatcher:
     - a uid is at most one of: queued, worked on (track.busy), parked, waiting.
     - every live post with time-driven work is scheduled, queued, worked on, parked or
       waiting (nothing is stranded).
-    - `hints` holds at most HINTS_MAX views, each of a post in `cache` and in a phase of
-      HINT_PHASES; a hint is acted on only while the cache holds that same
-      resourceVersion.
     """
 
     def __init__(
@@ -121,8 +111,6 @@ class Dispatcher:
         self.schedule = Schedule(clock.monotonic)
         self.queue = FairQueue()
         self.tracks: dict[str, Track] = {}
-        self.hints: dict[str, View] = {}
-        """The last version of posts whose claim is soon (HINT_SECONDS), by uid."""
         self.targets = Targets(self)
         self.accounts = AccountStore(kube, clock.monotonic)
         self.quotas = Quotas(kube, config.quota_namespace, clock.monotonic)
@@ -215,15 +203,6 @@ class Dispatcher:
             self.cache.put(entry, pending=wake is not None or engine.needs_plan(post))
         else:
             self.cache.remove(post.uid)
-        soon = (
-            wake is not None
-            and post.status.phase in HINT_PHASES
-            and (wake - self.now()).total_seconds() <= HINT_SECONDS
-        )
-        if soon and (post.uid in self.hints or len(self.hints) < HINTS_MAX):
-            self.hints[post.uid] = view
-        else:
-            self.hints.pop(post.uid, None)
         track = self.tracks.get(post.uid)
         if track is not None:
             track.view = view
@@ -232,7 +211,6 @@ class Dispatcher:
     def forget(self, uid: str) -> None:
         """The post is gone: drop it; a claim not sent yet is never sent."""
         self.cache.remove(uid)
-        self.hints.pop(uid, None)
         self.schedule.cancel(uid)
         self.queue.discard(uid)
         track = self.tracks.pop(uid, None)
@@ -319,17 +297,19 @@ class Dispatcher:
             del self.tracks[track.uid]
 
     async def read(self, track: Track, *, fresh: bool = False) -> View | None:
-        """The post as it is now: the version the watch last showed if we hold it (in the
-        track, or as a hint), else a GET (which also settles a withheld update)."""
+        """The post as it is now: the version the watch last showed if we hold it, else
+        a GET (which also settles a withheld update)."""
         entry = self.cache.get(track.uid)
         if entry is None:
             return None
-        hint = self.hints.pop(track.uid, None)
-        if not fresh and not track.withheld:
-            for view in (track.view, hint):
-                if view is not None and view.resource_version == entry.resource_version:
-                    track.view = view
-                    return view
+        view = track.view
+        if (
+            not fresh
+            and not track.withheld
+            and view is not None
+            and view.resource_version == entry.resource_version
+        ):
+            return view
         try:
             obj = await self.kube.get_post(entry.namespace, entry.name)
         except NotFound:

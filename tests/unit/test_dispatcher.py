@@ -228,23 +228,6 @@ async def test_record_and_callback_commute_in_either_order(
     assert rig.metrics.claim_conflicts._value.get() == 0
 
 
-async def test_a_claim_soon_after_the_watch_needs_no_get(
-    rig_factory: Callable[..., Rig],
-) -> None:
-    """The watch (or our own accept write) delivered each post at the version the claim
-    acts on: the claim uses that hint instead of reading the post again (#23: the GET was
-    13-17 % of the operator's CPU in a burst)."""
-    rig = rig_factory()
-    rig.callback_published()
-    names = [f"p{i}" for i in range(5)]
-    for name in names:
-        rig.create(name, 1.0)  # accepted now, claimed 0.3 s before due: a later turn
-    await until(lambda: all(phase(rig, n) == "Published" for n in names))
-    assert rig.kube.gets == 0
-    assert len(rig.n8n.sent) == 5
-    assert not rig.d.hints, "hints of finished posts are dropped"
-
-
 # --- window 1: a failed first write must not strand the post --------------------------
 
 

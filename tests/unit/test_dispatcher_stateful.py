@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 
 from herald import engine
 from herald.clock import FakeClock
-from herald.dispatcher import HINT_PHASES, HINTS_MAX, DispatchConfig, Dispatcher
+from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import KubeError, Unavailable
 from herald.metrics import Metrics
 from herald.models import ErrorClass, Phase, format_time
@@ -319,14 +319,6 @@ class DispatcherMachine(RuleBasedStateMachine):
             ):
                 if name is not None:
                     assert uid in getattr(d.targets.get(name), field), (uid, field)
-
-    @invariant()
-    def hints_are_bounded_and_of_watched_posts(self) -> None:
-        d = self.d
-        assert len(d.hints) <= HINTS_MAX
-        for uid, view in d.hints.items():
-            assert view.post.uid == uid and view.post.status.phase in HINT_PHASES
-            assert d.cache.get(uid) is not None, f"hint of a post not in the cache: {uid}"
 
     @invariant()
     def target_records_hold(self) -> None:
