@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -198,7 +199,8 @@ class Quotas:
 
     `_reported` maps an account's ref to the status.usage this replica last wrote for it
     (so an unchanged count is not written again); it never holds a usage whose write
-    failed, and it changes only under `_reporting`, which also orders the writes.
+    failed, and an account's entry changes only under that account's lock in
+    `_reporting`, which also orders the account's writes.
     """
 
     def __init__(self, kube: SlotStore, namespace: str, monotonic: Callable[[], float]) -> None:
@@ -207,7 +209,7 @@ class Quotas:
         self.monotonic = monotonic
         self._swept: float | None = None
         self._reported: dict[str, list[dict[str, Any]]] = {}
-        self._reporting = asyncio.Lock()
+        self._reporting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def take(self, account: Account, post_uid: str, now: dt.datetime) -> Taken:
         """A slot of each of the account's windows for the post (its own, if it has one),
@@ -264,8 +266,9 @@ class Quotas:
         last wrote it. It is a report for people (`kubectl herald accounts`): the Leases
         are the count, so a failed write is only logged. Reports are written one at a time
         and a window's count never goes down, so two posts counted at once cannot leave
-        the smaller count; two replicas writing at once can, until the next claim."""
-        async with self._reporting:
+        the smaller count; two replicas writing at once can, until the next claim. One
+        account's slow write holds up only that account's claims."""
+        async with self._reporting[account.ref]:
             last = {
                 (u["window"], u["start"]): u["posts"] for u in self._reported.get(account.ref, [])
             }
