@@ -13,8 +13,8 @@ N8N ?= standin
 # `make test` runs the test files in this many pytest-xdist workers, each with its own
 # control plane and n8n: an end-to-end test mostly waits for a due second, so two
 # workers keep two cores busy. TEST_WORKERS=0 runs everything in one process. Tests
-# marked `alone` (a latency bound) run after them with no neighbour: the bound is about
-# Herald, not about a neighbouring test's load.
+# marked `alone` (a latency bound, a race timed to a fraction of a second) run after
+# them with no neighbour: the timing is Herald's, not a neighbouring test's load.
 TEST_WORKERS ?= 2
 
 help: ## List the targets

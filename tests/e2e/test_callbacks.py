@@ -333,6 +333,9 @@ def test_sigterm_exits_cleanly(sidecar: Sidecar) -> None:
     assert proc.proc.wait(timeout=15) == 0
 
 
+# `alone`: both orders of the race must happen, which needs the operator to act within
+# 0.3 s of the stale deadline; beside a busy neighbour it fell late (12 of 12 one way).
+@pytest.mark.alone
 def test_stale_recovery_racing_a_late_callback(
     posts: Posts, herald: Start, sidecar: Sidecar, fake_n8n: FakeN8n
 ) -> None:
