@@ -50,12 +50,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-crd: venv tools ## Regenerate crds/ from operator/herald/models.py, and the chart's copy and manifests/ that include them
+crd: venv ## Regenerate crds/ from operator/herald/models.py, and the chart's copy and manifests/ that include them
 	$(PY) -m herald.crdgen > crds/scheduledposts.herald.dev.yaml
 	$(PY) -m herald.crdgen publications > crds/publications.herald.dev.yaml
 	$(PY) -m herald.crdgen socialaccounts > crds/socialaccounts.herald.dev.yaml
 	$(PY) -m herald.crdgen clustersocialaccounts > crds/clustersocialaccounts.herald.dev.yaml
 	cp crds/*.herald.dev.yaml charts/herald/files/crds/
+	bash hack/tools.sh helm  # all the render needs: no control-plane build for a CRD change
 	bash hack/render-manifests.sh
 
 bench: tools venv ## Benchmark against the real API server (bench/run.py; BENCH_ARGS=--quick)
