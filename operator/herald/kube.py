@@ -1,22 +1,30 @@
 """The Kubernetes adapter: read ScheduledPosts, compare-and-swap their status, post Events,
 create and update the publication ledger's records, read accounts and namespace labels.
 
-httpx against the API server, logged in the way kubectl would be (`herald.kubeauth`: the
-Kubernetes client library's kubeconfig and in-cluster loading, exec plugins, refreshed
-before expiry). Failures come out as this module's exceptions: Conflict (someone else
-wrote first), NotFound, Forbidden, Unavailable.
+aiohttp against the API server (the transport kopf and the Kubernetes client library use),
+logged in the way kubectl would be (`herald.kubeauth`: the Kubernetes client library's
+kubeconfig and in-cluster loading, exec plugins, refreshed before expiry and after a 401).
+Failures come out as this module's exceptions: Conflict (someone else wrote first),
+NotFound, Forbidden, Unavailable.
+
+Why aiohttp and not httpx (which Herald keeps for n8n): every request to the API server is
+on the hot path of a burst (a claim, a status write, a read before a compare-and-swap), and
+httpx spends most of a request's CPU in httpcore's pool bookkeeping; see bench/RESULTS.md,
+"The API server client".
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import aiohttp
 
 from herald import kubeauth
 from herald.models import (
@@ -33,21 +41,13 @@ from herald.models import (
 
 JSON_PATCH = "application/json-patch+json"
 
-CONNECT_EVENTS = {
-    "connection.connect_tcp.started": "tcp",
-    "connection.start_tls.started": "tls",
-}
-"""httpcore's trace events for a new connection, and the `kind` each one is counted as."""
-
 POOL_CONNECTIONS = 16
-"""Default pool size: one connection per dispatch slot at the default concurrency of 16.
-Not more: for every request httpcore checks each idle connection for a server disconnect
-(a poll() per connection), so idle connections cost CPU on every request."""
+"""Default pool size: one connection per dispatch slot at the default concurrency of 16."""
 KEEPALIVE_SECONDS = 60.0
-"""How long an idle connection is kept. httpx's default of 5 s closes the connections
-opened for a clump of requests as soon as the load pauses, and the next clump pays a TLS
-handshake per request. A connection the server closed meanwhile is noticed before reuse
-(httpcore checks idle connections) and replaced."""
+"""How long an idle connection is kept. A short keep-alive closes the connections opened
+for a clump of requests as soon as the load pauses, and the next clump pays a TLS handshake
+per request. Under the API server's own idle timeout (90 s), so the server rarely closes a
+connection first; one it did close is dropped by the pool when the close arrives."""
 POOL_WAIT_SECONDS = 30.0
 """How long a request may wait for a free connection when all are busy: a burst queues
 instead of opening more connections, and each request holding a connection is itself
@@ -87,7 +87,7 @@ class Connection:
 
     server: str
     tls: ssl.SSLContext | bool
-    auth: httpx.Auth | None = None
+    auth: kubeauth.KubeAuth | None = None
     headers: dict[str, str] | None = None
     proxy: str | None = None
     namespace: str | None = None
@@ -113,8 +113,24 @@ def discover(kubeconfig: str | None = None, context: str | None = None) -> Conne
     )
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
-    code = response.status_code
+@dataclass(frozen=True)
+class Reply:
+    """An answer of the API server, read whole."""
+
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def raise_for(response: Reply, what: str) -> None:
+    """The API server's error answer as this module's exception (nothing for a 2xx/3xx)."""
+    code = response.status
     if code < 400:
         return
     try:
@@ -145,18 +161,19 @@ def _raise_for(response: httpx.Response, what: str) -> None:
 
 
 class KubeClient:
-    """The few API calls Herald makes, on one shared httpx.AsyncClient.
+    """The few API calls Herald makes, on one shared aiohttp session.
 
     `on_connect(kind)` is called for every new connection the client opens to the API
-    server: "tcp" when it connects, "tls" when it starts a TLS handshake (the processes
-    count them in herald_kube_connections_total).
+    server: "tcp" when it connects, and "tls" too when the server is https (a TLS
+    handshake); the processes count them in herald_kube_connections_total.
 
-    At most `max_connections` connections, all kept open between requests (httpx's
-    default keeps 20 of up to 100): more requests at once wait for one, so a steady load
-    opens no connection, and performs no TLS handshake, after warm-up. They wait on a
-    semaphore, not in httpcore's queue: httpcore scans every connection for every queued
-    request each time a request starts or ends (a third of the sidecar's CPU with 64
-    callbacks in flight on 32 connections; see bench/RESULTS.md)."""
+    At most `max_connections` connections, all kept open between requests: more requests at
+    once wait for one (at most POOL_WAIT_SECONDS, then Unavailable), so a steady load opens
+    no connection, and performs no TLS handshake, after warm-up.
+
+    The session is made on first use, inside the running event loop (aiohttp's sessions
+    belong to one loop); `aclose` closes it.
+    """
 
     def __init__(
         self,
@@ -167,38 +184,71 @@ class KubeClient:
         on_connect: Callable[[str], None] | None = None,
         max_connections: int = POOL_CONNECTIONS,
     ):
-        self._http = httpx.AsyncClient(
-            base_url=conn.server,
-            verify=conn.tls,
-            auth=conn.auth,
-            headers=conn.headers,
-            proxy=conn.proxy,
-            timeout=httpx.Timeout(timeout, pool=max(timeout, POOL_WAIT_SECONDS)),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
-        )
+        self._conn = conn
+        self._server = conn.server.rstrip("/")
+        self._timeout = timeout
+        self._max_connections = max_connections
         self._component = component
         self._slots = asyncio.Semaphore(max_connections)
         self._on_connect = on_connect
-        self._extensions = {"trace": self._trace} if on_connect is not None else None
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
-    async def _trace(self, event: str, info: dict[str, Any]) -> None:
-        kind = CONNECT_EVENTS.get(event)
-        if kind is not None and self._on_connect is not None:
-            self._on_connect(kind)
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise Unavailable("the API server client is closed")
+            traces = []
+            if self._on_connect is not None:
+                trace = aiohttp.TraceConfig()
+                trace.on_connection_create_start.append(self._connecting)
+                traces.append(trace)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    ssl=self._conn.tls if self._server.startswith("https:") else False,
+                    limit=self._max_connections,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                ),
+                headers=self._conn.headers,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                trace_configs=traces,
+                # $HTTPS_PROXY / $NO_PROXY, as kubectl honours them; a kubeconfig's
+                # proxy-url is passed with each request and wins.
+                trust_env=True,
+            )
+        return self._session
+
+    async def _connecting(
+        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+    ) -> None:
+        if self._on_connect is not None:
+            self._on_connect("tcp")
+            if self._server.startswith("https:"):
+                self._on_connect("tls")
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @staticmethod
     def _path(namespace: str, name: str | None = None) -> str:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
         return f"{path}/{name}" if name else path
 
-    async def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: object = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        """One request, signed with the current credentials; once more with fresh ones
+        when the API server answers 401 and a reload brought new credentials."""
         try:
             async with asyncio.timeout(POOL_WAIT_SECONDS):
                 await self._slots.acquire()
@@ -207,13 +257,47 @@ class KubeClient:
                 f"{what}: no free connection to the API server in {POOL_WAIT_SECONDS:.0f} s"
             ) from exc
         try:
-            response = await self._http.request(method, url, extensions=self._extensions, **kwargs)
-        except httpx.HTTPError as exc:
+            data = None if body is None else json.dumps(body).encode()
+            auth = self._conn.auth
+            creds = None if auth is None else await auth.current()
+            reply = await self._send(method, path, data, content_type, params, creds)
+            if reply.status == 401 and auth is not None and creds is not None:
+                fresh = await auth.current(stale=creds)
+                if auth.changed(creds, fresh):
+                    reply = await self._send(method, path, data, content_type, params, fresh)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._slots.release()
-        _raise_for(response, what)
-        return response
+        raise_for(reply, what)
+        return reply
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        content_type: str,
+        params: dict[str, str] | None,
+        creds: kubeauth.Credentials | None,
+        limit: aiohttp.ClientTimeout | None = None,
+    ) -> Reply:
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        if creds is not None and creds.authorization:
+            headers["Authorization"] = creds.authorization
+        async with self._http().request(
+            method,
+            self._server + path,
+            data=data,
+            params=params,
+            headers=headers,
+            proxy=self._conn.proxy,
+            server_hostname=creds.tls_server_name if creds is not None else None,
+            timeout=limit,
+        ) as response:
+            return Reply(response.status, await response.read())
 
     async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
         response = await self._request(
@@ -243,7 +327,7 @@ class KubeClient:
             "POST",
             self._publication_path(namespace),
             f"create publication {namespace}/{name}",
-            json=body,
+            body=body,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -278,7 +362,7 @@ class KubeClient:
             "PUT",
             self._publication_path(meta["namespace"], meta["name"]),
             f"update publication {meta['namespace']}/{meta['name']}",
-            json=body,
+            body=body,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -292,8 +376,8 @@ class KubeClient:
             "PATCH",
             self._publication_path(namespace, name),
             f"test-and-set publication {namespace}/{name}",
-            json=ops,
-            headers={"Content-Type": JSON_PATCH},
+            body=ops,
+            content_type=JSON_PATCH,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -336,7 +420,7 @@ class KubeClient:
         continue_: str | None,
         field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        params: dict[str, str | int] = {"limit": limit}
+        params = {"limit": str(limit)}
         if continue_:
             params["continue"] = continue_
         if field_selector:
@@ -366,7 +450,7 @@ class KubeClient:
             "DELETE",
             path,
             what,
-            json={
+            body={
                 "kind": "DeleteOptions",
                 "apiVersion": "v1",
                 "preconditions": {"uid": uid, "resourceVersion": resource_version},
@@ -414,8 +498,8 @@ class KubeClient:
             "PATCH",
             path,
             f"status of account {name}",
-            json={"status": status},
-            headers={"Content-Type": "application/merge-patch+json"},
+            body={"status": status},
+            content_type="application/merge-patch+json",
         )
 
     # --- quota slots (herald.accountstore): Leases, created if absent -------------------
@@ -434,7 +518,7 @@ class KubeClient:
             "POST",
             f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
             f"create lease {namespace}/{name}",
-            json=body,
+            body=body,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -458,13 +542,16 @@ class KubeClient:
         )
 
     async def ready(self) -> bool:
+        auth = self._conn.auth
         try:
-            response = await self._http.get("/readyz", timeout=3.0, extensions=self._extensions)
-        except httpx.HTTPError:
+            creds = None if auth is None else await auth.current()
+            quick = aiohttp.ClientTimeout(total=3.0)
+            response = await self._send("GET", "/readyz", None, "", None, creds, quick)
+        except (aiohttp.ClientError, TimeoutError, Unavailable):
             return False
         # Any answer but a server error proves the API server is reachable; a sidecar's
         # ServiceAccount may lack permission to see /readyz itself.
-        return response.status_code < 500
+        return response.status < 500
 
     async def patch_status(self, obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply a JSON patch to the status subresource; its `test` ops make it a
@@ -475,8 +562,8 @@ class KubeClient:
             "PATCH",
             self._path(meta["namespace"], meta["name"]) + "/status",
             what,
-            json=ops,
-            headers={"Content-Type": JSON_PATCH},
+            body=ops,
+            content_type=JSON_PATCH,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -524,5 +611,5 @@ class KubeClient:
             "POST",
             f"/api/v1/namespaces/{meta['namespace']}/events",
             f"event {reason}",
-            json=event,
+            body=event,
         )

@@ -5,9 +5,10 @@ kubeconfig the way kubectl does: every file of a multi-file `$KUBECONFIG` merged
 current or a chosen context, `exec:` credential plugins (EKS `aws eks get-token`, GKE
 `gke-gcloud-auth-plugin`, AKS `kubelogin`), OIDC, token files, client certificates, and
 in a pod the ServiceAccount's projected token. This module turns what it loads into
-`Credentials` (a plain snapshot), an `ssl.SSLContext`, an `httpx.Auth` that reloads the
-credentials before they expire (and once more on a 401), and a `kopf.ConnectionInfo`, so
-kopf's watch and Herald's own requests always log in the same way.
+`Credentials` (a plain snapshot), an `ssl.SSLContext`, a `KubeAuth` that reloads the
+credentials before they expire (and once more on a 401) for Herald's aiohttp client and, as
+an `httpx.Auth`, for the kubectl plugin's, and a `kopf.ConnectionInfo`, so kopf's watch and
+Herald's own requests always log in the same way.
 
 Which credentials, in controller-runtime's order: an explicit kubeconfig (`--kubeconfig`),
 else `$KUBECONFIG`, else the pod's ServiceAccount, else `~/.kube/config`.
@@ -308,10 +309,14 @@ class KubeAuth(httpx.Auth):
         log.warning("reloading Kubernetes credentials failed, using the previous ones: %s", exc)
 
     @staticmethod
-    def _changed(old: Credentials, new: Credentials) -> bool:
+    def changed(old: Credentials, new: Credentials) -> bool:
+        """Whether a reload brought other credentials, worth retrying a 401 with."""
         return (old.authorization, old.cert_file) != (new.authorization, new.cert_file)
 
-    async def _current_async(self, stale: Credentials | None = None) -> Credentials:
+    async def current(self, stale: Credentials | None = None) -> Credentials:
+        """The credentials to sign a request with, loaded again first when they are due, or
+        when `stale` (just answered with a 401) is still the current ones. For clients
+        other than httpx (herald.kube's aiohttp session)."""
         if not self._due(stale):
             return self._creds
         if self._async_lock is None:
@@ -338,11 +343,11 @@ class KubeAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        creds = await self._current_async()
+        creds = await self.current()
         response = yield self._sign(request, creds)
         if response.status_code == 401:
-            fresh = await self._current_async(stale=creds)
-            if self._changed(creds, fresh):
+            fresh = await self.current(stale=creds)
+            if self.changed(creds, fresh):
                 yield self._sign(request, fresh)
 
     def sync_auth_flow(
@@ -352,5 +357,5 @@ class KubeAuth(httpx.Auth):
         response = yield self._sign(request, creds)
         if response.status_code == 401:
             fresh = self._current_sync(stale=creds)
-            if self._changed(creds, fresh):
+            if self.changed(creds, fresh):
                 yield self._sign(request, fresh)

@@ -30,7 +30,16 @@ import yaml
 
 from herald.accounts import Account, admits, usage_text
 from herald.clock import SYSTEM
-from herald.kube import Conflict, Connection, Forbidden, KubeError, NotFound, _raise_for, discover
+from herald.kube import (
+    Conflict,
+    Connection,
+    Forbidden,
+    KubeError,
+    NotFound,
+    Reply,
+    discover,
+    raise_for,
+)
 from herald.models import (
     ACCOUNT_PLURAL,
     CLUSTER_ACCOUNT_KIND,
@@ -596,7 +605,7 @@ class Api:
             ) from exc
         except httpx.HTTPError as exc:
             raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        _raise_for(response, what)
+        raise_for(Reply(response.status_code, response.content), what)
         result: dict[str, Any] = response.json()
         return result
 

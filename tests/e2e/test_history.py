@@ -223,8 +223,8 @@ def test_the_ttl_sweep_deletes_published_posts_in_pages_with_preconditions(
                         "PATCH",
                         kube._path(namespace, "old-01"),
                         "label",
-                        json={"metadata": {"labels": {"edited": "yes"}}},
-                        headers={"Content-Type": "application/merge-patch+json"},
+                        body={"metadata": {"labels": {"edited": "yes"}}},
+                        content_type="application/merge-patch+json",
                     )
                 return page
 

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from aiohttp import web
 
 from herald import kubeauth
-from herald.kube import KubeError, discover
+from herald.kube import Forbidden, KubeClient, KubeError, discover
 from herald.kubeauth import Credentials, KubeAuth, Source, refresh_at
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -419,3 +420,75 @@ def test_rotated_projected_token_is_picked_up(tmp_path: Path) -> None:
         "Bearer projected-2",
         "Bearer projected-3",
     ]
+
+
+# --- herald.kube's aiohttp client signs with KubeAuth too ------------------------------
+
+
+class ApiServer:
+    """A stand-in API server on 127.0.0.1 (aiohttp): records each Authorization header,
+    answers 401 to the tokens in `revoked`, and serves one ScheduledPost otherwise."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.revoked: set[str] = set()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        self.seen.append(auth)
+        if auth in self.revoked:
+            return web.json_response({"kind": "Status", "message": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"name": request.match_info["name"]}})
+
+    async def __aenter__(self) -> ApiServer:
+        app = web.Application()
+        app.router.add_get(
+            "/apis/herald.dev/v1alpha1/namespaces/{ns}/scheduledposts/{name}", self._handle
+        )
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_kube_client_reloads_after_a_401_and_retries_once(tmp_path: Path) -> None:
+    user, counter = exec_plugin(tmp_path, expires_in=3600)
+    opened: list[str] = []
+    async with ApiServer() as server:
+        server.revoked.add("Bearer token-1")
+        path = kubeconfig(tmp_path / "config", user, cluster={"server": server.url})
+        client = KubeClient(discover(str(path)), on_connect=opened.append)
+        try:
+            async with asyncio.timeout(30):
+                assert (await client.get_post("team-a", "p"))["metadata"]["name"] == "p"
+                assert (await client.get_post("team-a", "q"))["metadata"]["name"] == "q"
+        finally:
+            await client.aclose()
+    assert server.seen == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
+    assert runs(counter) == 2
+    assert opened == ["tcp"], "one plain-HTTP connection, kept for all three requests"
+
+
+async def test_kube_client_401_with_the_same_credentials_is_forbidden_at_once(
+    tmp_path: Path,
+) -> None:
+    async with ApiServer() as server:
+        server.revoked.add("Bearer revoked")
+        path = kubeconfig(tmp_path / "config", {"token": "revoked"}, cluster={"server": server.url})
+        client = KubeClient(discover(str(path)))
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(Forbidden, match="get team-a/p: 401 Unauthorized"):
+                    await client.get_post("team-a", "p")
+        finally:
+            await client.aclose()
+    assert server.seen == ["Bearer revoked"]
