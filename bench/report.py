@@ -58,8 +58,27 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ),
             (
                 "ceiling",
-                "  the same with httpx (the operator's client library)",
+                "  the same with raw httpx (Herald's API client before issue 17)",
                 _fmt(c["httpx_status_writes_per_s"]),
+            ),
+            *(
+                [
+                    (
+                        "ceiling",
+                        "  the same with herald.kube (Herald's API client, aiohttp)",
+                        _fmt(c["herald_status_writes_per_s"]),
+                    ),
+                    (
+                        "ceiling",
+                        "  client CPU ms per write: aiohttp / httpx / herald.kube",
+                        " / ".join(
+                            _fmt(c[k].get("client_cpu_ms_per_write"))
+                            for k in ("raw_aiohttp", "httpx", "herald")
+                        ),
+                    ),
+                ]
+                if "herald" in c
+                else []
             ),
             ("ceiling", "writes per published post", _fmt(c["writes_per_post"])),
             ("ceiling", "ideal posts/s (ceiling ÷ writes per post)", _fmt(c["ideal_posts_per_s"])),

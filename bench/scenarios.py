@@ -44,6 +44,7 @@ from bench.common import (
     writes_between,
 )
 from bench.fake_n8n import FakeN8nProcess
+from herald.kube import Connection, KubeClient, KubeError
 
 CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
 FAR = 86400.0  # "in the future": a day ahead
@@ -437,11 +438,22 @@ def _conflicts(urls: list[str]) -> dict[str, float]:
 
 
 class _Patcher:
-    """One status JSON patch, sent with aiohttp (raw) or httpx (the operator's client)."""
+    """One status JSON patch, sent with aiohttp (raw), httpx (raw; the operator's client
+    for the API server until issue 17, and still its client for n8n) or `herald.kube`'s
+    KubeClient (the operator's and the sidecar's client for the API server)."""
 
     def __init__(self, bench: Bench, library: str, connections: int) -> None:
         self.library = library
         self.aio = bench.api.new_session(connections) if library == "aiohttp" else None
+        self.kube = (
+            KubeClient(
+                Connection(server=bench.api.server, tls=bench.api.tls),
+                timeout=30,
+                max_connections=connections,
+            )
+            if library == "herald"
+            else None
+        )
         self.hx = (
             httpx.AsyncClient(
                 base_url=bench.api.server,
@@ -461,6 +473,14 @@ class _Patcher:
         if self.aio is not None:
             async with self.aio.patch(url, data=data, headers=headers) as response:
                 return response.status, await response.json()
+        if self.kube is not None:
+            try:
+                reply = await self.kube._request(
+                    "PATCH", url, "ceiling", body=ops, content_type=JSON_PATCH
+                )
+            except KubeError:
+                return 422, {}
+            return reply.status, reply.json()
         assert self.hx is not None
         reply = await self.hx.patch(url, content=data, headers=headers)
         return reply.status_code, reply.json()
@@ -470,6 +490,8 @@ class _Patcher:
             await self.aio.close()
         if self.hx is not None:
             await self.hx.aclose()
+        if self.kube is not None:
+            await self.kube.aclose()
 
 
 async def _hammer(
@@ -511,9 +533,11 @@ async def _hammer(
             i += 1
 
     started = time.monotonic()
+    cpu_before = time.process_time()
     try:
         await asyncio.gather(*(worker(i) for i in range(workers)))
     finally:
+        cpu = time.process_time() - cpu_before
         await patcher.aclose()
     elapsed = time.monotonic() - started
     return {
@@ -521,6 +545,9 @@ async def _hammer(
         "failed": failed,
         "seconds": round(elapsed, 2),
         "writes_per_s": round(done / elapsed, 1),
+        # The bench process's CPU (all threads) per write: the client library's cost, in
+        # the same process and the same session as the other libraries'.
+        "client_cpu_ms_per_write": round(1000 * cpu / done, 3) if done else None,
     }
 
 
@@ -539,6 +566,8 @@ async def ceiling(bench: Bench) -> Result:
     say(f"raw: {raw['writes_per_s']} status writes/s")
     with_httpx = await _hammer(bench, ns, names, uids, "httpx")
     say(f"httpx: {with_httpx['writes_per_s']} status writes/s")
+    with_herald = await _hammer(bench, ns, names, uids, "herald")
+    say(f"herald.kube: {with_herald['writes_per_s']} status writes/s")
 
     # Writes per published post: the real processes publish a small batch.
     ns2 = await bench.namespace("wpp")
@@ -554,6 +583,8 @@ async def ceiling(bench: Bench) -> Result:
         "raw_aiohttp": raw,
         "httpx_status_writes_per_s": with_httpx["writes_per_s"],
         "httpx": with_httpx,
+        "herald_status_writes_per_s": with_herald["writes_per_s"],
+        "herald": with_herald,
         "published_posts": sizes.ceiling_posts,
         "writes_per_post": wpp,
         "writes": got["writes"],

@@ -57,6 +57,9 @@ def test_figures_are_sane(quick: tuple[dict[str, Any], str, Path]) -> None:
     assert c["status_writes_per_s"] > 5
     assert c["raw_aiohttp"]["failed"] == 0
     assert c["httpx_status_writes_per_s"] > 5
+    assert c["herald_status_writes_per_s"] > 5 and c["herald"]["failed"] == 0
+    for library in ("raw_aiohttp", "httpx", "herald"):
+        assert c[library]["client_cpu_ms_per_write"] > 0
     # At least the claim and the Published transition are status writes.
     assert 2 <= c["writes_per_post"] <= 30
     assert c["ideal_posts_per_s"] == pytest.approx(

@@ -92,4 +92,4 @@ def test_wiring_startup_probe_first_status_and_cleanup(
     # Cleanup ran: the dispatcher loop ended and both HTTP clients are closed.
     assert runtime.loop_task is not None and runtime.loop_task.done()
     assert runtime.n8n._client.is_closed
-    assert runtime.kube._http.is_closed
+    assert runtime.kube.closed

@@ -20,7 +20,7 @@ import yaml
 from aiohttp import web
 
 from herald import kubeauth
-from herald.kube import Forbidden, KubeClient, KubeError, discover
+from herald.kube import Forbidden, KubeClient, KubeError, discover, env_proxy
 from herald.kubeauth import Credentials, KubeAuth, Source, refresh_at
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -492,3 +492,24 @@ async def test_kube_client_401_with_the_same_credentials_is_forbidden_at_once(
         finally:
             await client.aclose()
     assert server.seen == ["Bearer revoked"]
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("https://api.example.com:6443", "http://proxy.corp:3128"),
+        ("https://127.0.0.1:6443", None),  # in NO_PROXY
+        ("https://kube.internal.corp", None),  # a NO_PROXY domain suffix
+        ("http://api.example.com", "http://plain-proxy.corp:3128"),
+    ],
+)
+def test_the_environment_proxy_is_looked_up_once_per_server(
+    monkeypatch: pytest.MonkeyPatch, server: str, expected: str | None
+) -> None:
+    for name in ("https_proxy", "http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://plain-proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,.internal.corp")
+    assert env_proxy(server) == expected
