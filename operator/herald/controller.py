@@ -1,12 +1,12 @@
 """The operator process: kopf handlers, kept thin, around the dispatcher.
 
-Startup puts the shared clients in kopf's memo (one httpx client for n8n, one for the API
-server, the metrics server) and starts the dispatcher loop; cleanup stops claiming, lets
-requests in flight finish and be recorded, and closes the clients. The event handler
-only hands the object to the dispatcher, whose workers plan, write (retrying with
+Startup puts the shared clients in kopf's memo (an httpx client for n8n, an aiohttp one
+for the API server, the metrics server) and starts the dispatcher loop; cleanup stops
+claiming, lets requests in flight finish and be recorded, and closes the clients. The event
+handler only hands the object to the dispatcher, whose workers plan, write (retrying with
 backoff when a write fails) and dispatch. The accounts' handler writes their Ready
-condition. Handlers return None, so kopf writes nothing of
-its own into `.status`; there are no finalizers, timers or daemons per object.
+condition. Handlers return None, so kopf writes nothing of its own into `.status`; there
+are no finalizers, timers or daemons per object, and kopf's diff base is off (NoDiffBase).
 """
 
 from __future__ import annotations

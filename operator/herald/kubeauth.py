@@ -23,7 +23,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,16 +339,6 @@ class KubeAuth(httpx.Auth):
                 except LoginError as exc:
                     self._failed(exc)
         return self._creds
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        creds = await self.current()
-        response = yield self._sign(request, creds)
-        if response.status_code == 401:
-            fresh = await self.current(stale=creds)
-            if self.changed(creds, fresh):
-                yield self._sign(request, fresh)
 
     def sync_auth_flow(
         self, request: httpx.Request

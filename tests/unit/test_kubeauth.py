@@ -365,21 +365,6 @@ def test_failed_reload_keeps_the_previous_credentials(tmp_path: Path) -> None:
     assert runs(counter) == 1
 
 
-async def test_async_flow_refreshes_expiring_exec_credentials(tmp_path: Path) -> None:
-    user, counter = exec_plugin(tmp_path, expires_in=3)
-    source = src(kubeconfig(tmp_path / "config", user))
-    auth = KubeAuth(source, await kubeauth.load(source))
-    server = Server()
-    async with httpx.AsyncClient(
-        base_url="http://127.0.0.1:8080", auth=auth, transport=httpx.MockTransport(server)
-    ) as http:
-        await http.get("/api")  # a 2-3 s lifetime, due a fifth early: still token-1 at once
-        await asyncio.sleep(3.0)
-        await http.get("/api")
-    assert server.seen == ["Bearer token-1", "Bearer token-2"]
-    assert runs(counter) == 2
-
-
 def test_connection_info_for_kopf(tmp_path: Path) -> None:
     user, _ = exec_plugin(tmp_path, expires_in=600)
     c = kubeauth.load_sync(src(kubeconfig(tmp_path / "config", user)))
@@ -476,6 +461,22 @@ async def test_kube_client_reloads_after_a_401_and_retries_once(tmp_path: Path) 
     assert server.seen == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
     assert runs(counter) == 2
     assert opened == ["tcp"], "one plain-HTTP connection, kept for all three requests"
+
+
+async def test_kube_client_refreshes_expiring_exec_credentials(tmp_path: Path) -> None:
+    user, counter = exec_plugin(tmp_path, expires_in=3)
+    async with ApiServer() as server:
+        path = kubeconfig(tmp_path / "config", user, cluster={"server": server.url})
+        client = KubeClient(discover(str(path)))
+        try:
+            async with asyncio.timeout(30):
+                await client.get_post("team-a", "p")  # a 2-3 s lifetime, due a fifth early
+                await asyncio.sleep(3.0)
+                await client.get_post("team-a", "p")
+        finally:
+            await client.aclose()
+    assert server.seen == ["Bearer token-1", "Bearer token-2"]
+    assert runs(counter) == 2
 
 
 async def test_kube_client_401_with_the_same_credentials_is_forbidden_at_once(
