@@ -132,7 +132,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 ),
                 (name, "duplicate webhooks at n8n", _fmt(b["duplicates_at_n8n"])),
                 *_cpu(name, b.get("per_post", {}), "intake + burst"),
-                *_cpu(name, b.get("burst_per_post", {}), "from the due second"),
+                *_cpu(name, b.get("burst_per_post", {}), "from all known: claims and burst"),
             ]
     if t := s.get("tenants"):
         out += [
