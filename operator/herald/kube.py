@@ -9,8 +9,8 @@ NotFound, Forbidden, Unavailable.
 
 Why aiohttp and not httpx (which Herald keeps for n8n): every request to the API server is
 on the hot path of a burst (a claim, a status write, a read before a compare-and-swap), and
-httpx spends most of a request's CPU in httpcore's pool bookkeeping; see bench/RESULTS.md,
-"The API server client".
+httpx spent most of a request's CPU in httpcore's pool bookkeeping; see bench/RESULTS.md,
+"The API server client on aiohttp".
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ POOL_CONNECTIONS = 16
 KEEPALIVE_SECONDS = 60.0
 """How long an idle connection is kept. A short keep-alive closes the connections opened
 for a clump of requests as soon as the load pauses, and the next clump pays a TLS handshake
-per request. Under the API server's own idle timeout (90 s), so the server rarely closes a
-connection first; one it did close is dropped by the pool when the close arrives."""
+per request. A connection the server closed meanwhile is dropped by the pool when the close
+arrives; a request that races such a close fails as Unavailable, which every caller retries."""
 POOL_WAIT_SECONDS = 30.0
 """How long a request may wait for a free connection when all are busy: a burst queues
 instead of opening more connections, and each request holding a connection is itself
