@@ -423,8 +423,8 @@ async def _all_due_together(
         "post_gets_per_post": round(post_gets_between(before, after) / total, 2),
         # From before the posts were created until all were Published: intake and burst.
         "per_post": used_at_end.per_post(used_at_start, total),
-        # From the due second (or when every post was known, if later) until all were
-        # Published: the burst alone, after the intake warmed the connection pools up.
+        # From when the operator knew every post (usually well before the due second)
+        # until all were Published: the claims and the burst, without the intake.
         "burst_per_post": used_at_end.per_post(used_at_due, total),
         "profiles": profiles,
     }

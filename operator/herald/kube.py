@@ -197,6 +197,7 @@ class KubeClient:
     ):
         self._conn = conn
         self._server = conn.server.rstrip("/")
+        self._https = self._server.startswith("https:")
         # Looked up once, not per request: aiohttp's trust_env reads the environment and
         # ~/.netrc on a thread for every request (a fifth of the operator's CPU in a burst).
         self._proxy = conn.proxy or env_proxy(conn.server)
@@ -219,7 +220,7 @@ class KubeClient:
                 traces.append(trace)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=self._conn.tls if self._server.startswith("https:") else False,
+                    ssl=self._conn.tls if self._https else False,
                     limit=self._max_connections,
                     keepalive_timeout=KEEPALIVE_SECONDS,
                 ),
@@ -234,7 +235,7 @@ class KubeClient:
     ) -> None:
         if self._on_connect is not None:
             self._on_connect("tcp")
-            if self._server.startswith("https:"):
+            if self._https:
                 self._on_connect("tls")
 
     @property
