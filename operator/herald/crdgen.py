@@ -171,7 +171,9 @@ def crd() -> dict[str, Any]:
         "reports progress in .status.",
         {
             "spec": _schema(models.ScheduledPostSpec),
-            "status": _schema(models.ScheduledPostStatus),
+            # Defaulted, so a post nobody has written yet reads as Pending (kubectl get,
+            # field selectors) without an accept write per post.
+            "status": {**_schema(models.ScheduledPostStatus), "default": {}},
         },
     )
 

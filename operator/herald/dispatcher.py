@@ -195,9 +195,8 @@ class Dispatcher:
         """Take in a version of the post: the cache, and what it settles in the track."""
         post = view.post
         wake = engine.wake_at(post, self.config.defaults, self.config.me, self.now())
-        phase = post.status.phase.value if post.status.phase else "Pending"
         entry = Entry(
-            post.namespace, post.name, post.uid, post.generation, phase, view.resource_version
+            post.namespace, post.name, post.uid, post.generation, view.phase, view.resource_version
         )
         if history.watched(post):
             self.cache.put(entry, pending=wake is not None or engine.needs_plan(post))

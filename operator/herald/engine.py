@@ -8,12 +8,17 @@ operator and the sidecar cannot disagree about what a transition means.
 
 Phases:
 
-    (new) ──accept──▶ Scheduled ──due: claim──▶ Publishing ──callback ok──▶ Published
+    Pending ──accept──▶ Scheduled ──due: claim──▶ Publishing ──callback ok──▶ Published
       │                  ▲  │                     │   │
       │          resume  │  │ suspend             │   └─transient / stale─▶ Retrying ─due─┐
       ▼                  │  ▼                     │                         (claim again) │
     Failed ◀── deadline ─┴ Suspended              └─permanent / exhausted─▶ Failed ◀──────┘
                                                                   ▲ retry annotation resets
+
+A new post is Pending (the CRD's default status: nobody wrote it). `as_planned` reads it
+as the accept would have written it, Scheduled at spec.publishAt, so the claim is its
+first write; only a post that needs more (suspended, a retry asked for) is accepted by a
+write of its own. 20,000 new posts thus cost no write until each is due.
 
 Entry points:
   plan()            level-triggered reaction to the object as it is (accept, edits,
@@ -332,7 +337,7 @@ def kstatus_conditions(status: ScheduledPostStatus, now: dt.datetime) -> list[Co
     condition more than before, not three.
     """
     phase = status.phase
-    if phase is None:
+    if phase is None or phase is Phase.PENDING:
         return status.conditions
     gen = status.observed_generation or 0
     message = status.message or str(phase)
@@ -548,10 +553,47 @@ def plan(post: Post, now: dt.datetime, defaults: Defaults, me: str | None = None
     return with_kstatus(_plan(post, now, defaults, me), now)
 
 
+def is_new(status: ScheduledPostStatus) -> bool:
+    """Never written: Pending by the CRD's default (None from an API server or a test
+    that did not default it)."""
+    return status.phase is None or status.phase is Phase.PENDING
+
+
+def _accept_needed(post: Post) -> bool:
+    """Does a new post need a write before its claim: suspended, or a retry asked for?"""
+    request = handled_request(post.retry_request)
+    return post.spec.suspend or request not in (None, post.status.last_handled_retry_request)
+
+
+def as_planned(post: Post) -> Post:
+    """The post as the state machine reads it: a new post that needs no accept write
+    reads as Scheduled at spec.publishAt for the current generation (what the accept
+    wrote before posts had a default status); any other post as it is.
+
+    Parse once, then this: every decision and every write (the claim, a hold, a missed
+    deadline) then starts from that Scheduled status, and the status patch writes all of
+    it over the defaulted Pending one.
+    """
+    status = post.status
+    if not is_new(status) or _accept_needed(post):
+        return post
+    at = post.spec.publish_at
+    planned = _update(
+        status,
+        phase=Phase.SCHEDULED,
+        attempt=0,
+        observed_generation=post.generation,
+        next_attempt_at=at,
+        message=f"Publishes at {_fmt(at)} via target {post.spec.target}",
+    )
+    return replace_status(post, planned)
+
+
 def _plan(post: Post, now: dt.datetime, defaults: Defaults, me: str | None = None) -> Decision:
     """plan() without the kstatus conditions."""
+    post = as_planned(post)
     status = post.status
-    if status.phase is None:
+    if is_new(status):
         return _accept(post, now)
     request = handled_request(post.retry_request)
     if request is not None and request != status.last_handled_retry_request:
@@ -741,7 +783,9 @@ def needs_plan(post: Post) -> bool:
     """Is there level-triggered work that waits for no time: a new post, an edit, a manual
     retry? Exactly when plan() has something to write (for any instance)."""
     status = post.status
-    if status.phase is None or status.observed_generation != post.generation:
+    if is_new(status):
+        return _accept_needed(post)
+    if status.observed_generation != post.generation:
         return True
     request = handled_request(post.retry_request)
     return request not in (None, status.last_handled_retry_request)
@@ -763,6 +807,7 @@ def wake_at(
     `now` matters only for a claim left by this pod's previous incarnation: before its
     send time it is taken over at once; from then on its request may be at n8n, so it is
     waited for like any peer's (without `now`, the cautious answer)."""
+    post = as_planned(post)
     status = post.status
     policy = Policy.of(post.spec, defaults)
     if status.phase in (Phase.SCHEDULED, Phase.RETRYING):
@@ -801,6 +846,7 @@ def act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
 
 
 def _act(post: Post, now: dt.datetime, defaults: Defaults, me: str) -> Decision:
+    post = as_planned(post)
     planned = _plan(post, now, defaults, me)
     if planned is not NOTHING:
         # Planning first: an edited, suspended or retried post must not be dispatched
@@ -1000,8 +1046,15 @@ def _claim(post: Post, now: dt.datetime, me: str, *, reclaim: bool) -> Decision:
         at = max(now, status.next_attempt_at or now)
         msg = f"Claimed attempt {attempt}: dispatching to target {post.spec.target} at {_fmt(at)}"
         events = ()
+    conditions = status.conditions
+    if not any(c.type == PUBLISHED for c in conditions or []):
+        # A Pending post's first write: the condition its accept used to carry.
+        conditions = _published_condition(
+            post, status, ConditionStatus.UNKNOWN, "Pending", "Not published yet", now
+        )
     new = _update(
         status,
+        conditions=conditions,
         phase=Phase.PUBLISHING,
         attempt=attempt,
         claimed_at=now,

@@ -92,6 +92,10 @@ class Channel(enum.StrEnum):
 class Phase(enum.StrEnum):
     """Where the post is in its lifecycle."""
 
+    PENDING = "Pending"
+    """Nothing written yet: the API server's default for a new post's status. The
+    operator reads a Pending post as Scheduled at spec.publishAt and writes its status
+    first when it claims it (or when it must say more: suspended, retry asked for)."""
     SCHEDULED = "Scheduled"
     PUBLISHING = "Publishing"
     RETRYING = "Retrying"
@@ -510,8 +514,10 @@ class ScheduledPostStatus(_StatusModel):
     """Written by the operator and the callback sidecar only."""
 
     phase: Phase | None = Field(
-        default=None,
-        description="Scheduled, Publishing, Retrying, Published, Failed or Suspended.",
+        default=Phase.PENDING,
+        description="Pending (new: the operator writes the status first when it claims the "
+        "post, and until then dispatches it at spec.publishAt), Scheduled, Publishing, "
+        "Retrying, Published, Failed or Suspended.",
     )
     attempt: int = Field(
         default=0, ge=0, description="Attempts claimed so far; the current one while Publishing."

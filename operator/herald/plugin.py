@@ -478,7 +478,9 @@ def refusal(verb: str, obj: dict[str, Any], now: dt.datetime) -> str | None:
     suspended = bool(spec.get("suspend"))
     published = f"it was published {relative(parse_time(status.get('publishedAt')), now)}"
     in_flight = f"it is being published (attempt {status.get('attempt', 0)} is in flight)"
-    next_attempt = relative(parse_time(status.get("nextAttemptAt")), now)
+    # A Pending post has no nextAttemptAt yet: it is due at its publishAt.
+    next_at = status.get("nextAttemptAt") or spec.get("publishAt")
+    next_attempt = relative(parse_time(next_at), now)
 
     def use(other: str) -> str:
         return f"`kubectl herald {other} {name}`"
@@ -490,7 +492,7 @@ def refusal(verb: str, obj: dict[str, Any], now: dt.datetime) -> str | None:
             why = f"{published}: there is nothing to retry"
         elif phase is Phase.PUBLISHING:
             why = f"{in_flight}: a failed attempt is retried automatically"
-        elif phase is Phase.SCHEDULED:
+        elif phase in (Phase.PENDING, Phase.SCHEDULED):
             why = (
                 f"it has not failed, it is due {next_attempt}; {use('publish-now')} sends it early"
             )
@@ -502,7 +504,7 @@ def refusal(verb: str, obj: dict[str, Any], now: dt.datetime) -> str | None:
     if verb == "suspend":
         if suspended:
             return f"{name} is already suspended"
-        if phase in (None, Phase.SCHEDULED, Phase.RETRYING):
+        if phase in (None, Phase.PENDING, Phase.SCHEDULED, Phase.RETRYING):
             return None
         if phase is Phase.PUBLISHED:
             return f"cannot suspend {name}: {published}"

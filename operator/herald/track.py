@@ -16,19 +16,26 @@ from typing import Any
 
 from herald import engine
 from herald.circuit import CircuitBreaker, State
+from herald.models import Phase
 
 
 @dataclass(slots=True, eq=False)
 class View:
     """One version of a post: the raw object (what a compare-and-swap is made against)
-    and the same object parsed, once."""
+    and the same object parsed, once: a new post as the state machine reads it
+    (`engine.as_planned`: Scheduled at its publishAt), `phase` the phase it shows."""
 
     obj: dict[str, Any]
     post: engine.Post
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> View:
-        return cls(obj, engine.from_object(obj))
+        return cls(obj, engine.as_planned(engine.from_object(obj)))
+
+    @property
+    def phase(self) -> str:
+        """The phase the object shows (`kubectl get`): Pending until its first write."""
+        return str((self.obj.get("status") or {}).get("phase") or Phase.PENDING)
 
     @property
     def resource_version(self) -> str:

@@ -73,9 +73,11 @@ def status_patch(
         ops.extend(
             {"op": "test", "path": f"/status/{field}", "value": raw.get(field)} for field in fields
         )
+    # Against the stored status, not post.status: a new post's is read as planned
+    # (engine.as_planned: Scheduled) over the stored Pending one.
     old = dump_status(post.status)
     for key, value in new.items():
-        if old.get(key) != value or key not in raw:
+        if raw.get(key) != value:
             ops.append({"op": "add", "path": f"/status/{key}", "value": value})
     ops.extend(
         {"op": "remove", "path": f"/status/{key}"} for key in old if key not in new and key in raw

@@ -355,7 +355,7 @@ def test_stale_recovery_racing_a_late_callback(
     for name in names:
         posts.create(name, in_seconds(3600))
     for name in names:
-        posts.wait_phase(name, "Scheduled")
+        posts.wait_phase(name, "Pending")  # the CRD's default; the operator writes nothing
         objs[name] = set_status(
             posts,
             name,

@@ -78,9 +78,18 @@ def test_wiring_startup_probe_first_status_and_cleanup(
         assert runtime.settings.namespaces == [namespace]
         assert runtime.loop_task is not None and not runtime.loop_task.done()
 
-        posts.create("in-process", in_seconds(3600))
-        status = posts.wait_phase("in-process", "Scheduled", timeout=20)
-        assert status["nextAttemptAt"]
+        uid = posts.create("in-process", in_seconds(3600))["metadata"]["uid"]
+        deadline = time.monotonic() + 20
+        while runtime.dispatcher.cache.get(uid) is None:
+            assert time.monotonic() < deadline, "the operator never saw the post"
+            time.sleep(0.1)
+        # Known, and not written: a Pending post's first write is its claim.
+        assert posts.status("in-process") == {
+            "phase": "Pending",
+            "attempt": 0,
+            "retryEpoch": 0,
+            "retryBaseAttempt": 0,
+        }
         posts.create("in-process-due", in_seconds(1))
         [received] = fake_n8n.wait_for("in-process-due", 1, timeout=20)
         assert received.body["namespace"] == namespace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import uuid
 from pathlib import Path
@@ -281,6 +282,38 @@ def test_field_selector_on_phase(
     assert scheduled == []
 
 
+def test_a_new_post_shows_pending_without_any_write(
+    control_plane: ControlPlane, namespace: str, admin_client: httpx.Client
+) -> None:
+    """The CRD's status default (issue 17, item 4): a post nobody has written reads back
+    as Pending in `kubectl get` and in field selectors, and the operator's first write
+    (the claim) tests that default like any status it read."""
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(VALID))
+    shown = control_plane.kubectl(
+        "get", "sp", "valid", "-n", namespace, "-o", "jsonpath={.status}"
+    ).stdout
+    assert json.loads(shown) == {
+        "phase": "Pending",
+        "attempt": 0,
+        "retryEpoch": 0,
+        "retryBaseAttempt": 0,
+    }
+    pending = control_plane.kubectl(
+        "get", "sp", "-n", namespace, "--field-selector", "status.phase=Pending", "-o", "name"
+    ).stdout.split()
+    assert pending == ["scheduledpost.herald.dev/valid"]
+    url = f"/apis/herald.dev/v1alpha1/namespaces/{namespace}/scheduledposts/valid/status"
+    claim = [
+        {"op": "test", "path": "/status/phase", "value": "Pending"},
+        {"op": "replace", "path": "/status/phase", "value": "Publishing"},
+        {"op": "replace", "path": "/status/attempt", "value": 1},
+    ]
+    headers = {"Content-Type": "application/json-patch+json"}
+    won = admin_client.patch(url, json=claim, headers=headers)
+    assert won.status_code == 200, won.text
+    assert won.json()["status"]["phase"] == "Publishing"
+
+
 def test_status_json_patch_test_op_and_stale_resource_version(
     control_plane: ControlPlane, namespace: str, admin_client: httpx.Client
 ) -> None:
@@ -327,7 +360,13 @@ def test_status_is_a_subresource(
     obj = admin_client.get(
         f"/apis/herald.dev/v1alpha1/namespaces/{namespace}/scheduledposts/valid"
     ).json()
-    assert "status" not in obj or obj["status"].get("phase") is None
+    # The forged status is dropped; what is there is the CRD's default for a new post.
+    assert obj["status"] == {
+        "phase": "Pending",
+        "attempt": 0,
+        "retryEpoch": 0,
+        "retryBaseAttempt": 0,
+    }
     assert obj["spec"]["channel"] == models.Channel.LINKEDIN.value  # defaulted by the server
 
 

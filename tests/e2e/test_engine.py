@@ -108,7 +108,8 @@ def test_due_post_is_dispatched_on_time_signed_and_published(
     publish_via_status(posts, "on-time", 1)
     assert posts.wait_phase("on-time", "Published")["attempt"] == 1
     reasons = [e["reason"] for e in posts.events("on-time")]
-    assert reasons.count("Scheduled") == 1 and "Dispatched" not in reasons
+    # No accept (a Pending post is written first by its claim), no Event per dispatch.
+    assert "Scheduled" not in reasons and "Dispatched" not in reasons
 
 
 def test_transient_errors_back_off_then_succeed(
@@ -194,7 +195,7 @@ def test_operator_killed_between_claim_and_post_redispatches_once(
     """A claim written by a process that died before it sent the webhook."""
     op = herald(fake_n8n.url, identity="herald-0")
     posts.create("orphan", in_seconds(3600))
-    posts.wait_phase("orphan", "Scheduled")
+    posts.wait_phase("orphan", "Pending")
     op.kill()
     # Exactly the state a SIGKILL right after the claim's write leaves behind: claimed by
     # an earlier incarnation of this pod, never acknowledged.
@@ -301,7 +302,7 @@ def test_suspend_and_resume(posts: Posts, fake_n8n: FakeN8n, herald: Start) -> N
 def test_edit_before_due_replans(posts: Posts, fake_n8n: FakeN8n, herald: Start) -> None:
     herald(fake_n8n.url)
     posts.create("edited", in_seconds(3600))
-    posts.wait_phase("edited", "Scheduled")
+    posts.wait_phase("edited", "Pending")
     new_at = in_seconds(1)
     posts.patch_spec("edited", {"publishAt": new_at, "content": {"text": "Second draft"}})
     (request,) = fake_n8n.wait_for("edited", 1, timeout=10)
@@ -334,7 +335,7 @@ def test_delete_before_due_cancels(
     herald(fake_n8n.url)
     posts.create("deleted", in_seconds(2))
     # Due within the claim-ahead window, so it may already be claimed: still not sent.
-    posts.wait("deleted", lambda s: s.get("phase") in ("Scheduled", "Publishing"), what="planned")
+    posts.wait("deleted", lambda s: s.get("phase") in ("Pending", "Publishing"), what="planned")
     control_plane.kubectl("delete", "sp", "deleted", "-n", namespace)
     time.sleep(3)
     assert fake_n8n.for_post("deleted") == []

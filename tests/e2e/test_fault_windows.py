@@ -58,8 +58,9 @@ def test_window1_status_write_denied_at_first_is_retried_after_the_grant(
     """Window 1: a new post whose first status write fails is stranded.
 
     The operator runs as a user that may read posts but not (yet) patch their status, so
-    accepting a new post fails with 403. Once `patch` is granted, the post must be
-    accepted (Scheduled) within ~10 s, with no edit of the post and no restart.
+    accepting a new post (suspended: the write a new post needs before its claim) fails
+    with 403. Once `patch` is granted, the post must be accepted (Suspended) within
+    ~10 s, with no edit of the post and no restart.
     """
     user = RestrictedUser(control_plane, namespace, tmp_path)
     op: HeraldProcess | None = None
@@ -73,10 +74,12 @@ def test_window1_status_write_denied_at_first_is_retried_after_the_grant(
             namespaces=json.dumps([namespace]),
         )
         op.wait_for_log("watch is live")
-        posts.create("denied", in_seconds(3600))
+        posts.create("denied", in_seconds(3600), suspend=True)
         # Long enough for the operator to try (and fail) a few times.
         time.sleep(3.0)
-        assert posts.status("denied") == {}, "the write was not denied: the test proves nothing"
+        assert posts.status("denied").get("phase") == "Pending", (
+            "the write was not denied: the test proves nothing"
+        )
         user.grant_status_patch()
         granted = time.time()
         assert user.can_patch_status()
@@ -84,16 +87,16 @@ def test_window1_status_write_denied_at_first_is_retried_after_the_grant(
         status: dict[str, object] = {}
         while time.time() < deadline:
             status = posts.status("denied")
-            if status.get("phase") == "Scheduled":
+            if status.get("phase") == "Suspended":
                 break
             time.sleep(0.1)
         waited = time.time() - granted
-        assert status.get("phase") == "Scheduled", (
+        assert status.get("phase") == "Suspended", (
             f"post stranded: still no status {waited:.1f}s after `patch` on "
             f"scheduledposts/status was granted (status={status}); operator log tail:\n"
             + op.log()[-1500:]
         )
-        print(f"window 1: Scheduled {waited:.1f}s after the grant")
+        print(f"window 1: Suspended {waited:.1f}s after the grant")
         assert waited <= 10.5, f"accepted only {waited:.1f}s after the grant"
     finally:
         if op is not None:
@@ -107,7 +110,7 @@ def test_window2_rejected_status_write_does_not_loop_hot(
     """Window 2: a write the API server rejects loops hot.
 
     A replica whose HERALD_IDENTITY is longer than status.claimedBy's maxLength (253)
-    can accept a post (no claimedBy yet) but never claim it: the claim's status write
+    can see a post (Pending: no write before the claim) but never claim it: the claim's status write
     fails schema validation (422). Retrying it at once, over and over, loads the API
     server for nothing. The rate of those 422s must stay bounded, and a Warning Event
     with reason StatusWriteRejected must say what was rejected.
@@ -116,9 +119,7 @@ def test_window2_rejected_status_write_does_not_loop_hot(
     baseline = status_patches(admin_client, "422")
     herald(fake_n8n.url, identity="x" * 250)
     posts.create("unclaimable", in_seconds(1))
-    posts.wait(
-        "unclaimable", lambda s: s.get("phase") in ("Scheduled", "Publishing"), what="accepted"
-    )
+    assert posts.status("unclaimable")["phase"] == "Pending"
     # Let the claim come due and the first rejections happen, then measure ten seconds.
     deadline = time.monotonic() + 15
     while status_patches(admin_client, "422") == baseline and time.monotonic() < deadline:
@@ -303,14 +304,14 @@ def test_window9_status_fields_of_a_newer_version_survive(
     with extra_status_field(control_plane, "futureField"):
         herald(fake_n8n.url)
         posts.create("skewed", in_seconds(3600))
-        posts.wait_phase("skewed", "Scheduled")
+        posts.wait_phase("skewed", "Pending")  # the CRD's default: nothing written yet
         set_status_field_until_kept(
             admin_client, posts.url("skewed"), "futureField", "written-by-a-newer-herald"
         )
         posts.patch_spec("skewed", {"suspend": True})
         status = posts.wait_phase("skewed", "Suspended", timeout=15)
         assert status.get("futureField") == "written-by-a-newer-herald", (
-            f"the operator's Scheduled -> Suspended write dropped status.futureField: "
+            f"the operator's Pending -> Suspended write dropped status.futureField: "
             f"status keys now {sorted(status)}"
         )
 

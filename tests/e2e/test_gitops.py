@@ -5,7 +5,8 @@ records every request, and real kubectl.
 - A cluster rebuilt from git gets every old post again: the operator's default starting
   deadline (a day) fails them with MissedDeadline instead of publishing them years late.
 - The status follows the kstatus conventions, so `kubectl wait --for=condition=Ready`
-  and Flux's health checks see a Scheduled post as ready and a Failed one as stalled:
+  and Flux's health checks see a Scheduled post as ready and a Failed one as stalled; a
+  Pending post (never written: no conditions) is Current for Flux and Healthy for Argo CD:
   checked with the real kstatus library (hack/kstatus, built by `hack/tools.sh kstatus`)
   and the chart's Argo CD health check on live posts in every phase.
 """
@@ -55,7 +56,9 @@ def test_posts_restored_three_days_late_fail_and_a_slightly_late_one_publishes(
     fake_n8n.wait_for("wants-late", 1, timeout=20)
     ended = {
         name: posts.wait(
-            name, lambda s: s.get("phase") not in (None, "Scheduled"), what="left Scheduled"
+            name,
+            lambda s: s.get("phase") not in (None, "Pending", "Scheduled"),
+            what="left Pending",
         )
         for name in names
     }
@@ -82,7 +85,13 @@ def test_kstatus_conditions_ready_for_kubectl_wait_and_stalled_when_failed(
 ) -> None:
     herald(fake_n8n.url)
     fake_n8n.script("refused", Reply(400, {"message": "text too long for channel"}))
-    posts.create("tomorrow", in_seconds(86400))
+    posts.create("tomorrow", in_seconds(86400), suspend=True)  # accepted by a write
+    pending = posts.create("later", in_seconds(86400))
+    # Never written: Pending by the CRD's default, no conditions (kstatus: Current).
+    assert pending["status"]["phase"] == "Pending" and "conditions" not in pending["status"]
+    posts.wait_phase("tomorrow", "Suspended")
+    posts.patch_spec("tomorrow", {"suspend": False})
+    posts.wait_phase("tomorrow", "Scheduled")
     waited = control_plane.kubectl(
         "wait",
         "--for=condition=Ready",
@@ -99,7 +108,7 @@ def test_kstatus_conditions_ready_for_kubectl_wait_and_stalled_when_failed(
     assert "Reconciling" not in conditions(status) and "Stalled" not in conditions(status)
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["message"].startswith("Publishes at "), ready
-    assert ready["observedGeneration"] == status["observedGeneration"] == 1
+    assert ready["observedGeneration"] == status["observedGeneration"] == 2
 
     writes_before = status_patches(admin_client, "200")
     posts.create("refused", in_seconds(0))
@@ -118,9 +127,10 @@ def test_kstatus_conditions_ready_for_kubectl_wait_and_stalled_when_failed(
         check=False,
     )
     assert stalled.returncode == 0, stalled.stderr
-    # The kstatus conditions rode in the writes that happen anyway: accept, claim, fail.
+    # The kstatus conditions rode in the writes that happen anyway: claim, fail (a
+    # Pending post has no accept write).
     time.sleep(1)  # nothing else is due: a write still on its way would show up here
-    assert status_patches(admin_client, "200") - writes_before == 3
+    assert status_patches(admin_client, "200") - writes_before == 2
     assert failed["attempt"] == 1 and len(fake_n8n.for_post("refused")) == 1
 
 
@@ -139,11 +149,15 @@ def test_kstatus_library_and_argocd_health_of_live_posts_in_every_phase(
     fake_n8n.script("retrying", 503)
     fake_n8n.script("published", Reply(200, {"status": "published", "externalId": "urn:1"}))
     fake_n8n.script("failed", Reply(400, {"message": "text refused"}))
-    posts.create("scheduled", in_seconds(86400))
+    posts.create("pending", in_seconds(86400))
+    posts.create("scheduled", in_seconds(86400), suspend=True)  # resumed below
     posts.create("suspended", in_seconds(60), suspend=True)
     for name in ("publishing", "retrying", "published", "failed"):
         posts.create(name, in_seconds(0))
+    posts.wait_phase("scheduled", "Suspended")
+    posts.patch_spec("scheduled", {"suspend": False})
     phases = {
+        "pending": "Pending",
         "scheduled": "Scheduled",
         "suspended": "Suspended",
         "publishing": "Publishing",
@@ -182,6 +196,7 @@ def test_kstatus_library_and_argocd_health_of_live_posts_in_every_phase(
     ).stdout
     kstatus = {r["name"]: r["status"] for r in map(json.loads, computed.splitlines())}
     assert kstatus == {
+        "pending": "Current",
         "scheduled": "Current",
         "suspended": "Current",
         "publishing": "InProgress",
@@ -193,6 +208,7 @@ def test_kstatus_library_and_argocd_health_of_live_posts_in_every_phase(
 
     argocd = {o["metadata"]["name"]: health(o)["status"] for o in live["items"]}
     assert argocd == {
+        "pending": "Healthy",
         "scheduled": "Healthy",
         "suspended": "Suspended",
         "publishing": "Progressing",

@@ -182,7 +182,7 @@ def publish_through_sidecar(posts: Posts, name: str, herald: Herald) -> dict[str
     status = posts.wait_phase(name, "Published", timeout=30)
     assert status["externalUrl"], status
     reasons = {e["reason"] for e in posts.events(name)}
-    assert {"Scheduled", "Published"} <= reasons, reasons
+    assert "Published" in reasons, reasons
     for word in ("Unauthorized", "Forbidden", "Traceback"):
         assert word not in herald.logs(), herald.logs()
     return status

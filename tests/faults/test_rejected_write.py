@@ -5,7 +5,7 @@ bounded), says why in its log, and the good replica still publishes every post.
 How the writes are made to fail: the CRD caps status.claimedBy at 253 characters
 (crds/scheduledposts.herald.dev.yaml) and a claim writes `<identity>/<8 hex>`, so an
 identity of 250 characters makes every claim of that replica invalid (422, naming
-status.claimedBy), while its other writes (accepting a new post as Scheduled) pass.
+status.claimedBy), while its other writes (a suspended post's accept, a release) pass.
 Backing off is measured where it shows: the rate of rejected writes 5-10 s after the
 posts fell due must be at most 0.5 per post per second (a backoff starting at 1 s and
 doubling makes at most 2 attempts per post in that window).

@@ -18,6 +18,10 @@ from typing import Any
 import jsonpatch
 
 from herald.kube import Conflict, Invalid, KubeError, NotFound
+from herald.models import ScheduledPostStatus
+
+PENDING_STATUS = ScheduledPostStatus().model_dump(by_alias=True, exclude_none=True, mode="json")
+"""A new post's status as the API server defaults it (the CRD's schema defaults)."""
 
 
 class FakeKube:
@@ -141,6 +145,8 @@ class FakeKube:
                 "resourceVersion": str(next(self._rv)),
             },
             "spec": spec,
+            # The CRD's status default, as the real API server fills it in.
+            "status": dict(PENDING_STATUS),
         }
         self.objects[(namespace, name)] = obj
         return copy.deepcopy(obj)

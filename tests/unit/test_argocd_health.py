@@ -65,6 +65,7 @@ def test_every_phase_has_a_fixture() -> None:
         phases.add((obj.get("status") or {}).get("phase"))
     assert phases == {
         None,
+        "Pending",
         "Scheduled",
         "Suspended",
         "Publishing",
@@ -95,25 +96,36 @@ def walk() -> dict[str, engine.Post]:
         seen.setdefault(str(p.status.phase), p)  # the first post to reach it
         return p
 
-    p = write(post(publish_at=at(5)), engine.plan(post(publish_at=at(5)), NOW, DEFAULTS))
-    p = write(p, engine.act(p, NOW, DEFAULTS, ME))
+    new = post(publish_at=at(5))
+    assert engine.plan(new, NOW, DEFAULTS) == engine.NOTHING
+    seen["Pending"] = new  # as the API server shows it: nothing written yet
+    p = write(new, engine.act(new, NOW, DEFAULTS, ME))  # the claim is its first write
     busy = Failure(ErrorClass.TRANSIENT, "HTTP503", "n8n answered 503")
     p = write(p, engine.dispatch_result(p, at(5), busy, DEFAULTS, ME))
     p = write(p, engine.act(p, at(600), DEFAULTS, ME))
     done = Callback(p.status.attempt, published=Published("urn:1", "https://x.test/1"))
     write(p, engine.callback(p, at(601), done, DEFAULTS).decision)
     late = post(publish_at=NOW - dt.timedelta(days=3))
-    late = write(late, engine.plan(late, NOW, DEFAULTS))
     write(
         late,
         engine.act(late, NOW, dataclasses.replace(DEFAULTS, starting_deadline_seconds=86400), ME),
     )
-    held = post(suspend=True)
-    write(held, engine.plan(held, NOW, DEFAULTS))
+    held = post(suspend=True, publish_at=at(5))
+    held = write(held, engine.plan(held, NOW, DEFAULTS))
+    resumed = engine.Post(
+        held.namespace,
+        held.name,
+        held.uid,
+        2,
+        held.spec.model_copy(update={"suspend": False}),
+        held.status,
+    )
+    write(resumed, engine.plan(resumed, NOW, DEFAULTS))  # Scheduled, written by the resume
     return seen
 
 
 EXPECTED = {
+    "Pending": "Healthy",
     "Scheduled": "Healthy",
     "Suspended": "Suspended",
     "Publishing": "Progressing",
@@ -128,7 +140,9 @@ def test_health_of_what_the_engine_writes(phase: str) -> None:
     p = walk()[phase]
     got = health(as_object(p))
     assert got["status"] == EXPECTED[phase], got
-    assert p.status.message is not None and p.status.message in got["message"], got
+    # A Pending post says what the operator reads it as (engine.as_planned).
+    message = engine.as_planned(p).status.message
+    assert message is not None and message in got["message"], got
 
 
 def test_scheduled_message_says_when() -> None:

@@ -200,7 +200,7 @@ async def test_claimed_ahead_sent_on_time_and_the_callback_makes_the_record_unne
     assert 0 <= sent["at"] - publish_at < 0.25  # on time
     assert engine_time(publish_at) > engine.parse_status(status).claimed_at  # claimed ahead
     await asyncio.sleep(1.2)  # past the record grace: still no record write
-    assert rig.kube.status_writes("p") == 3  # accept, claim, the callback's Published
+    assert rig.kube.status_writes("p") == 2  # claim, the callback's Published: no accept
     assert "dispatchedAt" not in rig.status("p")
     assert rig.metrics.claim_conflicts._value.get() == 0
     assert [e[2] for e in rig.kube.events] == []  # routine steps post no Events
@@ -213,7 +213,7 @@ async def test_without_a_callback_the_acknowledgement_is_recorded_after_the_grac
     rig.create("p", 0.1)
     await until(lambda: "dispatchedAt" in rig.status("p"))
     assert rig.status("p")["phase"] == "Publishing"
-    assert rig.kube.status_writes("p") == 3  # accept, claim, record
+    assert rig.kube.status_writes("p") == 2  # claim, record (Pending needs no accept write)
     assert len(rig.n8n.sent) == 1
 
 
@@ -237,10 +237,11 @@ async def test_failed_first_write_is_retried_with_backoff(
     monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
     rig = rig_factory()
     rig.kube.fail("patch", Unavailable("503 etcdserver: request timed out"), times=3)
-    rig.create("p", 3600)
-    await until(lambda: phase(rig, "p") == "Scheduled")
-    assert rig.kube.status_writes("p") == 4
+    rig.create("p", 0.0)
+    await until(lambda: phase(rig, "p") == "Publishing")
+    assert rig.kube.status_writes("p") == 4  # three failed claims, then the claim
     assert rig.metrics.write_errors.labels("unavailable")._value.get() == 3
+    await until(lambda: len(rig.n8n.sent) == 1)
 
 
 async def test_a_failed_read_is_retried_after_its_backoff(
@@ -252,7 +253,7 @@ async def test_a_failed_read_is_retried_after_its_backoff(
     monkeypatch.setattr(dispatcher_module, "WRITE_BACKOFF_MIN", 0.05)
     rig = rig_factory()
     rig.create("p", 3600)
-    await until(lambda: phase(rig, "p") == "Scheduled")
+    assert phase(rig, "p") == "Pending" and rig.d.cache.get("uid-ns-p") is not None
     track = rig.d.track(rig.kube.objects[("ns", "p")]["metadata"]["uid"], "ns")
     rig.kube.fail("get", Unavailable("ConnectError: All connection attempts failed"), times=1)
     await rig.d.workers.handle(track.uid)
@@ -273,7 +274,7 @@ async def test_rejected_write_backs_off_and_is_reported(
     )
     rig.create("p", 0.0)
     await asyncio.sleep(1.0)
-    claims = rig.kube.status_writes("p") - 1
+    claims = rig.kube.status_writes("p")  # every one a claim: a Pending post has no accept
     # 0.1 + 0.2 + 0.4 (+ 0.8): a handful in a second, not a hot loop.
     assert 2 <= claims <= 5, claims
     assert rig.metrics.write_errors.labels("invalid")._value.get() == claims
@@ -289,7 +290,7 @@ async def test_claim_tests_the_generation_so_an_unseen_suspend_wins(
 ) -> None:
     rig = rig_factory(claim_ahead=0.0)
     rig.create("p", 0.3)
-    await until(lambda: phase(rig, "p") == "Scheduled")
+    assert phase(rig, "p") == "Pending"  # its first write is the claim
 
     def suspend_between_read_and_claim(ops: list[dict[str, Any]]) -> None:
         if any(op.get("value", {}) == "Publishing" for op in ops if op["op"] == "add"):
@@ -412,7 +413,7 @@ async def test_resource_versions_are_not_ordered(rig_factory: Callable[..., Rig]
     obj = rig.kube.create("ns", "p", spec(3600))
     obj["metadata"]["resourceVersion"] = "900"
     rig.d.observe(obj)
-    await until(lambda: phase(rig, "p") == "Scheduled")
+    assert rig.d.cache.get("uid-ns-p") is not None
     restored = rig.kube.edit_spec("ns", "p", suspend=True)
     restored["metadata"]["resourceVersion"] = "5"  # after an etcd restore: "smaller"
     rig.kube.objects[("ns", "p")]["metadata"]["resourceVersion"] = "5"
@@ -463,9 +464,10 @@ async def test_a_burst_in_one_namespace_does_not_delay_another(
 ) -> None:
     rig = rig_factory(concurrency=2, claim_ahead=0.0)
     rig.n8n.delay["default"] = 0.01
+    due = spec(0.0)  # one publishAt for all: b is not due a moment after the a's
     for i in range(150):
-        rig.create(f"a{i}", 0.0, namespace="a")
-    rig.create("b", 0.0, namespace="b")
+        rig.d.observe(rig.kube.create("a", f"a{i}", dict(due)))
+    rig.d.observe(rig.kube.create("b", "b", dict(due)))
     await until(lambda: any(s["namespace"] == "b" for s in rig.n8n.sent), within=10)
     position = next(i for i, s in enumerate(rig.n8n.sent) if s["namespace"] == "b")
     assert position < 4, position
@@ -587,7 +589,7 @@ async def test_ttl_delete_is_preconditioned_on_the_version_decided_on(
 ) -> None:
     rig = rig_factory(ttl_after_published=0)
     rig.create("p", 3600)
-    await until(lambda: phase(rig, "p") == "Scheduled")
+    assert rig.d.cache.get("uid-ns-p") is not None
     with pytest.raises(Exception, match="precondition"):
         await rig.kube.delete_post("ns", "p", "uid-ns-p", "1")
 
@@ -600,13 +602,14 @@ async def test_phase_counts_follow_transitions(rig_factory: Callable[..., Rig]) 
     rig.callback_published()
     rig.create("p", 0.0)
     rig.create("q", 3600)
-    await until(lambda: phase(rig, "p") == "Published" and phase(rig, "q") == "Scheduled")
+    await until(lambda: phase(rig, "p") == "Published" and phase(rig, "q") == "Pending")
     await asyncio.sleep(0.05)
     counts = {(p.phase, p.namespace): p.count for p in rig.d._phase_counts()}
-    assert counts == {("Scheduled", "ns"): 1}  # Published: counted by the history sweep
+    # The phase the object shows; Published: counted by the history sweep.
+    assert counts == {("Pending", "ns"): 1}
     rig.d.count_published(Counter({"ns": 1}))
     counts = {(p.phase, p.namespace): p.count for p in rig.d._phase_counts()}
-    assert counts == {("Published", "ns"): 1, ("Scheduled", "ns"): 1}
+    assert counts == {("Published", "ns"): 1, ("Pending", "ns"): 1}
     rig.d.forget("uid-ns-q")
     assert {(p.phase, p.count) for p in rig.d._phase_counts()} == {("Published", 1)}
 

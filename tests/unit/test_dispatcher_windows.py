@@ -216,11 +216,11 @@ async def test_an_update_withheld_behind_our_own_write_is_read_again(
     monkeypatch.setattr(dispatcher_module, "OWN_WRITE_WAIT", 0.3)
     rig = rig_factory()
     rig.watching = False  # the watch is down; it comes back with a relist
-    rig.create("p", 3600)
-    await until(lambda: phase(rig, "p") == "Scheduled")
+    rig.create("p", 3600, suspend=True)  # a new suspended post: accepted by a write
+    await until(lambda: phase(rig, "p") == "Suspended")
     # The relist shows a later edit, not our own write's version: no echo ever comes.
-    rig.d.observe(rig.kube.edit_spec("ns", "p", suspend=True))
-    await until(lambda: phase(rig, "p") == "Suspended", within=3)
+    rig.d.observe(rig.kube.edit_spec("ns", "p", suspend=False))
+    await until(lambda: phase(rig, "p") == "Scheduled", within=3)
 
 
 def per_post_state(rig: Rig, uid: str) -> dict[str, Any]:

@@ -314,18 +314,17 @@ def check(
 
 # --- plan: accept ----------------------------------------------------------------------
 
-ACCEPT = [
+# --- a new post: Pending (the CRD default), read as planned, no accept write -------------
+
+AS_PLANNED = [
     pytest.param(
         post(),
         {
             "phase": Phase.SCHEDULED,
-            "attempt": 0,
             "next_attempt_at": PUBLISH_AT,
             "observed_generation": 1,
             "message": SCHEDULED_MSG,
-            "conditions": {"Published": ("Unknown", "Pending")},
         },
-        [("Normal", "Scheduled")],
         id="new-post-is-scheduled-at-publishAt",
     ),
     pytest.param(
@@ -335,9 +334,7 @@ ACCEPT = [
             "next_attempt_at": PUBLISH_AT,
             "observed_generation": 4,
             "message": "Publishes at 2030-01-15T10:00:00Z via target eu-west",
-            "conditions": {"Published": ("Unknown", "Pending")},
         },
-        [("Normal", "Scheduled")],
         id="new-post-records-its-generation-and-target",
     ),
     pytest.param(
@@ -347,11 +344,27 @@ ACCEPT = [
             "next_attempt_at": at(-3600),
             "observed_generation": 1,
             "message": "Publishes at 2030-01-15T08:00:00Z via target default",
-            "conditions": {"Published": ("Unknown", "Pending")},
         },
-        [("Normal", "Scheduled")],
         id="new-post-in-the-past-is-due-at-once",
     ),
+]
+
+
+@pytest.mark.parametrize(("p", "changes"), AS_PLANNED)
+def test_a_new_post_reads_as_scheduled_without_a_write(p: Post, changes: dict[str, Any]) -> None:
+    """Pending is what the API server shows before any write; the state machine reads
+    it as the accept would have written it, and plan() writes nothing."""
+    assert p.status.phase is Phase.PENDING
+    check(engine.plan(p, NOW, DEFAULTS), p.status, None, [])
+    assert not engine.needs_plan(p)
+    planned = engine.as_planned(p)
+    assert {**view(p.status), **changes} == view(planned.status)
+    assert engine.as_planned(planned) == planned
+
+
+# --- plan: accept (a new post that needs a write before its claim) ---------------------
+
+ACCEPT = [
     pytest.param(
         post(suspend=True),
         {
@@ -387,7 +400,8 @@ def test_accept(p: Post, changes: dict[str, Any], events: list[tuple[str, str]])
 
 
 def test_accept_sets_published_condition_details() -> None:
-    decision = engine.plan(post(generation=2), NOW.replace(microsecond=654321), DEFAULTS)
+    p = post(generation=2, retry_request="r0")
+    decision = engine.plan(p, NOW.replace(microsecond=654321), DEFAULTS)
     assert decision.status is not None
     assert own(decision.status) == [
         Condition(
@@ -1488,16 +1502,28 @@ ACT = [
     ),
     pytest.param(
         post(),
-        {
-            "phase": Phase.SCHEDULED,
-            "next_attempt_at": PUBLISH_AT,
-            "observed_generation": 1,
-            "message": SCHEDULED_MSG,
-            "conditions": {"Published": ("Unknown", "Pending")},
-        },
-        [("Normal", "Scheduled")],
+        None,
+        [],
         Action.NONE,
-        id="new-post-is-accepted-not-dispatched",
+        id="new-post-far-from-due-writes-nothing",
+    ),
+    pytest.param(
+        post(publish_at=at(int(AHEAD))),
+        {
+            "phase": Phase.PUBLISHING,
+            "attempt": 1,
+            "next_attempt_at": at(int(AHEAD)),
+            "claimed_at": NOW,
+            "claimed_by": ME,
+            "claimed_generation": 1,
+            "observed_generation": 1,
+            "message": "Claimed attempt 1: dispatching to target default at "
+            + at(int(AHEAD)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conditions": {"Published": ("Unknown", "Pending")},  # besides kstatus's
+        },
+        [],
+        Action.CLAIM,
+        id="new-post-due-is-claimed-by-its-first-write",
     ),
 ]
 
@@ -2101,7 +2127,10 @@ WAKE = [
         id="failed-with-ttl-at-failure-plus-ttl",
     ),
     pytest.param(post(suspended(next_attempt_at=at(5))), None, id="suspended-never"),
-    pytest.param(post(), None, id="new-never"),
+    pytest.param(
+        post(), PUBLISH_AT - dt.timedelta(seconds=AHEAD), id="new-claim-ahead-of-publishAt"
+    ),
+    pytest.param(post(suspend=True), None, id="new-suspended-never"),
 ]
 
 
@@ -2781,7 +2810,7 @@ def test_published_callback_moves_condition_from_false_to_true() -> None:
 
 GUARDS = [
     pytest.param(
-        lambda: engine.plan(post(), NOW, DEFAULTS),
+        lambda: engine.plan(post(suspend=True), NOW, DEFAULTS),
         Guard.WHOLE,
         True,
         id="accept",
@@ -2901,7 +2930,9 @@ def test_write_guards(make: Any, guard: Guard, spec_dependent: bool) -> None:
     ("make", "expected"),
     [
         pytest.param(
-            lambda: engine.plan(post(), NOW, DEFAULTS), [("Scheduled", True)], id="scheduled"
+            lambda: engine.plan(post(retry_request="r0"), NOW, DEFAULTS),
+            [("Scheduled", True)],
+            id="scheduled",
         ),
         pytest.param(
             lambda: engine.dispatch_result(post(publishing()), NOW, Accepted(SYNC), DEFAULTS, ME),
@@ -3255,9 +3286,7 @@ def test_from_object_reads_the_annotation_and_defaults_generation() -> None:
 def test_life_of_a_post_transient_then_published_then_deleted() -> None:
     defaults = dataclasses.replace(DEFAULTS, ttl_after_published=3600)
     p = post()
-    st = engine.plan(p, at(-7200), defaults).status
-    assert st is not None
-    p = engine.from_object(_as_object(p, st))
+    assert engine.plan(p, at(-7200), defaults) == NOTHING  # Pending: no accept write
     claim_at = PUBLISH_AT - dt.timedelta(seconds=AHEAD)
     assert engine.wake_at(p, defaults, ME) == claim_at
     assert engine.act(p, claim_at - dt.timedelta(milliseconds=1), defaults, ME) == NOTHING
@@ -3489,7 +3518,9 @@ def test_claim_is_old(st: ScheduledPostStatus, budget: float, expected: bool) ->
 
 
 NEEDS_PLAN_ROWS = [
-    pytest.param(post(None), True, id="new"),
+    pytest.param(post(None), False, id="new"),
+    pytest.param(post(None, suspend=True), True, id="new-suspended"),
+    pytest.param(post(None, retry_request="r0"), True, id="new-retry-asked"),
     pytest.param(post(scheduled()), False, id="scheduled"),
     pytest.param(post(scheduled(), generation=2), True, id="edited"),
     pytest.param(post(suspended(), generation=2), True, id="resumed-or-edited-while-suspended"),

@@ -151,12 +151,11 @@ def written(p: Post, decision: Decision) -> Post:
 def test_kstatus_conditions_through_a_post_s_life() -> None:
     """Every phase, reached through the entry points the operator and sidecar call."""
     p = post(publish_at=at(5))
-    p = written(p, engine.plan(p, NOW, DEFAULTS))
-    assert p.status.phase is Phase.SCHEDULED
-    assert kstatus(p.status) == {"Ready": (T, "Scheduled")}
-    ready = next(c for c in p.status.conditions or [] if c.type == "Ready")
-    assert ready.message == p.status.message  # "Publishes at …": says when
-    assert ready.observed_generation == 1
+    # Pending, nothing written: no conditions and no observedGeneration, which kstatus
+    # reads as Current (Flux's health check passes); the claim is the first write.
+    assert engine.plan(p, NOW, DEFAULTS) == engine.NOTHING
+    assert p.status.phase is Phase.PENDING and kstatus(p.status) == {}
+    assert engine.kstatus_conditions(p.status, NOW) is None
 
     claim = engine.act(p, NOW, DEFAULTS, ME)
     assert claim.action is Action.CLAIM
@@ -228,21 +227,23 @@ def test_kstatus_deferred_claim_is_no_longer_reconciling() -> None:
     assert kstatus(given_back.status) == {"Ready": (T, "Scheduled")}
 
 
+def edit(p: Post, **changes: Any) -> Post:
+    spec = p.spec.model_copy(update=changes)
+    return engine.Post(p.namespace, p.name, p.uid, p.generation + 1, spec, p.status)
+
+
 def test_ready_keeps_its_transition_time_while_the_phase_stays() -> None:
-    p = post(publish_at=at(120))
-    p = written(p, engine.plan(p, NOW, DEFAULTS))
-    edited = engine.Post(
-        p.namespace,
-        p.name,
-        p.uid,
-        2,
-        p.spec.model_copy(update={"publish_at": at(240)}),
-        p.status,
-    )
+    p = post(publish_at=at(120), suspend=True)
+    p = written(p, engine.plan(p, NOW, DEFAULTS))  # accepted as Suspended: Ready
+    resumed = written(edit(p, suspend=False), engine.plan(edit(p, suspend=False), NOW, DEFAULTS))
+    assert resumed.status.phase is Phase.SCHEDULED
+    assert kstatus(resumed.status) == {"Ready": (T, "Scheduled")}
+    edited = edit(resumed, publish_at=at(240))
     replanned = written(edited, engine.plan(edited, at(10), DEFAULTS))
     ready = next(c for c in replanned.status.conditions or [] if c.type == "Ready")
     assert ready.last_transition_time == NOW  # still Ready since the accept
-    assert ready.observed_generation == 2  # but for the new generation
+    assert ready.observed_generation == 3  # but for the new generation
+    assert ready.message == replanned.status.message  # "Publishes at …": says when
     assert "2030-01-15T09:04:00Z" in ready.message
 
 

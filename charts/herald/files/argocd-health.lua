@@ -24,7 +24,18 @@ end
 local phase = status.phase
 local message = status.message
 
-if phase == "Scheduled" then
+if phase == "Pending" then
+  -- Nothing written yet (the CRD's default status): the operator writes the status first
+  -- when it claims the post, and dispatches it at spec.publishAt meanwhile.
+  local spec = obj.spec or {}
+  if spec.suspend then
+    hs.status = "Progressing"
+    hs.message = "Waiting for the Herald operator to suspend the post"
+    return hs
+  end
+  hs.status = "Healthy"
+  message = "Publishes at " .. (spec.publishAt or "?") .. " via target " .. (spec.target or "default")
+elseif phase == "Scheduled" then
   hs.status = "Healthy"
   if message == nil then
     message = "Publishes at " .. (status.nextAttemptAt or (obj.spec and obj.spec.publishAt) or "?")
