@@ -337,14 +337,14 @@ async def _known(
     Published ones, which the history sweep counts, not the watch."""
     samples = await asyncio.to_thread(scrape, metrics_url)
     seen = metric_sum(samples, "herald_posts", namespace=namespace)
-    if seen is not None:
-        if not published:
-            done = metric_sum(samples, "herald_posts", namespace=namespace, phase="Published")
-            seen -= done or 0.0
-        return seen >= count
-    # No gauge (a different build): fall back to the objects themselves.
-    items = await bench.api.list_posts(namespace)
-    return sum(1 for i in items if (i.get("status") or {}).get("phase")) >= count
+    if seen is None:
+        # Nothing counted yet. (Not the objects' phases instead: every post shows one,
+        # Pending, from the moment it is created.)
+        return False
+    if not published:
+        done = metric_sum(samples, "herald_posts", namespace=namespace, phase="Published")
+        seen -= done or 0.0
+    return seen >= count
 
 
 async def _create_due_at(
@@ -775,10 +775,12 @@ async def idle(bench: Bench) -> Result:
     )
     rss_known = rss_mib(pid)
     say(f"all known {known - started:.1f}s after start; measuring idle CPU")
+    spies = bench.start_profiles(f"idle-{n}")  # `--profile`: what the idle CPU is
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(sizes.idle_window)
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
     rss = rss_mib(pid)
+    await bench.stop_profiles(spies)
     await bench.stop_all()
     return {
         "posts": n,

@@ -8,7 +8,7 @@ operator and the sidecar cannot disagree about what a transition means.
 
 Phases:
 
-    Pending ──accept──▶ Scheduled ──due: claim──▶ Publishing ──callback ok──▶ Published
+    Pending ╌╌read as╌▶ Scheduled ──due: claim──▶ Publishing ──callback ok──▶ Published
       │                  ▲  │                     │   │
       │          resume  │  │ suspend             │   └─transient / stale─▶ Retrying ─due─┐
       ▼                  │  ▼                     │                         (claim again) │
