@@ -256,3 +256,36 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_memory(points: list[dict[str, Any]], path: Path) -> Path | None:
+    """Issue 17's memory curve: operator RSS against the Published posts present at
+    start-up (one `history` run per point: `finished`, `rss_mib`, `live`); None without
+    matplotlib (the `bench` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    points = sorted(points, key=lambda p: p["finished"])
+    xs = [p["finished"] for p in points]
+    ys = [p["rss_mib"] for p in points]
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    ax.plot(
+        xs, ys, marker="o", color="tab:blue", label="operator RSS once the live posts are known"
+    )
+    for x, y in zip(xs, ys, strict=True):
+        ax.annotate(f"{y:.0f} MiB", (x, y), textcoords="offset points", xytext=(0, 8), ha="center")
+    live = {p["live"] for p in points}
+    ax.set_title(f"Operator memory against Published posts ({', '.join(map(str, live))} live)")
+    ax.set_xlabel("Published posts in the cluster at start-up")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_ylim(0, max(ys) * 1.25 + 10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
