@@ -457,6 +457,9 @@ class FakeN8n:
                     fake._run_abandoned(body, reply)
                     return
                 payload = json.dumps(reply.body or {}).encode()
+                # Recorded before the bytes leave: a client that reads the answer and
+                # looks at the record at once must find it there.
+                received.answered, received.answered_at = reply.status, time.time()
                 try:
                     self.send_response(reply.status)
                     for key, value in reply.headers.items():
@@ -467,10 +470,10 @@ class FakeN8n:
                     self.wfile.write(payload)
                     self.wfile.flush()
                 except OSError:
+                    received.answered = received.answered_at = None
                     received.abandoned = True
                     fake._run_abandoned(body, reply)
                     return  # the client gave up (a scripted timeout)
-                received.answered, received.answered_at = reply.status, time.time()
                 if fake.auto_callback and 200 <= reply.status < 300 and body.get("callback"):
                     fake._plan_callbacks(body)
 
