@@ -327,7 +327,9 @@ def _published(urls: list[str]) -> float:
     return total
 
 
-async def _known(metrics_url: str, namespace: str, count: int, *, published: bool = True) -> bool:
+async def operator_knows(
+    metrics_url: str, namespace: str, count: int, *, published: bool = True
+) -> bool:
     """True once the operator's herald_posts gauge counts `count` posts in `namespace`:
     it has seen and planned them. A new post stays Pending (the CRD's default) until its
     claim writes it, so Pending counts (before issue 17 item 4 it meant "not accepted
@@ -374,7 +376,7 @@ async def _all_due_together(
     try:
         for namespace, count in groups:
             await wait_until(
-                lambda ns=namespace, n=count: _known(metrics_urls[0], ns, n),
+                lambda ns=namespace, n=count: operator_knows(metrics_urls[0], ns, n),
                 within=max(0.0, due_at - time.time()) + 1,
                 interval=0.5,
                 what="operator knows every post",
@@ -769,7 +771,7 @@ async def idle(bench: Bench) -> Result:
     assert proc.proc is not None
     pid = proc.proc.pid
     known = await wait_until(
-        lambda: _known(metrics, ns, n), bench.timeout(n * 0.05), 0.5, "all posts known"
+        lambda: operator_knows(metrics, ns, n), bench.timeout(n * 0.05), 0.5, "all posts known"
     )
     rss_known = rss_mib(pid)
     say(f"all known {known - started:.1f}s after start; measuring idle CPU")
@@ -822,13 +824,13 @@ async def history(bench: Bench) -> Result:
     pid = proc.proc.pid
     total = f + live + 1
     live_known = await wait_until(
-        lambda: _known(metrics, ns, live, published=False),
+        lambda: operator_knows(metrics, ns, live, published=False),
         bench.timeout(total * 0.01),
         0.5,
         "live posts known",
     )
     all_known = await wait_until(
-        lambda: _known(metrics, ns, total), bench.timeout(total * 0.01), 0.5, "all known"
+        lambda: operator_knows(metrics, ns, total), bench.timeout(total * 0.01), 0.5, "all known"
     )
     rss_known = rss_mib(pid)
     say(f"live known {live_known - started:.1f}s, all {all_known - started:.1f}s after start")

@@ -4,9 +4,9 @@
 
     python bench/watch_list.py --posts 5000 [--chunk 500] [--out DIR]
 
-N live posts that already have their status (Scheduled, a day ahead, a real status as
-template), then for each mode a fresh `herald run`: seconds from start until its
-herald_posts gauge counts all N, RSS then, and peak RSS (VmHWM). Prints one JSON line
+N live posts a day ahead, each with the status the operator left on the first one, then
+for each mode a fresh `herald run`: seconds from start until its herald_posts gauge counts
+all N, RSS then, and peak RSS (VmHWM). Prints one JSON line
 per mode. The modes take turns on the same posts and API server.
 """
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.herald_proc import start_operator
 
-from bench.common import Api, metric_sum, post_body, rss_mib, scrape, wait_until
-from bench.scenarios import CRD, FAR
+from bench.common import Api, post_body, rss_mib, wait_until
+from bench.scenarios import CRD, FAR, operator_knows
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -56,12 +56,7 @@ async def measure(
     try:
         assert proc.proc is not None
 
-        async def known() -> bool:
-            samples = await asyncio.to_thread(scrape, metrics)
-            seen = metric_sum(samples, "herald_posts", namespace=ns, phase="Scheduled")
-            return seen is not None and seen >= n
-
-        at = await wait_until(known, 600, 0.2, "all known")
+        at = await wait_until(lambda: operator_knows(metrics, ns, n), 600, 0.2, "all known")
         return {
             "settings": settings,
             "known_after_start_s": round(at - started, 2),
@@ -87,7 +82,8 @@ async def main() -> None:
         ns = "watch-list"
         await api.create_namespace(ns)
         far = time.time() + FAR
-        # A real Scheduled status, written by the operator, is the template for the rest.
+        # The first post's status, as the operator leaves it (Pending: the CRD's default,
+        # unwritten), is the template for the rest.
         await api.create_post(post_body(ns, "template", far))
         logs = workdir / "logs"
         logs.mkdir()

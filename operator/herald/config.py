@@ -263,8 +263,8 @@ class Settings(BaseSettings):
     watch_initial_streaming: bool = Field(
         default=False,
         description="Take the initial list as a watch stream (sendInitialEvents, "
-        "Kubernetes >= 1.34, and an etcd with RequestWatchProgress: not the project's "
-        "etcd 3.5.1, where the API server refuses the watch) instead of a paged list.",
+        "Kubernetes >= 1.34 with etcd >= 3.5.13) instead of a paged list; measured slower "
+        "and larger than pages on the project's API server (bench/RESULTS.md).",
     )
     history_sweep_seconds: float = Field(
         default=300,

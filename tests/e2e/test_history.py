@@ -10,12 +10,13 @@ import datetime as dt
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import kopf
 import pytest
+from kopf._cogs.clients import fetching
 from kopf._core.reactor import inventory
 from kopf.testing import KopfRunner
 
@@ -94,12 +95,22 @@ def wait(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+INITIAL_LISTS = {
+    # Pages of 2: the four live posts take more than one page.
+    "pages": {"watch_chunk_size": 2},
+    # A watch stream (sendInitialEvents), which the API server serves from its watch cache.
+    "stream": {"watch_initial_streaming": "true"},
+}
+
+
+@pytest.mark.parametrize("initial_list", sorted(INITIAL_LISTS))
 def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
     control_plane: ControlPlane,
     namespace: str,
     posts: Posts,
     fake_n8n: FakeN8n,
     monkeypatch: pytest.MonkeyPatch,
+    initial_list: str,
 ) -> None:
     finished = [f"done-{i:04d}" for i in range(FINISHED_AT_START)]
     seed_published(control_plane, namespace, finished)
@@ -113,6 +124,7 @@ def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
         fake_n8n.url,
         namespaces=json.dumps([namespace]),
         history_sweep_seconds=1,
+        **INITIAL_LISTS[initial_list],
     )
     for key, value in env.items():
         if key.startswith("HERALD_") or key == "KUBECONFIG":
@@ -127,6 +139,17 @@ def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
         return real_observe(self, obj, own=own)
 
     monkeypatch.setattr(Dispatcher, "observe", counting_observe)
+    # The pages of the initial list of posts kopf fetched (none when it streams).
+    pages: list[int] = []
+    real_fetch = fetching.fetch_objs
+
+    async def counting_fetch(*, resource: Any, **kw: Any) -> AsyncIterator[Any]:
+        async for chunk, version in real_fetch(resource=resource, **kw):
+            if resource.plural == "scheduledposts":
+                pages.append(len(chunk))
+            yield chunk, version
+
+    monkeypatch.setattr(fetching, "fetch_objs", counting_fetch)
     kopf_memories: list[inventory.ResourceMemories] = []
     real_recall = inventory.ResourceMemories.recall
 
@@ -162,6 +185,7 @@ def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
         assert not names & set(finished), sorted(names & set(finished))[:5]
         assert names >= {*live, "dead-letter"}
         assert len(cache) == len(live) + 1
+        assert pages == ([2, 2] if initial_list == "pages" else []), pages
 
         # A post that becomes Published (the sidecar's write) leaves the watch: Herald's
         # cache, its tracks and schedule, and kopf's per-object memory let go of it.
