@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.support.accounts import default_accounts
-from tests.support.controlplane import REPO, ControlPlane
+from tests.support.controlplane import REPO, ControlPlane, RetryingTransport
 
 CRD = REPO / "crds" / "scheduledposts.herald.dev.yaml"
 PUBLICATION_CRD = REPO / "crds" / "publications.herald.dev.yaml"
@@ -74,7 +74,8 @@ def admin_client(
     pem.write_bytes(cert + key)
     tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
     tls.load_cert_chain(str(pem))
-    with httpx.Client(base_url=control_plane.server, verify=tls, timeout=10) as client:
+    transport = RetryingTransport(verify=tls)
+    with httpx.Client(base_url=control_plane.server, transport=transport, timeout=10) as client:
         yield client
 
 

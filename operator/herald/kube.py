@@ -16,6 +16,7 @@ httpx spent most of a request's CPU in httpcore's pool bookkeeping; see bench/RE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import ssl
@@ -54,6 +55,10 @@ POOL_WAIT_SECONDS = 30.0
 """How long a request may wait for a free connection when all are busy: a burst queues
 instead of opening more connections, and each request holding a connection is itself
 bounded by `timeout`."""
+READ_RETRIES = 5
+"""A read answered 429 with Retry-After is retried at most this many times."""
+MAX_RETRY_AFTER = 2.0
+"""Seconds waited at most before each of those retries, whatever Retry-After says."""
 
 
 class KubeError(Exception):
@@ -130,6 +135,8 @@ class Reply:
 
     status: int
     body: bytes
+    retry_after: float | None = None
+    """Seconds the API server asks to wait before trying again (its Retry-After)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -265,7 +272,30 @@ class KubeClient:
         params: dict[str, str] | None = None,
     ) -> Reply:
         """One request, signed with the current credentials; once more with fresh ones
-        when the API server answers 401 and a reload brought new credentials."""
+        when the API server answers 401 and a reload brought new credentials. A read the
+        API server answers 429 with Retry-After is tried again after that wait, at most
+        READ_RETRIES times, as client-go does: an API server that serves lists from its
+        watch cache answers so while that cache is refilled (after a restart, a CRD
+        update, a lost etcd watch)."""
+        for _ in range(READ_RETRIES):
+            reply = await self._signed(method, path, what, body, content_type, params)
+            if method != "GET" or reply.status != 429 or reply.retry_after is None:
+                break
+            await asyncio.sleep(min(reply.retry_after, MAX_RETRY_AFTER))
+        else:
+            reply = await self._signed(method, path, what, body, content_type, params)
+        raise_for(reply, what)
+        return reply
+
+    async def _signed(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        body: object,
+        content_type: str,
+        params: dict[str, str] | None,
+    ) -> Reply:
         try:
             async with asyncio.timeout(POOL_WAIT_SECONDS):
                 await self._slots.acquire()
@@ -286,7 +316,6 @@ class KubeClient:
             raise Unavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._slots.release()
-        raise_for(reply, what)
         return reply
 
     async def _send(
@@ -314,7 +343,11 @@ class KubeClient:
             server_hostname=creds.tls_server_name if creds is not None else None,
             timeout=limit,
         ) as response:
-            return Reply(response.status, await response.read())
+            retry_after = None
+            if response.status == 429:
+                with contextlib.suppress(ValueError):
+                    retry_after = float(response.headers.get("Retry-After", ""))
+            return Reply(response.status, await response.read(), retry_after)
 
     async def get_post(self, namespace: str, name: str) -> dict[str, Any]:
         response = await self._request(

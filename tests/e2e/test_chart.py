@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from herald.config import load
-from tests.support.controlplane import REPO, ControlPlane
+from tests.support.controlplane import REPO, ControlPlane, RetryingTransport
 from tests.support.helm import CHART, Helm, documents, find, kubernetes_version, one
 
 pytestmark = pytest.mark.e2e
@@ -1638,7 +1638,8 @@ def test_operator_and_callback_receiver_work_end_to_end_as_the_charts_service_ac
 
                 tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
                 tls.load_cert_chain(str(pem))
-                with httpx.Client(base_url=control_plane.server, verify=tls) as client:
+                transport = RetryingTransport(verify=tls)
+                with httpx.Client(base_url=control_plane.server, transport=transport) as client:
                     posts = Posts(control_plane, client, namespace)
                     posts.create("proof", in_seconds(1))
                     status = posts.wait_phase("proof", "Published", timeout=30)

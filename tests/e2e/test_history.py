@@ -27,7 +27,7 @@ from herald.metrics import Metrics
 from herald.models import format_time
 from herald.writer import Writer
 from tests.e2e.conftest import Posts, in_seconds
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import AsyncRetryingTransport, ControlPlane
 from tests.support.fake_n8n import FakeN8n
 from tests.support.herald_proc import HeraldProcess, herald_env
 
@@ -81,7 +81,9 @@ def seed_published(
         tls = ssl.create_default_context(cafile=str(control_plane.ca_file))
         tls.load_cert_chain(str(pem))
         gate = asyncio.Semaphore(16)
-        async with httpx.AsyncClient(base_url=control_plane.server, verify=tls, timeout=30) as c:
+        transport = AsyncRetryingTransport(verify=tls)
+        server = control_plane.server
+        async with httpx.AsyncClient(base_url=server, transport=transport, timeout=30) as c:
             await asyncio.gather(*(one(c, gate, name) for name in names))
 
     asyncio.run(run())

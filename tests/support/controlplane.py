@@ -11,6 +11,7 @@ Binaries come from `hack/tools.sh` (`.tools/bin`, or `$HERALD_TOOLS_BIN`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +39,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
+PORT_ATTEMPTS = 3
+"""Starts with fresh ports when one was taken before etcd or kube-apiserver bound it."""
+
+
+class PortTaken(RuntimeError):
+    """etcd or kube-apiserver exited because its port was taken meanwhile."""
 
 
 def tools_bin() -> Path:
@@ -166,13 +174,32 @@ class ControlPlane:
         certs = self.workdir / "certs"
         certs.mkdir(parents=True, exist_ok=True)
         self._write_certs(certs)
-        self._start_etcd()
-        self._start_apiserver(certs)
-        self._wait_ready(started + timeout)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._start_etcd()
+            self._start_apiserver(certs)
+            try:
+                self._wait_ready(started + timeout)
+                break
+            except PortTaken:
+                # A free port is only free until someone takes it: another process (an
+                # outgoing connection's ephemeral port, a neighbour's server) can bind it
+                # between free_port() and our bind. New ports, a fresh etcd, again.
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                self._stop_procs()
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+                self.etcd_port, self.etcd_peer_port = free_port(), free_port()
+                self.api_port = free_port()
+                self.write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
         self.started_in = time.monotonic() - started
         return self
 
     def stop(self) -> None:
+        self._stop_procs()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_procs(self) -> None:
         # One at a time, newest first: kube-apiserver stops at once while etcd is still
         # there, but waits out its etcd retries when both are signalled together.
         for proc in reversed(self._procs):
@@ -184,8 +211,6 @@ class ControlPlane:
                 proc.kill()
                 proc.wait(timeout=5)
         self._procs.clear()
-        if not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -338,9 +363,9 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.args[0]} exited with {proc.returncode}: {self.log_tail()}"
-                    )
+                    tail = self.log_tail()
+                    error = PortTaken if "address already in use" in tail else RuntimeError
+                    raise error(f"{proc.args[0]} exited with {proc.returncode}: {tail}")
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
                     if r.status == 200:
@@ -501,3 +526,51 @@ def running(keep_workdir: bool = False) -> Iterator[ControlPlane]:
         yield cp.start()
     finally:
         cp.stop()
+
+
+# --- raw HTTP clients for tests ------------------------------------------------------
+
+RETRY_429_ATTEMPTS = 10
+"""As client-go: a 429 with Retry-After is retried up to this many times."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before retrying, for a 429 that says so; None: do not retry."""
+    if response.status_code != 429:
+        return None
+    try:
+        return min(float(response.headers.get("Retry-After", "")), 5.0)
+    except ValueError:
+        return None
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    """httpx's transport, retrying a 429 the way client-go does (kubectl included).
+
+    An API server that serves lists from its watch cache (etcd >= 3.5.13) answers a list
+    429 "storage is (re)initializing", with Retry-After, while that cache is refilled;
+    every Kubernetes client waits and retries, and so do the tests' raw clients."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(RETRY_429_ATTEMPTS):
+            response = super().handle_request(request)
+            wait = _retry_after(response)
+            if wait is None:
+                return response
+            response.close()
+            time.sleep(wait)
+        return super().handle_request(request)
+
+
+class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
+    """RetryingTransport for httpx.AsyncClient."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(RETRY_429_ATTEMPTS):
+            response = await super().handle_async_request(request)
+            wait = _retry_after(response)
+            if wait is None:
+                return response
+            await response.aclose()
+            await asyncio.sleep(wait)
+        return await super().handle_async_request(request)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from herald import kubeauth
-from herald.kube import Forbidden, KubeClient, KubeError, discover, env_proxy
+from herald import kube, kubeauth
+from herald.kube import Forbidden, KubeClient, KubeError, Unavailable, discover, env_proxy
 from herald.kubeauth import Credentials, KubeAuth, Source, refresh_at
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -417,12 +417,18 @@ class ApiServer:
     def __init__(self) -> None:
         self.seen: list[str] = []
         self.revoked: set[str] = set()
+        self.reinitializing = 0
+        """Answer this many requests 429 with Retry-After, as a re-filling watch cache does."""
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
         self.seen.append(auth)
+        if self.reinitializing:
+            self.reinitializing -= 1
+            body = {"kind": "Status", "message": "storage is (re)initializing", "code": 429}
+            return web.json_response(body, status=429, headers={"Retry-After": "0"})
         if auth in self.revoked:
             return web.json_response({"kind": "Status", "message": "Unauthorized"}, status=401)
         return web.json_response({"metadata": {"name": request.match_info["name"]}})
@@ -461,6 +467,25 @@ async def test_kube_client_reloads_after_a_401_and_retries_once(tmp_path: Path) 
     assert server.seen == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
     assert runs(counter) == 2
     assert opened == ["tcp"], "one plain-HTTP connection, kept for all three requests"
+
+
+async def test_kube_client_retries_a_read_the_api_server_asks_to_retry(tmp_path: Path) -> None:
+    """A 429 with Retry-After (a watch cache being refilled) is waited out, as client-go
+    waits it out, a bounded number of times; then the read fails as Unavailable."""
+    async with ApiServer() as server:
+        path = kubeconfig(tmp_path / "config", {"token": "t"}, cluster={"server": server.url})
+        client = KubeClient(discover(str(path)))
+        try:
+            async with asyncio.timeout(30):
+                server.reinitializing = 2
+                assert (await client.get_post("team-a", "p"))["metadata"]["name"] == "p"
+                assert len(server.seen) == 3
+                server.reinitializing = 100
+                with pytest.raises(Unavailable, match="storage is \\(re\\)initializing"):
+                    await client.get_post("team-a", "p")
+        finally:
+            await client.aclose()
+    assert len(server.seen) == 3 + 1 + kube.READ_RETRIES
 
 
 async def test_kube_client_refreshes_expiring_exec_credentials(tmp_path: Path) -> None:
