@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import fake_bluesky, fake_meta
-from tests.support.controlplane import REPO, free_port, tools_bin
+from tests.support.controlplane import PORT_ATTEMPTS, REPO, PortTaken, free_port, tools_bin
 from tests.support.fake_bluesky import FakeBluesky
 from tests.support.fake_linkedin import FakeLinkedIn
 from tests.support.fake_mastodon import FakeMastodon
@@ -275,17 +275,25 @@ class N8nServer:
     def start(self, probe_path: str | None = None, timeout: float = 180.0) -> N8nServer:
         """Start n8n; return once it is healthy (and `probe_path`'s webhook answers)."""
         started = time.monotonic()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(n8n_binary()), "start"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
         deadline = started + timeout
-        self._wait(f"{self.base_url}/healthz", deadline, method="GET")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [str(n8n_binary()), "start"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                self._wait(f"{self.base_url}/healthz", deadline, method="GET")
+                break
+            except PortTaken:
+                # Taken between free_port() and n8n's bind (see ControlPlane.start).
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                self.port, self.broker_port = free_port(), free_port()
         if probe_path is not None:
             # An unsigned POST: the workflow answers 401 once it is registered.
             self._wait(self.webhook_url(probe_path), deadline, method="POST", want=401)
@@ -296,7 +304,10 @@ class N8nServer:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"n8n exited with {self.proc.returncode}:\n{self.log_tail()}")
+                tail = self.log_tail()
+                taken = f"port {self.port} is already in use" in tail
+                error = PortTaken if taken else RuntimeError
+                raise error(f"n8n exited with {self.proc.returncode}:\n{tail}")
             data = b"{}" if method == "POST" else None
             request = urllib.request.Request(
                 url, data=data, method=method, headers={"Content-Type": "application/json"}
