@@ -40,11 +40,12 @@ from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_ATTEMPTS = 3
-"""Starts with fresh ports when one was taken before etcd or kube-apiserver bound it."""
+"""Starts of a test server (etcd + kube-apiserver, n8n), each on fresh ports when one was
+taken between free_port() and the server's bind."""
 
 
 class PortTaken(RuntimeError):
-    """etcd or kube-apiserver exited because its port was taken meanwhile."""
+    """A test server exited because its port was taken meanwhile."""
 
 
 def tools_bin() -> Path:
