@@ -260,6 +260,15 @@ class Settings(BaseSettings):
         "watch) in pages of this many (limit/continue), so the whole list is never held "
         "at once. 0: one response.",
     )
+    watch_worker_idle_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=60,
+        description="How long kopf keeps a post's event worker, and with it the whole "
+        "object last seen (about 12 KB), after the post's last event. kopf's default is "
+        "5 s: 20,000 posts taken in at start-up then held about 85 MiB more "
+        "(bench/RESULTS.md).",
+    )
     watch_initial_streaming: bool = Field(
         default=False,
         description="Take the initial list as a watch stream (sendInitialEvents, "

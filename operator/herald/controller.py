@@ -108,6 +108,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.field_selectors[GROUP, PLURAL] = history.WATCH_SELECTOR
     settings.watching.chunk_size = config.watch_chunk_size or None
     settings.watching.initial_streaming = config.watch_initial_streaming
+    # kopf's worker for an object keeps the last raw event it handled until it exits,
+    # idle_timeout after that event: the whole object, when Herald keeps a projection.
+    settings.queueing.idle_timeout = config.watch_worker_idle_seconds
     me = f"{config.identity}/{secrets.token_hex(4)}"
     metrics = Metrics()
     metrics.initialise(config.targets)
