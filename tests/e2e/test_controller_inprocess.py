@@ -13,15 +13,14 @@ import time
 from typing import Any
 
 import httpx
-import kopf
 import pytest
 from kopf.testing import KopfRunner
 
 from herald import controller
 from tests.e2e.conftest import Posts, in_seconds
+from tests.support import inprocess
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.fake_n8n import FakeN8n
-from tests.support.herald_proc import herald_env
 
 pytestmark = pytest.mark.e2e
 
@@ -51,20 +50,11 @@ def test_wiring_startup_probe_first_status_and_cleanup(
     fake_n8n: FakeN8n,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = herald_env(control_plane.kubeconfig, fake_n8n.url, namespaces=json.dumps([namespace]))
-    for key, value in env.items():
-        if key.startswith("HERALD_") or key == "KUBECONFIG":
-            monkeypatch.setenv(key, value)
-    # Every handler reaches the runtime through controller._runtime(memo); recording the
-    # memo it is given (and changing nothing) shows what startup left there.
-    memos: list[kopf.Memo] = []
-    real_runtime = controller._runtime
-
-    def recording_runtime(memo: kopf.Memo) -> controller.Runtime:
-        memos.append(memo)
-        return real_runtime(memo)
-
-    monkeypatch.setattr(controller, "_runtime", recording_runtime)
+    # Every handler reaches the runtime through controller._runtime(memo); the memos it is
+    # given (recorded, nothing changed) show what startup left there.
+    memos = inprocess.prepare(
+        monkeypatch, control_plane.kubeconfig, fake_n8n.url, namespaces=json.dumps([namespace])
+    )
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     args = ["run", "--standalone", "--namespace", namespace, "--liveness", liveness]
 

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import kopf
 import pytest
 from kopf._cogs.clients import fetching
 from kopf._core.reactor import inventory
@@ -28,9 +27,10 @@ from herald.metrics import Metrics
 from herald.models import format_time
 from herald.writer import Writer
 from tests.e2e.conftest import Posts, in_seconds
+from tests.support import inprocess
 from tests.support.controlplane import AsyncRetryingTransport, ControlPlane
 from tests.support.fake_n8n import FakeN8n
-from tests.support.herald_proc import HeraldProcess, herald_env
+from tests.support.herald_proc import HeraldProcess
 
 pytestmark = pytest.mark.e2e
 Start = Callable[..., HeraldProcess]
@@ -122,16 +122,14 @@ def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
         posts.create(name, in_seconds(3600))
     posts.create("dead-letter", in_seconds(3600))
 
-    env = herald_env(
+    memos = inprocess.prepare(
+        monkeypatch,
         control_plane.kubeconfig,
         fake_n8n.url,
         namespaces=json.dumps([namespace]),
         history_sweep_seconds=1,
         **INITIAL_LISTS[initial_list],
     )
-    for key, value in env.items():
-        if key.startswith("HERALD_") or key == "KUBECONFIG":
-            monkeypatch.setenv(key, value)
     # What kopf delivers to Herald, and what kopf itself remembers per object.
     delivered: list[dict[str, Any]] = []
     real_observe = Dispatcher.observe
@@ -162,14 +160,6 @@ def test_finished_posts_are_never_delivered_and_a_published_post_leaves_memory(
         return await real_recall(self, *a, **kw)
 
     monkeypatch.setattr(inventory.ResourceMemories, "recall", recording_recall)
-    memos: list[kopf.Memo] = []
-    real_runtime = controller._runtime
-
-    def recording_runtime(memo: kopf.Memo) -> controller.Runtime:
-        memos.append(memo)
-        return real_runtime(memo)
-
-    monkeypatch.setattr(controller, "_runtime", recording_runtime)
 
     def kopf_remembers(uid: str) -> bool:
         return any(uid in m._items for m in kopf_memories)
@@ -247,18 +237,9 @@ def test_kopf_lets_go_of_each_post_object_once_herald_has_it(
     names = [f"held-{i:02d}" for i in range(40)]
     for name in names:
         posts.create(name, in_seconds(3600))
-    env = herald_env(control_plane.kubeconfig, fake_n8n.url, namespaces=json.dumps([namespace]))
-    for key, value in env.items():
-        if key.startswith("HERALD_") or key == "KUBECONFIG":
-            monkeypatch.setenv(key, value)
-    memos: list[kopf.Memo] = []
-    real_runtime = controller._runtime
-
-    def recording_runtime(memo: kopf.Memo) -> controller.Runtime:
-        memos.append(memo)
-        return real_runtime(memo)
-
-    monkeypatch.setattr(controller, "_runtime", recording_runtime)
+    memos = inprocess.prepare(
+        monkeypatch, control_plane.kubeconfig, fake_n8n.url, namespaces=json.dumps([namespace])
+    )
     args = ["run", "--standalone", "--namespace", namespace]
     with KopfRunner(args, registry=controller.registry, timeout=60) as runner:
         wait(lambda: bool(memos) and "herald" in memos[-1], 30, "started")
