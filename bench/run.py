@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         "extra (py-spy)",
     )
     parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Herald setting for every operator the bench starts (HERALD_<KEY>), e.g. "
+        "--set watch_worker_idle_seconds=5 to measure kopf's default; repeatable",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "out", help="output dir"
     )
     group = parser.add_argument_group("sizes (defaults: the full benchmark; --quick lowers them)")
@@ -89,13 +98,29 @@ def start_control_plane(workdir: Path) -> ControlPlane:
     return cp
 
 
+def operator_settings(pairs: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` pairs as Herald settings; a pair without `=` is an error."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. claim_ahead_seconds=60")
+        settings[key.strip().lower()] = value
+    return settings
+
+
 async def run_scenarios(
-    names: list[str], sizes: Sizes, out: Path, profile: Path | None = None
+    names: list[str],
+    sizes: Sizes,
+    out: Path,
+    profile: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "mode": "quick" if sizes == QUICK else "custom" if sizes != Sizes() else "full",
         "machine": machine(),
         "sizes": dataclasses.asdict(sizes),
+        "operator_settings": settings or {},
         "scenarios": {},
         "scenario_seconds": {},
         "errors": {},
@@ -119,7 +144,9 @@ async def run_scenarios(
                     if shared is None:
                         shared = start_control_plane(out / "logs" / "control-plane")
                     cp = shared
-                bench = Bench(cp, n8n, workdir, sizes, profile_dir=profile)
+                bench = Bench(
+                    cp, n8n, workdir, sizes, profile_dir=profile, operator_settings=settings or {}
+                )
                 results["scenarios"][name] = await SCENARIOS[name](bench)
             except Exception:
                 results["errors"][name] = traceback.format_exc()
@@ -172,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None and not Path(PY_SPY[0]).exists():
         print(f"bench: --profile needs py-spy ({PY_SPY[0]}): pip install -e '.[profile]'")
         return 2
-    results = asyncio.run(run_scenarios(names, sizes, out, args.profile))
+    settings = operator_settings(args.settings)
+    results = asyncio.run(run_scenarios(names, sizes, out, args.profile, settings))
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return _report(results, out)
 

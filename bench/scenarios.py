@@ -158,6 +158,8 @@ class Bench:
     procs: list[HeraldProcess] = field(default_factory=list)
     metrics_of: dict[int, str] = field(default_factory=dict)  # id(proc) -> its /metrics URL
     profile_dir: Path | None = None  # `--profile`: py-spy flame graphs of the burst here
+    # `--set KEY=VALUE`: Herald settings (HERALD_<KEY>) for every operator started here.
+    operator_settings: dict[str, str] = field(default_factory=dict)
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -214,7 +216,7 @@ class Bench:
             namespaces=json.dumps(namespaces),
             metrics_port=port,
             identity=identity,
-            concurrency=self.sizes.concurrency,
+            **{"concurrency": str(self.sizes.concurrency), **self.operator_settings},
         )
         self.procs.append(proc)
         self.metrics_of[id(proc)] = f"http://127.0.0.1:{port}/metrics"
