@@ -266,7 +266,7 @@ class Settings(BaseSettings):
         le=60,
         description="How long kopf keeps a post's event worker, and with it the whole "
         "object last seen (about 12 KB), after the post's last event. kopf's default is "
-        "5 s: 20,000 posts taken in at start-up then held about 85 MiB more "
+        "5 s: 20,000 posts taken in at start-up then held about 95 MiB more "
         "(bench/RESULTS.md).",
     )
     watch_initial_streaming: bool = Field(

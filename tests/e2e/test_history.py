@@ -233,7 +233,7 @@ def test_kopf_lets_go_of_each_post_object_once_herald_has_it(
     """Herald keeps a projection of a live post; kopf's worker for the post keeps the whole
     object it last handled until the worker exits, `idle_timeout` after the post's last
     event. At kopf's default (5 s) every post taken in during the last 5 s is held whole:
-    about 85 MiB for 20,000 posts at start-up (bench/RESULTS.md). Herald sets 0.1 s."""
+    about 95 MiB for 20,000 posts at start-up (bench/RESULTS.md). Herald sets 0.1 s."""
     names = [f"held-{i:02d}" for i in range(40)]
     for name in names:
         posts.create(name, in_seconds(3600))
