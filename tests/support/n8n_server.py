@@ -277,15 +277,16 @@ class N8nServer:
         started = time.monotonic()
         deadline = started + timeout
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            log = self.log_path.open("ab")
-            self.proc = subprocess.Popen(
-                [str(n8n_binary()), "start"],
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            # n8n holds its own copy of the log's descriptor: ours closes once it started.
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [str(n8n_binary()), "start"],
+                    env=self.env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             try:
                 self._wait(f"{self.base_url}/healthz", deadline, method="GET")
                 break
