@@ -127,6 +127,14 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 (name, "bytes per publication record", _fmt(b.get("bytes_per_record"))),
                 (
                     name,
+                    "peak RSS: operator / sidecar",
+                    " / ".join(
+                        _fmt(b.get("peak_rss_mib", {}).get(role), "MiB")
+                        for role in ("operator", "sidecar")
+                    ),
+                ),
+                (
+                    name,
                     "lost CAS (API 409/422) / herald_claim_conflicts",
                     f"{b['lost_cas_apiserver']} / {b['claim_conflicts_herald']:.0f}",
                 ),

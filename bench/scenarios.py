@@ -706,11 +706,16 @@ async def burst(bench: Bench, replicas: int = 1) -> Result:
     )
     conflicts = _conflicts(publish_urls)
     record_bytes = await bench.api.record_bytes(ns)
+    peaks: dict[str, list[float]] = {}
+    for proc in bench.procs:
+        if proc.proc is not None and proc.proc.poll() is None:
+            peaks.setdefault(ROLES[proc.command], []).append(rss_mib(proc.proc.pid, "VmHWM"))
     await bench.stop_all()
     lateness = _lateness(got["arrivals"][ns])
     return {
         "posts": n,
         "bytes_per_record": None if record_bytes is None else round(record_bytes),
+        "peak_rss_mib": {role: round(max(values), 1) for role, values in peaks.items()},
         "replicas": replicas,
         "created_in_s": got["created_in_s"],
         "known_before_due_s": got["known_before_due_s"],

@@ -30,6 +30,12 @@ class View:
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> View:
+        meta = obj.get("metadata") or {}
+        if "managedFields" in meta:
+            # About half of a post's bytes, and nothing Herald reads or writes (its status
+            # patches test and set status paths only): not kept with a claim or a hint.
+            meta = {k: v for k, v in meta.items() if k != "managedFields"}
+            obj = {**obj, "metadata": meta}
         return cls(obj, engine.as_planned(engine.from_object(obj)))
 
     @property

@@ -93,6 +93,10 @@ def test_figures_are_sane(quick: tuple[dict[str, Any], str, Path]) -> None:
         assert b["fraction_of_ideal"] > 0
         assert b["lost_cas_apiserver"] >= 0
         assert b["claim_conflicts_herald"] >= 0
+        # The peak memory of the operator(s) and the sidecar, as the kernel counted it
+        # (VmHWM): at least an interpreter's worth.
+        assert set(b["peak_rss_mib"]) == {"operator", "sidecar"}
+        assert all(mib > 20 for mib in b["peak_rss_mib"].values())
     assert s["burst"]["duplicates_at_n8n"] == 0
     # CPU per published post and new API-server connections, per process: every process
     # used some CPU for its posts and connected at least once (herald_kube_connections_total).

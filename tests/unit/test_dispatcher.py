@@ -23,6 +23,7 @@ from herald.dispatcher import DispatchConfig, Dispatcher
 from herald.kube import Unavailable
 from herald.metrics import Metrics
 from herald.models import ErrorClass, format_time
+from herald.track import View
 from herald.writer import Writer
 from tests.support.fake_kube import FakeKube
 
@@ -673,3 +674,16 @@ async def test_a_suspended_account_holds_its_posts_until_resumed(
     monkeypatch.setattr("herald.accountstore.CACHE_SECONDS", 0.0)
     await until(lambda: bool(rig.n8n.sent))
     assert rig.status("p")["attempt"] == 1  # holding spent no attempt
+
+
+def test_a_held_view_keeps_no_managed_fields() -> None:
+    """What the dispatcher holds for a post (a claim until its send time, a send until its
+    record, a hint) is the object without the API server's managedFields: about half of
+    its bytes, and nothing a status patch tests or sets."""
+    obj = FakeKube().create("ns", "p", spec(60))
+    obj["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    view = View.of(obj)
+    assert "managedFields" not in view.obj["metadata"]
+    assert view.obj["spec"] == obj["spec"] and view.obj["metadata"]["uid"] == obj["metadata"]["uid"]
+    assert view.resource_version == obj["metadata"]["resourceVersion"]
+    assert "managedFields" in obj["metadata"]  # the caller's object is left as it was
