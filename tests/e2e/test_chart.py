@@ -1929,22 +1929,23 @@ def test_helm_upgrade_applies_a_changed_crd_and_uninstall_keeps_it(
     assert served()["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
     uninstall = helm.run("uninstall", release, "--namespace", namespace)
     assert "kept due to the resource policy" not in uninstall.stdout
-    # The API server's CRD finalizer deletes the (here, no) instances, then the CRD: 0.3 s on
-    # this machine, but one CI run saw it still there after 30 s, so the wait is longer and a
-    # timeout says what the finalizer was doing.
-    deadline = time.monotonic() + 60
-    while not absent():
-        if time.monotonic() > deadline:
-            left = control_plane.kubectl("get", "crd", name, "-o", "json", check=False)
-            if left.returncode:
-                raise AssertionError(f"the CRD could not be read: {left.stderr}")
-            obj = json.loads(left.stdout)
-            state = {
-                "deletionTimestamp": obj["metadata"].get("deletionTimestamp"),
-                "finalizers": obj["metadata"].get("finalizers"),
-                "conditions": obj.get("status", {}).get("conditions"),
-            }
-            raise AssertionError(f"the CRD was not deleted within 60 s: {state}")
+    # Helm's part is the DELETE: the CRD is gone, or terminating under the API server's own
+    # finalizer. The finalizer's end is not waited for: it lists the (here, no) instances
+    # first, and a CRD whose storage was rebuilt by the upgrade can answer "storage is
+    # (re)initializing"; the finalizer then retries on an exponential backoff, so the CRD
+    # can stay Terminating for minutes (a full run here: still there after 60 s, condition
+    # InstanceDeletionFailed; operator-framework/operator-controller#1437 saw the same).
+    deadline = time.monotonic() + 30
+    while True:
+        left = control_plane.kubectl("get", "crd", name, "-o", "json", check=False)
+        if left.returncode:
+            assert "NotFound" in left.stderr, left.stderr
+            break
+        meta = json.loads(left.stdout)["metadata"]
+        if meta.get("deletionTimestamp"):
+            assert "customresourcecleanup.apiextensions.k8s.io" in meta.get("finalizers", [])
+            break
+        assert time.monotonic() < deadline, f"helm uninstall did not delete the CRD: {meta}"
         time.sleep(0.2)
 
 
